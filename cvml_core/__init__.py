@@ -1,0 +1,80 @@
+"""cvml callbacks: Keras training callbacks as pip-installable plugins.
+
+Find and build callbacks by name (no TensorFlow import to list them)::
+
+    import cvml_core
+    cvml_core.available_callbacks()
+    cb = cvml_core.create_callback("ckpt", log_dir="runs/x", basis_dict={"val_loss": "min"})
+
+Write a plugin: a module named by an entry point in group ``cvml``::
+
+    # pyproject.toml
+    [project.entry-points.cvml]
+    my_callbacks = "my_package.plugin"
+
+    # my_package/plugin.py  (keep it light: no TensorFlow import here)
+    import cvml_core
+
+    @cvml_core.hookimpl
+    def cvml_register_callbacks(register):
+        register("my-cb", "my_package.callback:MyCallback", summary="What it does")
+
+``my_package.callback.MyCallback`` subclasses :class:`cvml_core.BasisCallback`
+(or plain ``keras.callbacks.Callback``). The hooks are in :mod:`cvml_core.hookspecs`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from cvml_core.artifact import Artifact, Manifest
+from cvml_core.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from cvml_core.basis import BasisPolicy, MissingMetricError
+from cvml_core.hookspecs import hookimpl
+from cvml_core.plugins import (
+    CallbackInfo,
+    PluginError,
+    UnknownCallbackError,
+    available_callbacks,
+    create_callback,
+)
+from cvml_core.worker import BackgroundJobError, BackgroundWorker
+
+if TYPE_CHECKING:
+    from cvml_core.callback import BasisCallback, LogDirError
+
+# Names whose modules import Keras/TensorFlow: loaded on first use only.
+_LAZY = {
+    "BasisCallback": "cvml_core.callback",
+    "LogDirError": "cvml_core.callback",
+}
+
+__all__ = [
+    "Artifact",
+    "BackgroundJobError",
+    "BackgroundWorker",
+    "BasisCallback",
+    "BasisPolicy",
+    "CallbackInfo",
+    "LogDirError",
+    "Manifest",
+    "MissingMetricError",
+    "PluginError",
+    "UnknownCallbackError",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "available_callbacks",
+    "create_callback",
+    "hookimpl",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'cvml_core' has no attribute {name!r}")

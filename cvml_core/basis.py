@@ -1,0 +1,198 @@
+"""The basis policy: which epochs are due, and which basis keys improved.
+
+Shared by every callback. Pure Python: no TensorFlow import.
+
+* ``basis_dict`` maps a metric name from Keras' logs to ``"min"`` or ``"max"``;
+  each key keeps its own global best.
+* Epoch ``e`` (1-based) is due when ``e > skip_from_start`` and
+  ``e % frequency == 0``: the rule depends on the epoch number alone, so a resumed
+  run keeps the same schedule. Epochs that are not due are not compared.
+* A key improves when its value beats its best by more than ``min_delta``.
+  NaN and infinities never improve. A key with no best yet (the first due epoch, or
+  a key added on resume) improves with any finite value.
+* A key missing from the logs on a due epoch raises :class:`MissingMetricError`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+MODES = ("min", "max")
+
+
+class MissingMetricError(KeyError):
+    """A basis key is not in the logs of a due epoch."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+@dataclass
+class KeyBest:
+    """The best value of one basis key and the epoch (1-based) it was reached."""
+
+    value: float | None = None
+    epoch: int | None = None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def validate_basis_dict(basis_dict: Any) -> dict[str, str]:
+    """Return ``basis_dict`` as ``{key: "min"|"max"}`` or raise ``ValueError``."""
+    if not isinstance(basis_dict, Mapping) or not basis_dict:
+        raise ValueError(
+            "basis_dict must be a non-empty mapping of metric name to 'min' or 'max', "
+            f"e.g. {{'val_loss': 'min'}}. Received: basis_dict={basis_dict!r}"
+        )
+    clean: dict[str, str] = {}
+    for key, mode in basis_dict.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(
+                "basis_dict keys must be non-empty metric names (str). "
+                f"Received: key={key!r} in basis_dict={dict(basis_dict)!r}"
+            )
+        if not isinstance(mode, str) or mode.lower() not in MODES:
+            raise ValueError(
+                f"basis_dict[{key!r}] must be 'min' or 'max'. Received: {mode!r}"
+            )
+        clean[key] = mode.lower()
+    return clean
+
+
+class BasisPolicy:
+    """Decides, per epoch, whether it is due and which basis keys improved.
+
+    >>> policy = BasisPolicy({"val_loss": "min"}, skip_from_start=1, frequency=1)
+    >>> policy.update(1, {"val_loss": 0.9})
+    []
+    >>> policy.update(2, {"val_loss": 0.8})
+    ['val_loss']
+    >>> policy.update(3, {"val_loss": 0.85})
+    []
+    """
+
+    def __init__(
+        self,
+        basis_dict: Mapping[str, str],
+        skip_from_start: int = 0,
+        frequency: int = 1,
+        min_delta: float = 0.0,
+    ) -> None:
+        self.basis = validate_basis_dict(basis_dict)
+        if not _is_int(skip_from_start) or skip_from_start < 0:
+            raise ValueError(
+                "skip_from_start must be an integer >= 0 (the number of first epochs "
+                f"that are never due). Received: skip_from_start={skip_from_start!r}"
+            )
+        if not _is_int(frequency) or frequency < 1:
+            raise ValueError(
+                "frequency must be an integer >= 1 (an epoch e is due when "
+                f"e % frequency == 0). Received: frequency={frequency!r}"
+            )
+        if (
+            isinstance(min_delta, bool)
+            or not isinstance(min_delta, numbers.Real)
+            or not math.isfinite(min_delta)
+            or min_delta < 0
+        ):
+            raise ValueError(
+                "min_delta must be a finite number >= 0. "
+                f"Received: min_delta={min_delta!r}"
+            )
+        self.skip_from_start = int(skip_from_start)
+        self.frequency = int(frequency)
+        self.min_delta = float(min_delta)
+        self.best: dict[str, KeyBest] = {key: KeyBest() for key in self.basis}
+
+    def __repr__(self) -> str:
+        return (
+            f"BasisPolicy({self.basis!r}, skip_from_start={self.skip_from_start}, "
+            f"frequency={self.frequency}, min_delta={self.min_delta})"
+        )
+
+    def is_due(self, epoch: int) -> bool:
+        """Whether 1-based ``epoch`` is due for comparison."""
+        return epoch > self.skip_from_start and epoch % self.frequency == 0
+
+    def improves(self, key: str, value: float) -> bool:
+        """Whether ``value`` would improve ``key``'s best (without recording it)."""
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return False
+        if not math.isfinite(value):
+            return False
+        best = self.best[key].value
+        if best is None:
+            return True
+        if self.basis[key] == "min":
+            return value < best - self.min_delta
+        return value > best + self.min_delta
+
+    def check_logs(self, logs: Mapping[str, Any] | None) -> None:
+        """Raise :class:`MissingMetricError` if a basis key is absent from ``logs``."""
+        present = dict(logs or {})
+        missing = [key for key in self.basis if key not in present]
+        if missing:
+            raise MissingMetricError(
+                f"basis key(s) {missing} not found in the epoch logs. Keys present: "
+                f"{sorted(present)}. Check the spelling (e.g. 'val_acc' vs "
+                "'val_accuracy') and that validation data is given for 'val_' keys."
+            )
+
+    def update(self, epoch: int, logs: Mapping[str, Any] | None) -> list[str]:
+        """Record a finished 1-based ``epoch``; return the keys that improved.
+
+        A non-due epoch returns ``[]`` and changes nothing.
+        """
+        if not self.is_due(epoch):
+            return []
+        self.check_logs(logs)
+        assert logs is not None
+        improved = [key for key in self.basis if self.improves(key, logs[key])]
+        for key in improved:
+            self.best[key] = KeyBest(float(logs[key]), epoch)
+        return improved
+
+    def state_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable state: the basis and each key's best."""
+        return {
+            "basis": dict(self.basis),
+            "skip_from_start": self.skip_from_start,
+            "frequency": self.frequency,
+            "min_delta": self.min_delta,
+            "best": {
+                key: {"value": kb.value, "epoch": kb.epoch} for key, kb in self.best.items()
+            },
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the bests of a saved state (from :meth:`state_dict`).
+
+        Keys of the current basis that the state lacks start with no best. A key whose
+        mode changed (min vs max) raises ``ValueError``: its old best means nothing.
+        The schedule (skip, frequency, min_delta) stays as constructed.
+        """
+        saved_basis = state.get("basis", {})
+        saved_best = state.get("best", {})
+        for key, mode in self.basis.items():
+            if key not in saved_best:
+                continue
+            if saved_basis.get(key, mode) != mode:
+                raise ValueError(
+                    f"the saved basis state tracks {key!r} as {saved_basis[key]!r} but "
+                    f"basis_dict now says {mode!r}; use a new log_dir or keep the mode"
+                )
+            entry = saved_best[key] or {}
+            value = entry.get("value")
+            epoch = entry.get("epoch")
+            self.best[key] = KeyBest(
+                None if value is None else float(value),
+                None if epoch is None else int(epoch),
+            )

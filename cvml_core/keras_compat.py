@@ -1,0 +1,25 @@
+"""The one place that chooses the Keras package.
+
+Keras 3 (``import keras``) by default; the legacy Keras 2 package ``tf_keras``
+when ``TF_USE_LEGACY_KERAS=1``, as TensorFlow itself does. Plugins get Keras from
+here (``from cvml_core.keras_compat import keras``) so that switching touches no
+plugin.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+
+def uses_legacy_keras() -> bool:
+    return os.environ.get("TF_USE_LEGACY_KERAS", "").strip().lower() in ("1", "true", "yes")
+
+
+def _resolve() -> ModuleType:
+    return importlib.import_module("tf_keras" if uses_legacy_keras() else "keras")
+
+
+keras = _resolve()
+Callback = keras.callbacks.Callback
