@@ -37,7 +37,7 @@ def _pytest(session: nox.Session, *args: str) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The core and every plugin installed together; all tests but the third-party ones."""
-    plugins = [_plugin_path(n) for n in _existing_plugins()]
+    plugins = [f"{_plugin_path(n)}[test]" for n in _existing_plugins()]
     session.install(str(ROOT), *plugins, *TEST_DEPS, "scikit-learn")
     _pytest(session, "-m", "not thirdparty", "tests")
 
@@ -61,7 +61,7 @@ def plugin(session: nox.Session, name: str) -> None:
     """One plugin installed alone with the core: its tests, and ``cvml plugins`` lists only it."""
     if name not in _existing_plugins():
         session.skip(f"plugins/{PLUGINS[name]} does not exist yet")
-    session.install(str(ROOT), _plugin_path(name), *TEST_DEPS)
+    session.install(str(ROOT), f"{_plugin_path(name)}[test]", *TEST_DEPS)
     listed = session.run("cvml", "plugins", "--json", silent=True)
     import json
 
