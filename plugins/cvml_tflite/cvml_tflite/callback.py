@@ -1,0 +1,398 @@
+"""``TFLiteCallback``: a verified ``.tflite`` file of the best model, without holding training."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cvml_core.callback import BasisCallback
+from cvml_tflite import QUANTIZATION_MODES
+from cvml_tflite.convert import SNAPSHOT_CONFIG, SNAPSHOT_WEIGHTS
+from cvml_tflite.process import WorkerCrashedError, run_conversion
+
+#: Default ``max_error`` per quantization mode (outputs of the order of probabilities).
+DEFAULT_MAX_ERROR: dict[str | None, float] = {
+    None: 1e-4,
+    "float16": 1e-2,
+    "dynamic": 5e-2,
+    "int8": 1e-1,
+}
+_KERAS_PACKAGES = ("keras", "tf_keras", "tensorflow")
+
+
+class TFLiteConversionError(RuntimeError):
+    """A conversion failed; the message carries the converter's own error."""
+
+
+class TFLiteWarning(UserWarning):
+    """A conversion failed (``strict=False``) or a file failed its verification."""
+
+
+@dataclass
+class _Snapshot:
+    folder: Path
+    epoch: int
+    imports: list[str]
+    main_classes: list[str]
+    taken_at: float
+
+
+@dataclass
+class _Entry:
+    """A file to write from a snapshot: for a basis key (or None for ``final``)."""
+
+    key: str | None
+    path: Path
+    logs: dict[str, Any] = field(default_factory=dict)
+
+
+def _file_stem(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", key)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+class TFLiteCallback(BasisCallback):
+    """Converts the model to ``.tflite`` when a basis key improves, and verifies the file.
+
+    On a due epoch where keys improved, the model is snapshotted on the training
+    thread (its config and weights, a fast save) and converted in a worker process
+    while training goes on. One conversion runs at a time; a newer improvement
+    replaces a conversion still waiting, and that conversion then writes the files of
+    every key that improved since the last one started, so no best is lost.
+
+    Files, in ``log_dir/tflite/``: ``best_<key>.tflite`` per basis key (characters
+    other than letters, digits, ``_ . -`` become ``_``) and, with ``at_train_end``,
+    ``final.tflite``. Each is verified with the LiteRT interpreter on a sample batch
+    against the Keras model in inference mode; figures go to ``manifest.json``.
+
+    :param at_train_end: also convert the final model to ``final.tflite``.
+    :param quantization: None (float32), ``"float16"``, ``"dynamic"`` (dynamic-range)
+        or ``"int8"`` (full integer, int8 inputs/outputs, calibrated on ``sample_data``).
+    :param sample_data: input samples (an array, first axis = samples) for
+        verification and int8 calibration. ``TrainInfer`` hands over dev samples when
+        none are given; without any, float files are verified on random inputs.
+    :param strict: raise a conversion failure on the training thread (stopping
+        training) instead of warning.
+    :param max_error: the largest max-abs-error between file and Keras outputs for a
+        file to count as verified; default per mode (:data:`DEFAULT_MAX_ERROR`).
+    :param min_top1_agreement: the smallest top-1 agreement (classifier outputs).
+    :param verify_samples: samples run through both models.
+    :param calibration_samples: samples used to calibrate ``int8``.
+    :param worker_max_conversions: conversions before the worker process is replaced.
+    :param worker_max_rss_mb: resident memory (MiB) above which it is replaced.
+
+    Example::
+
+        TFLiteCallback(log_dir, {"val_loss": "min"}, skip_from_start=4, frequency=5,
+                       quantization="int8", sample_data=x_dev[:100])
+    """
+
+    name = "tflite"
+    wants_sample_data = True
+
+    def __init__(
+        self,
+        log_dir: str | os.PathLike[str],
+        basis_dict: Mapping[str, str],
+        skip_from_start: int = 0,
+        frequency: int = 1,
+        min_delta: float = 0.0,
+        at_train_end: bool = False,
+        quantization: str | None = None,
+        sample_data: Any = None,
+        strict: bool = False,
+        max_error: float | None = None,
+        min_top1_agreement: float = 0.9,
+        verify_samples: int = 32,
+        calibration_samples: int = 100,
+        worker_max_conversions: int = 20,
+        worker_max_rss_mb: float | None = 4096.0,
+        folder: str | None = None,
+    ) -> None:
+        if quantization not in QUANTIZATION_MODES:
+            raise ValueError(
+                f"quantization must be one of {list(QUANTIZATION_MODES)} (None = float32). "
+                f"Received: quantization={quantization!r}"
+            )
+        for arg, value in (("at_train_end", at_train_end), ("strict", strict)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{arg} must be True or False. Received: {arg}={value!r}")
+        if max_error is not None and (
+            isinstance(max_error, bool)
+            or not isinstance(max_error, numbers.Real)
+            or not math.isfinite(max_error)
+            or max_error < 0
+        ):
+            raise ValueError(
+                f"max_error must be None or a finite number >= 0. Received: max_error={max_error!r}"
+            )
+        if (
+            isinstance(min_top1_agreement, bool)
+            or not isinstance(min_top1_agreement, numbers.Real)
+            or not 0.0 <= min_top1_agreement <= 1.0
+        ):
+            raise ValueError(
+                "min_top1_agreement must be a number in [0, 1]. "
+                f"Received: min_top1_agreement={min_top1_agreement!r}"
+            )
+        for arg, value in (
+            ("verify_samples", verify_samples),
+            ("calibration_samples", calibration_samples),
+            ("worker_max_conversions", worker_max_conversions),
+        ):
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"{arg} must be an integer >= 1. Received: {arg}={value!r}")
+        if worker_max_rss_mb is not None and (
+            isinstance(worker_max_rss_mb, bool)
+            or not isinstance(worker_max_rss_mb, numbers.Real)
+            or not worker_max_rss_mb > 0
+        ):
+            raise ValueError(
+                "worker_max_rss_mb must be None or a number > 0. "
+                f"Received: worker_max_rss_mb={worker_max_rss_mb!r}"
+            )
+        if quantization == "int8" and sample_data is None:
+            raise ValueError(
+                "quantization='int8' needs sample_data: a representative batch of inputs "
+                "(e.g. 100 dev samples) to calibrate on. Received: sample_data=None"
+            )
+        sample = self._check_sample(sample_data) if sample_data is not None else None
+        super().__init__(log_dir, basis_dict, skip_from_start, frequency, min_delta, folder)
+        self.at_train_end = at_train_end
+        self.quantization = quantization
+        self.strict = strict
+        self.max_error = DEFAULT_MAX_ERROR[quantization] if max_error is None else float(max_error)
+        self.min_top1_agreement = float(min_top1_agreement)
+        self.verify_samples = int(verify_samples)
+        self.calibration_samples = int(calibration_samples)
+        self.worker_max_conversions = int(worker_max_conversions)
+        self.worker_max_rss_mb = worker_max_rss_mb
+        if sample is not None:
+            self.sample_data = (sample, None)
+        #: One dict per finished conversion attempt (epoch, keys, ok, timestamps ...).
+        self.conversions: list[dict[str, Any]] = []
+        #: Seconds the training thread spent taking each snapshot.
+        self.snapshot_seconds: list[float] = []
+        self._pending: dict[str, tuple[_Snapshot, dict[str, Any]]] = {}
+        self._pending_lock = threading.Lock()
+        self._scratch: Path | None = None
+        self._sample_file: Path | None = None
+        self._last_epoch = 0
+
+    @staticmethod
+    def _check_sample(x: Any) -> np.ndarray:
+        try:
+            array = np.asarray(x)
+        except Exception as exc:
+            raise ValueError(
+                f"sample_data must be an array of input samples. Received: {type(x).__name__}"
+            ) from exc
+        if array.ndim < 1 or len(array) == 0 or array.dtype == object:
+            raise ValueError(
+                "sample_data must be a non-empty numeric array (first axis = samples). "
+                f"Received: sample_data with shape {array.shape} and dtype {array.dtype}"
+            )
+        return array
+
+    def set_sample_data(self, x: Any, y: Any = None) -> None:
+        if self.sample_data is None:
+            self.sample_data = (self._check_sample(x), y)
+
+    # -- training thread -------------------------------------------------------
+
+    def _scratch_dir(self) -> Path:
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="cvml-tflite-"))
+        return self._scratch
+
+    def _sample_path(self) -> str | None:
+        if self.sample_data is None:
+            return None
+        if self._sample_file is None:
+            count = self.verify_samples
+            if self.quantization == "int8":
+                count = max(count, self.calibration_samples)
+            x = np.asarray(self.sample_data[0])[:count]
+            path = self._scratch_dir() / "sample.npy"
+            np.save(path, x.astype(np.float32) if x.dtype == np.float64 else x)
+            self._sample_file = path
+        return str(self._sample_file)
+
+    def _snapshot(self, epoch: int) -> _Snapshot:
+        """Save what the worker needs to rebuild the model as it is now."""
+        start = time.perf_counter()
+        folder = Path(tempfile.mkdtemp(prefix=f"epoch{epoch}-", dir=self._scratch_dir()))
+        (folder / SNAPSHOT_CONFIG).write_text(self.model.to_json(), encoding="utf-8")
+        self.model.save_weights(folder / SNAPSHOT_WEIGHTS)
+        modules = {type(layer).__module__ for layer in self.model._flatten_layers()}
+        imports = sorted(m for m in modules if m.split(".")[0] not in _KERAS_PACKAGES)
+        main_classes = sorted(
+            type(layer).__name__
+            for layer in self.model._flatten_layers()
+            if type(layer).__module__ == "__main__"
+        )
+        self.snapshot_seconds.append(time.perf_counter() - start)
+        return _Snapshot(folder, epoch, [m for m in imports if m != "__main__"], main_classes,
+                         time.time())
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._last_epoch = epoch + 1
+        super().on_epoch_end(epoch, logs)
+
+    def on_improved(self, epoch: int, improved_keys: list[str], logs: dict[str, Any]) -> None:
+        snapshot = self._snapshot(epoch)
+        self._sample_path()
+        with self._pending_lock:
+            replaced = [self._pending[k][0] for k in improved_keys if k in self._pending]
+            for key in improved_keys:
+                self._pending[key] = (snapshot, dict(logs))
+            still_used = {id(s) for s, _ in self._pending.values()}
+        for old in replaced:
+            if id(old) not in still_used:
+                shutil.rmtree(old.folder, ignore_errors=True)
+        self.run_in_background(f"tflite epoch {epoch}", self._convert_pending, supersede=True)
+
+    def on_finished(self, logs: dict[str, Any]) -> None:
+        if not self.at_train_end or self.model is None:
+            return
+        snapshot = self._snapshot(self._last_epoch)
+        self._sample_path()
+        entry = _Entry(None, self.folder / "final.tflite", dict(logs))
+        self.run_in_background(
+            "tflite final", lambda state: self._convert(snapshot, [entry], state)
+        )
+
+    def announce(self) -> None:
+        """Raise a background failure, announce new files, warn about failed conversions."""
+        super().announce()
+        for message in self.worker.drain():
+            warnings.warn(message, TFLiteWarning, stacklevel=2)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        try:
+            super().on_train_end(logs)
+        finally:
+            if self._scratch is not None and not self.worker.busy:
+                shutil.rmtree(self._scratch, ignore_errors=True)
+                self._scratch = None
+                self._sample_file = None
+
+    # -- background worker thread ----------------------------------------------
+
+    def _convert_pending(self, state: dict[str, Any]) -> str | None:
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
+        groups: dict[int, tuple[_Snapshot, list[_Entry]]] = {}
+        for key, (snapshot, logs) in pending.items():
+            entry = _Entry(key, self.folder / f"best_{_file_stem(key)}.tflite", logs)
+            groups.setdefault(id(snapshot), (snapshot, []))[1].append(entry)
+        messages = []
+        for snapshot, entries in sorted(groups.values(), key=lambda g: g[0].epoch):
+            message = self._convert(snapshot, entries, state)
+            if message:
+                messages.append(message)
+        return "\n".join(messages) or None
+
+    def _convert(
+        self, snapshot: _Snapshot, entries: Sequence[_Entry], state: dict[str, Any]
+    ) -> str | None:
+        """Convert one snapshot to every entry's file; return a warning, if any."""
+        payload = {
+            "snapshot": str(snapshot.folder),
+            "imports": snapshot.imports,
+            "quantization": self.quantization,
+            "sample": self._sample_path(),
+            "verify_samples": self.verify_samples,
+            "outputs": [str(entry.path) for entry in entries],
+        }
+        try:
+            answer = run_conversion(payload, self.worker_max_conversions, self.worker_max_rss_mb)
+        except WorkerCrashedError as exc:
+            answer = {"ok": False, "stage": "worker", "error_type": type(exc).__name__,
+                      "message": str(exc)}
+        finally:
+            shutil.rmtree(snapshot.folder, ignore_errors=True)
+        keys = [entry.key or "final" for entry in entries]
+        self.conversions.append(
+            {"epoch": snapshot.epoch, "keys": keys, "snapshot_at": snapshot.taken_at,
+             **{k: answer.get(k) for k in ("ok", "started_at", "finished_at", "worker_pid")}}
+        )
+        if not answer["ok"]:
+            return self._failure(snapshot, keys, answer)
+        return self._record(snapshot, entries, answer, state)
+
+    def _failure(self, snapshot: _Snapshot, keys: list[str], answer: dict[str, Any]) -> str:
+        message = (
+            f"tflite conversion of epoch {snapshot.epoch} (for {', '.join(keys)}) failed "
+            f"while {answer.get('stage')}: {answer.get('error_type')}: {answer.get('message')}"
+        )
+        if answer.get("stage") == "load" and snapshot.main_classes:
+            message += (
+                f"\nThe worker process cannot import layers defined in __main__ "
+                f"({', '.join(snapshot.main_classes)}): define them in an importable module."
+            )
+        if self.strict:
+            raise TFLiteConversionError(message)
+        return message
+
+    def _record(
+        self,
+        snapshot: _Snapshot,
+        entries: Sequence[_Entry],
+        answer: dict[str, Any],
+        state: dict[str, Any],
+    ) -> str | None:
+        error = answer.get("max_abs_error")
+        top1 = answer.get("top1_agreement")
+        verify_error = answer.get("verify_error")
+        verified = (
+            verify_error is None
+            and error is not None
+            and error <= self.max_error
+            and (top1 is None or top1 >= self.min_top1_agreement)
+        )
+        details = {
+            "quantization": self.quantization or "float32",
+            "size": answer.get("size"),
+            "max_abs_error": error,
+            "top1_agreement": top1,
+            "verified": verified,
+            "verify_error": verify_error,
+            "verify_samples": answer.get("samples"),
+            "sample_source": answer.get("sample_source"),
+            "max_error": self.max_error,
+            "min_top1_agreement": self.min_top1_agreement,
+            "conversion_started_at": answer.get("started_at"),
+            "conversion_finished_at": answer.get("finished_at"),
+        }
+        artifacts = [
+            self.artifact("tflite", entry.path, snapshot.epoch, entry.logs, entry.key, **details)
+            for entry in entries
+        ]
+        self.record(artifacts, state)
+        if verified:
+            return None
+        names = ", ".join(entry.path.name for entry in entries)
+        if verify_error:
+            return f"{names} (epoch {snapshot.epoch}) was written but not verified: {verify_error}"
+        return (
+            f"{names} (epoch {snapshot.epoch}, {details['quantization']}) is kept but failed "
+            f"verification: max_abs_error={error:.3g} (allowed {self.max_error:.3g}), "
+            f"top1_agreement={top1} (allowed >= {self.min_top1_agreement:.3g})"
+        )

@@ -1,0 +1,76 @@
+"""Conversion of a model snapshot to ``.tflite``: runs inside the worker process.
+
+A snapshot is a folder holding ``model.json`` (``model.to_json()``) and
+``model.weights.h5`` (``model.save_weights``), written on the training thread.
+The model is rebuilt here, exported as a SavedModel (``model.export(...,
+format="tf_saved_model")``, the path Keras' own LiteRT export takes) and converted
+with ``tf.lite.TFLiteConverter.from_saved_model``. Only TFLite builtin ops are
+allowed, so an unsupported op fails here with the converter's own message, and the
+file runs on the plain LiteRT interpreter.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SNAPSHOT_CONFIG = "model.json"
+SNAPSHOT_WEIGHTS = "model.weights.h5"
+
+
+def load_snapshot(folder: str | Path, imports: Sequence[str] = ()) -> Any:
+    """Rebuild the Keras model saved by the callback in ``folder``.
+
+    ``imports`` are modules to import first, so that custom layers they define
+    register themselves with Keras.
+    """
+    from cvml_core.keras_compat import keras
+
+    for module in imports:
+        importlib.import_module(module)
+    folder = Path(folder)
+    config = json.loads((folder / SNAPSHOT_CONFIG).read_text(encoding="utf-8"))
+    # The snapshot is written by this process' parent: Lambda layers may be trusted.
+    keras.config.enable_unsafe_deserialization()
+    model = keras.saving.deserialize_keras_object(config)
+    model.load_weights(folder / SNAPSHOT_WEIGHTS)
+    return model
+
+
+def _representative(x: np.ndarray) -> Iterator[list[np.ndarray]]:
+    for i in range(len(x)):
+        yield [x[i : i + 1]]
+
+
+def convert(model: Any, quantization: str | None, sample: np.ndarray | None) -> bytes:
+    """Return the ``.tflite`` bytes of ``model`` in the given quantization mode.
+
+    ``sample`` calibrates ``int8`` (full-integer: int8 inputs and outputs).
+    Converter failures propagate as the converter raised them.
+    """
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory(prefix="cvml-tflite-sm-") as saved_model:
+        model.export(saved_model, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if quantization == "float16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        elif quantization == "dynamic":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        elif quantization == "int8":
+            if sample is None:
+                raise ValueError("int8 quantization needs sample data to calibrate on")
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: _representative(sample)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+        return converter.convert()

@@ -1,0 +1,159 @@
+"""The parent side of the conversion worker: one long-lived subprocess, reused.
+
+Converting in the training process would leak memory on every call (TensorFlow
+issue 122598) and exporting the live model from a thread breaks ``fit``; so the
+callback saves a snapshot and a separate Python process (:mod:`cvml_tflite.worker_main`)
+converts it. The process is started on first use and shared by every
+``TFLiteCallback`` of this Python process, one conversion at a time. It is replaced
+after ``max_conversions`` conversions or when its resident memory exceeds
+``max_rss_mb``, and after a crash. It sees no GPU (``CUDA_VISIBLE_DEVICES=-1``) so
+it never competes with training for GPU memory. No TensorFlow import here.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from typing import IO, Any
+
+
+class WorkerCrashedError(RuntimeError):
+    """The worker process died while converting."""
+
+
+def _child_env(extra: dict[str, str] | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["CUDA_VISIBLE_DEVICES"] = "-1"
+    # The worker must import what this process can (custom layers' modules).
+    paths = [p for p in sys.path if p]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env.update(extra or {})
+    return env
+
+
+class ConverterProcess:
+    """One worker subprocess speaking JSON lines over its stdin and stdout."""
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        self._stderr: IO[bytes] = tempfile.TemporaryFile(prefix="cvml-tflite-worker-")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cvml_tflite.worker_main"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=_child_env(env),
+            text=True,
+            encoding="utf-8",
+        )
+        self.conversions = 0
+        self.last_rss_mb: float | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stderr_tail(self, limit: int = 4000) -> str:
+        try:
+            self._stderr.seek(0, os.SEEK_END)
+            size = self._stderr.tell()
+            self._stderr.seek(max(0, size - limit))
+            return self._stderr.read().decode("utf-8", "replace").strip()
+        except (OSError, ValueError):
+            return ""
+
+    def request(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Send one request and wait for its answer; raise if the process dies."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            self.proc.stdin.write(json.dumps(payload) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except (BrokenPipeError, OSError):
+            line = ""
+        if not line:
+            code = self.proc.wait()
+            tail = self.stderr_tail()
+            self.close()
+            raise WorkerCrashedError(
+                f"the tflite conversion worker (pid {self.pid}) died with exit code {code}"
+                + (f"; its last output:\n{tail}" if tail else "")
+            )
+        answer: dict[str, Any] = json.loads(line)
+        self.conversions += 1
+        self.last_rss_mb = answer.get("rss_mb")
+        return answer
+
+    def close(self) -> None:
+        """Let the worker exit (stdin closed); kill it if it does not."""
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._stderr.close()
+
+
+_lock = threading.Lock()
+_shared: ConverterProcess | None = None
+#: Worker processes started by this Python process (pids), for tests and benchmarks.
+started_pids: list[int] = []
+
+
+def run_conversion(
+    payload: dict[str, Any],
+    max_conversions: int,
+    max_rss_mb: float | None,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run one conversion on the shared worker, starting or replacing it as needed."""
+    global _shared
+    with _lock:
+        if _shared is None or not _shared.alive():
+            if _shared is not None:
+                _shared.close()
+            _shared = ConverterProcess(env)
+            started_pids.append(_shared.pid)
+        worker = _shared
+        try:
+            answer = worker.request(payload)
+        except WorkerCrashedError:
+            _shared = None
+            raise
+        answer["worker_pid"] = worker.pid
+        rss = worker.last_rss_mb
+        if worker.conversions >= max_conversions or (
+            max_rss_mb is not None and rss is not None and rss > max_rss_mb
+        ):
+            worker.close()
+            _shared = None
+        return answer
+
+
+def shutdown_workers() -> None:
+    """Stop the shared conversion worker (it is restarted on the next conversion)."""
+    global _shared
+    with _lock:
+        if _shared is not None:
+            _shared.close()
+            _shared = None
+
+
+atexit.register(shutdown_workers)

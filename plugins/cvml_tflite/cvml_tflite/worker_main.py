@@ -1,0 +1,113 @@
+"""The conversion worker process: ``python -m cvml_tflite.worker_main``.
+
+Protocol: one JSON object per line. The parent writes requests to stdin; the
+worker answers each with one line on its original stdout. Anything else written to
+stdout (by TensorFlow or the converter) is sent to stderr, so it cannot corrupt
+the protocol. The worker exits when stdin closes.
+
+Request::
+
+    {"snapshot": folder, "imports": [module, ...], "quantization": null|"float16"|...,
+     "sample": path of a .npy file or null, "verify_samples": 32, "outputs": [path, ...]}
+
+Answer: ``{"ok": true, "started_at", "finished_at", "size", "max_abs_error",
+"top1_agreement", "samples", "sample_source", "verify_error", "rss_mb"}`` or
+``{"ok": false, "stage", "error_type", "message", "started_at", "finished_at", "rss_mb"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from typing import Any
+
+
+def rss_mb() -> float | None:
+    """This process' resident memory in MiB (Linux), or None."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def _sample_for(model: Any, path: str | None, count: int) -> tuple[Any, str]:
+    import numpy as np
+
+    if path:
+        return np.load(path)[:count], "data"
+    shape = tuple(model.inputs[0].shape)[1:]
+    if any(dim is None for dim in shape):
+        raise ValueError(
+            f"no sample data and the model's input shape {shape} is not fully defined; "
+            "pass sample_data to verify"
+        )
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((min(count, 8), *shape)).astype("float32"), "random"
+
+
+def handle(request: dict[str, Any]) -> dict[str, Any]:
+    from cvml_core.atomic import atomic_path
+    from cvml_tflite import convert, verify
+
+    started = time.time()
+    stage = "load"
+    answer: dict[str, Any] = {"started_at": started}
+    try:
+        model = convert.load_snapshot(request["snapshot"], request.get("imports", ()))
+        stage = "convert"
+        calibration = None
+        if request.get("sample"):
+            import numpy as np
+
+            calibration = np.load(request["sample"])
+        data = convert.convert(model, request.get("quantization"), calibration)
+        stage = "write"
+        for final in request["outputs"]:
+            with atomic_path(final) as tmp:
+                tmp.write_bytes(data)
+        answer.update(ok=True, size=len(data), verify_error=None)
+    except Exception as exc:
+        answer.update(
+            ok=False,
+            stage=stage,
+            error_type=type(exc).__name__,
+            message=str(exc),
+            traceback=traceback.format_exc(limit=8),
+        )
+        answer.update(finished_at=time.time(), rss_mb=rss_mb())
+        return answer
+    try:
+        x, source = _sample_for(model, request.get("sample"), request.get("verify_samples", 32))
+        figures = verify.compare(verify.run_tflite(data, x), verify.keras_outputs(model, x))
+        answer.update(figures, sample_source=source)
+    except Exception as exc:  # the file is written; report why it is not verified
+        answer.update(verify_error=f"{type(exc).__name__}: {exc}")
+    answer.update(finished_at=time.time(), rss_mb=rss_mb())
+    return answer
+
+
+def main() -> None:
+    protocol = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
+    os.dup2(2, 1)  # stray prints of TensorFlow go to stderr, not into the protocol
+    sys.stdout = sys.stderr
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            answer = handle(json.loads(line))
+        except Exception as exc:  # a malformed request: answer, keep serving
+            answer = {"ok": False, "stage": "request", "error_type": type(exc).__name__,
+                      "message": str(exc)}
+        protocol.write(json.dumps(answer) + "\n")
+        protocol.flush()
+
+
+if __name__ == "__main__":
+    main()
