@@ -105,9 +105,9 @@ class BasisPolicy:
                 "min_delta must be a finite number >= 0. "
                 f"Received: min_delta={min_delta!r}"
             )
-        self.skip_from_start = int(skip_from_start)
-        self.frequency = int(frequency)
-        self.min_delta = float(min_delta)
+        self.skip_from_start: int = int(skip_from_start)
+        self.frequency: int = int(frequency)
+        self.min_delta: float = float(min_delta)
         self.best: dict[str, KeyBest] = {key: KeyBest() for key in self.basis}
 
     def __repr__(self) -> str:

@@ -55,7 +55,7 @@ def _float_metrics(logs: Mapping[str, Any] | None) -> dict[str, float]:
 def is_chief(model: Any) -> bool:
     """Whether this process writes files: always, except non-chief multi-worker tasks."""
     strategy = getattr(model, "distribute_strategy", None)
-    resolver = getattr(strategy, "cluster_resolver", None)
+    resolver: Any = getattr(strategy, "cluster_resolver", None)
     task_type = getattr(resolver, "task_type", None)
     if not task_type:
         return True

@@ -12,6 +12,8 @@ still called. No hook's return value is used.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pluggy
 
 PROJECT = "cvml"
@@ -21,7 +23,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def cvml_register_callbacks(register):  # type: ignore[no-untyped-def]
+def cvml_register_callbacks(register: Any) -> None:
     """Register the callbacks this plugin provides.
 
     Called once per plugin, when plugins are loaded (the first call to
@@ -39,7 +41,7 @@ def cvml_register_callbacks(register):  # type: ignore[no-untyped-def]
 
 
 @hookspec
-def cvml_artifact_saved(artifact):  # type: ignore[no-untyped-def]
+def cvml_artifact_saved(artifact: Any) -> None:
     """React to a file a callback has written (a checkpoint, a ``.tflite`` file ...).
 
     Called on the training thread, after the file is complete under its final name:
@@ -54,7 +56,7 @@ def cvml_artifact_saved(artifact):  # type: ignore[no-untyped-def]
 
 
 @hookspec
-def cvml_train_begin(run):  # type: ignore[no-untyped-def]
+def cvml_train_begin(run: Any) -> None:
     """A ``TrainInfer.train`` run is starting.
 
     Called once, before the first epoch, on the training thread.
@@ -68,7 +70,7 @@ def cvml_train_begin(run):  # type: ignore[no-untyped-def]
 
 
 @hookspec
-def cvml_train_end(run, logs, error):  # type: ignore[no-untyped-def]
+def cvml_train_end(run: Any, logs: Any, error: Any) -> None:
     """A ``TrainInfer.train`` run has ended, normally or not.
 
     Called once, after every callback's background work has finished.

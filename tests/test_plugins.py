@@ -1,0 +1,279 @@
+"""Plugin loading and registration, with plugin objects built in the test.
+
+The same code paths run for installed entry points in tests/test_thirdparty.py.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import cvml_core
+from cvml_core import hookspecs, plugins
+from cvml_core.plugins import PluginError, PluginSource, UnknownCallbackError, load_registry
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def target_module(tmp_path, monkeypatch):
+    """An importable module ``cvml_test_targets`` defining ``Good`` (not imported yet)."""
+    (tmp_path / "cvml_test_targets.py").write_text(
+        textwrap.dedent(
+            """
+            IMPORTED = True
+
+            class Good:
+                def __init__(self, **kwargs):
+                    self.kwargs = kwargs
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("cvml_test_targets", None)
+    yield "cvml_test_targets"
+    sys.modules.pop("cvml_test_targets", None)
+
+
+class Registers:
+    """A plugin object registering the given (name, target, summary) triples."""
+
+    def __init__(self, *entries):
+        self.entries = entries
+
+    @cvml_core.hookimpl
+    def cvml_register_callbacks(self, register):
+        for entry in self.entries:
+            register(*entry)
+
+
+def source(plugin, distribution="dist-a", version="1.0", name=None):
+    return PluginSource(
+        name=name or distribution.replace("-", "_"),
+        distribution=distribution,
+        version=version,
+        module=plugin,
+    )
+
+
+def test_registered_names_are_listed_without_importing_the_target(target_module):
+    registry = load_registry(
+        {}, [source(Registers(("good", f"{target_module}:Good", "A good one\nmore")))]
+    )
+    assert [c.to_dict() for c in registry.available()] == [
+        {"name": "good", "summary": "A good one", "distribution": "dist-a", "version": "1.0"}
+    ]
+    assert target_module not in sys.modules
+    cls = registry.callback_class("good")
+    assert cls.__name__ == "Good" and target_module in sys.modules
+
+
+class _Direct:
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+
+
+def test_a_class_target_is_created_with_the_arguments():
+    registry = load_registry({}, [source(Registers(("direct", _Direct)))])
+    plugins._default = registry
+    made = cvml_core.create_callback("direct", log_dir="x", basis_dict={"loss": "min"})
+    assert isinstance(made, _Direct) and made.kwargs["log_dir"] == "x"
+
+
+def test_a_plugin_that_fails_to_import_is_reported_and_the_others_load(target_module):
+    def failing_entry_point():
+        raise ImportError("no module named 'missing_dependency'")
+
+    broken = PluginSource(
+        "broken", "dist-broken", "0.1",
+        entry_point=type("EP", (), {"load": staticmethod(failing_entry_point)})(),
+    )
+    good = source(Registers(("good", f"{target_module}:Good")))
+    with pytest.warns(RuntimeWarning, match="dist-broken"):
+        registry = load_registry({}, [broken, good])
+    assert [c.name for c in registry.available()] == ["good"]
+    assert len(registry.errors) == 1
+    assert registry.errors[0].distribution == "dist-broken"
+    assert "missing_dependency" in registry.errors[0].error
+
+
+def test_strict_mode_turns_a_plugin_failure_into_an_error():
+    with pytest.raises(PluginError, match="dist-a.*CVML_STRICT_PLUGINS"):
+        load_registry({"CVML_STRICT_PLUGINS": "1"}, [source(Registers(("Bad Name", _Direct)))])
+
+
+class RaisesInHook:
+    @cvml_core.hookimpl
+    def cvml_register_callbacks(self, register):
+        register("first", _Direct)
+        raise RuntimeError("boom in register hook")
+
+
+@pytest.mark.parametrize(
+    "plugin,expected",
+    [
+        (RaisesInHook(), "boom in register hook"),
+        (Registers(("Bad Name", _Direct)), "lowercase letters"),
+        (Registers(("x", "no_such_module_xyz:Thing")), "'no_such_module_xyz' does not exist"),
+        (Registers(("x", "cvml_core.basis:NoSuchClass")), "defines no 'NoSuchClass'"),
+        (Registers(("x", "not a target")), "module:ClassName"),
+        (Registers(("x", 42)), "module:ClassName"),
+        (Registers(("x", _Direct), ("x", _Direct)), "registered twice"),
+    ],
+)
+def test_bad_registrations_are_reported_with_the_distribution(plugin, expected):
+    ok = source(Registers(("ok", _Direct)), distribution="dist-ok")
+    with pytest.warns(RuntimeWarning):
+        registry = load_registry({}, [source(plugin, distribution="dist-bad"), ok])
+    assert "ok" in {c.name for c in registry.available()}
+    assert [e.distribution for e in registry.errors] == ["dist-bad"]
+    assert expected in registry.errors[0].error
+
+
+def test_two_distributions_registering_one_name_is_an_error_naming_both():
+    a = source(Registers(("same", _Direct)), distribution="dist-a", version="1.0")
+    b = source(Registers(("same", _Direct)), distribution="dist-b", version="2.0")
+    with pytest.warns(RuntimeWarning, match="dist-b"):
+        registry = load_registry({}, [a, b])
+    assert "same" not in {c.name for c in registry.available()}
+    with pytest.raises(PluginError) as info:
+        registry.callback_class("same")
+    assert "dist-a 1.0" in str(info.value) and "dist-b 2.0" in str(info.value)
+    assert "CVML_PLUGINS" in str(info.value)
+
+
+def test_cvml_plugins_picks_by_plugin_or_distribution_name():
+    sources = [
+        source(Registers(("a", _Direct)), distribution="dist-a", name="plug_a"),
+        source(Registers(("b", _Direct)), distribution="dist-b", name="plug_b"),
+        source(Registers(("c", _Direct)), distribution="dist-c", name="plug_c"),
+    ]
+    registry = load_registry({"CVML_PLUGINS": "plug_a, dist-c"}, sources)
+    assert [c.name for c in registry.available()] == ["a", "c"]
+
+
+def test_disable_autoload_loads_no_entry_points(monkeypatch):
+    monkeypatch.setattr(
+        plugins, "installed_plugin_sources", lambda: pytest.fail("entry points were read")
+    )
+    registry = load_registry({"CVML_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    assert registry.errors == []
+    assert all(info.distribution == "cvml-core" for info in registry.available())
+
+
+def test_an_unknown_name_lists_the_available_names_and_suggests_the_closest():
+    registry = load_registry({}, [source(Registers(("ckpt", _Direct), ("tflite", _Direct)))])
+    with pytest.raises(UnknownCallbackError) as info:
+        registry.callback_class("ckp")
+    message = str(info.value)
+    assert "Did you mean 'ckpt'?" in message and "ckpt, tflite" in message
+
+
+class UnknownHook:
+    @cvml_core.hookimpl
+    def cvml_register_callback(self, register):  # typo: no such hook
+        pass
+
+
+def test_a_plugin_implementing_an_unknown_hook_is_reported():
+    with pytest.warns(RuntimeWarning):
+        registry = load_registry({}, [source(UnknownHook())])
+    assert "cvml_register_callback" in registry.errors[0].error
+
+
+class Recorder:
+    def __init__(self, fail=False):
+        self.calls = []
+        self.fail = fail
+
+    @cvml_core.hookimpl
+    def cvml_artifact_saved(self, artifact):
+        self.calls.append(("saved", artifact))
+        if self.fail:
+            raise OSError("upload failed")
+
+    @cvml_core.hookimpl
+    def cvml_train_begin(self, run):
+        self.calls.append(("begin", run))
+
+    @cvml_core.hookimpl
+    def cvml_train_end(self, run, logs, error):
+        self.calls.append(("end", run, logs, error))
+
+
+def test_every_hook_reaches_every_plugin_even_after_one_fails():
+    failing, healthy = Recorder(fail=True), Recorder()
+    registry = load_registry(
+        {}, [source(failing, distribution="dist-fail"), source(healthy, distribution="dist-ok")]
+    )
+    artifact = cvml_core.Artifact("checkpoint", "/tmp/x.keras", 3, {"val_loss": 0.5})
+    with pytest.warns(RuntimeWarning, match="dist-fail.*upload failed"):
+        registry.call_hook("cvml_artifact_saved", artifact=artifact)
+    registry.call_hook("cvml_train_begin", run="run-info")
+    error = ValueError("bad batch")
+    registry.call_hook("cvml_train_end", run="run-info", logs={"loss": 1.0}, error=error)
+    assert healthy.calls == [
+        ("saved", artifact),
+        ("begin", "run-info"),
+        ("end", "run-info", {"loss": 1.0}, error),
+    ]
+
+
+def test_a_failing_hook_is_an_error_in_strict_mode():
+    registry = load_registry(
+        {"CVML_STRICT_PLUGINS": "1"}, [source(Recorder(fail=True), distribution="dist-fail")]
+    )
+    artifact = cvml_core.Artifact("checkpoint", "/tmp/x.keras", 3, {})
+    with pytest.raises(PluginError, match="dist-fail"):
+        registry.call_hook("cvml_artifact_saved", artifact=artifact)
+
+
+# -- every hook documented and tested ---------------------------------------------------
+
+HOOKS = sorted(n for n in dir(hookspecs) if n.startswith("cvml_"))
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_is_documented(hook):
+    spec = getattr(hookspecs, hook)
+    doc = inspect.getdoc(spec) or ""
+    for arg in inspect.signature(spec).parameters:
+        assert f":param {arg}:" in doc, f"{hook} does not document {arg}"
+    assert "Called" in doc and "return" in doc.lower()
+    assert f"`{hook}(" in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_has_a_test(hook):
+    tests = "\n".join(
+        p.read_text() for p in (ROOT / "tests").rglob("test_*.py") if p.name != "test_plugins.py"
+    ) + inspect.getsource(sys.modules[__name__]).split("# -- every hook")[0]
+    assert re.search(rf"\b{hook}\b", tests), f"no test mentions {hook}"
+
+
+def test_listing_callbacks_imports_no_tensorflow_keras_or_callback_module():
+    code = textwrap.dedent(
+        """
+        import json, sys
+        import cvml_core
+        infos = cvml_core.available_callbacks()
+        registry = cvml_core.plugins.get_registry()
+        targets = {i.target.split(":")[0] for i in registry.callbacks.values()}
+        heavy = sorted(m for m in sys.modules
+                       if m.split(".")[0] in ("tensorflow", "keras", "tf_keras") or m in targets)
+        print(json.dumps({"names": [i.name for i in infos], "heavy": heavy}))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    import json
+
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["heavy"] == []

@@ -1,0 +1,136 @@
+"""Atomic writes, the manifest and the background worker (no TensorFlow)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from cvml_core.artifact import Artifact, Manifest
+from cvml_core.atomic import (
+    TEMP_PREFIX,
+    atomic_path,
+    atomic_write_text,
+    remove_stale_temps,
+    temp_path_for,
+)
+from cvml_core.worker import BackgroundJobError, BackgroundWorker
+
+
+def test_atomic_write_replaces_the_file_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "sub" / "best.txt"
+    atomic_write_text(target, "one")
+    atomic_write_text(target, "two")
+    assert target.read_text() == "two"
+    assert [p.name for p in target.parent.iterdir()] == ["best.txt"]
+
+
+def test_a_failing_writer_keeps_the_previous_file(tmp_path):
+    target = tmp_path / "best.keras"
+    atomic_write_text(target, "previous best")
+    with pytest.raises(RuntimeError, match="disk full"):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half a fi")
+            raise RuntimeError("disk full")
+    assert target.read_text() == "previous best"
+    assert [p.name for p in tmp_path.iterdir()] == ["best.keras"]
+
+
+def test_a_writer_that_writes_nothing_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no file"):
+        with atomic_path(tmp_path / "x.bin"):
+            pass
+    assert not (tmp_path / "x.bin").exists()
+
+
+def test_temp_names_keep_the_full_suffix_and_are_cleaned_up(tmp_path):
+    tmp = temp_path_for(tmp_path / "best_val_loss.weights.h5")
+    assert tmp.name.startswith(TEMP_PREFIX) and tmp.name.endswith("best_val_loss.weights.h5")
+    tmp.write_text("left by a killed process")
+    (tmp_path / "keep.txt").write_text("x")
+    assert remove_stale_temps(tmp_path) == [tmp]
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_manifest_round_trips_and_rejects_unknown_layouts(tmp_path):
+    manifest = Manifest(tmp_path, "ckpt")
+    path = str(tmp_path / "a.keras")
+    manifest.add(Artifact("checkpoint", path, 2, {"val_loss": 0.5}, "val_loss"))
+    manifest.basis_state = {"best": {"val_loss": {"value": 0.5, "epoch": 2}}}
+    manifest.write()
+    again = Manifest(tmp_path, "ckpt")
+    assert again.artifacts == manifest.artifacts and again.basis_state == manifest.basis_state
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    assert set(data) == {"version", "callback", "basis", "artifacts"}
+    assert set(data["artifacts"][0]) == {
+        "kind", "path", "epoch", "metrics", "basis_key", "callback", "details"
+    }
+    (tmp_path / "manifest.json").write_text('{"version": 99}')
+    with pytest.raises(ValueError, match="version=99"):
+        Manifest(tmp_path, "ckpt")
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(ValueError, match="cannot read manifest"):
+        Manifest(tmp_path, "ckpt")
+
+
+def test_worker_runs_jobs_in_order_one_at_a_time():
+    worker = BackgroundWorker()
+    running = []
+    overlaps = []
+    lock = threading.Lock()
+
+    def job(i):
+        def run():
+            with lock:
+                running.append(i)
+                if len(running) > 1:
+                    overlaps.append(list(running))
+            threading.Event().wait(0.01)
+            with lock:
+                running.remove(i)
+            return i
+
+        return run
+
+    for i in range(5):
+        worker.submit(f"job{i}", job(i))
+    worker.wait()
+    assert worker.drain() == [0, 1, 2, 3, 4]
+    assert overlaps == []
+
+
+def test_a_newer_job_supersedes_the_waiting_one():
+    worker = BackgroundWorker()
+    release = threading.Event()
+    started = threading.Event()
+
+    def blocker():
+        started.set()
+        release.wait()
+        return "first"
+
+    worker.submit("first", blocker)
+    started.wait()
+    worker.submit("second", lambda: "second", supersede=True)
+    worker.submit("third", lambda: "third", supersede=True)
+    release.set()
+    worker.wait()
+    assert worker.drain() == ["first", "third"]
+    assert worker.superseded == ["second"]
+
+
+def test_a_background_failure_is_raised_on_the_calling_thread():
+    worker = BackgroundWorker()
+
+    def fails():
+        raise PermissionError("read-only file system")
+
+    worker.submit("save epoch 3", fails)
+    with pytest.raises(BackgroundJobError, match="save epoch 3.*read-only") as info:
+        worker.wait()
+    assert isinstance(info.value.__cause__, PermissionError)
+    worker.wait()  # reported once
+    worker.submit("next", lambda: "ok")
+    worker.wait()
+    assert worker.drain() == ["ok"]
