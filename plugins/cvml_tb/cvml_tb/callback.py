@@ -1,0 +1,363 @@
+"""``TensorboardCallback``: TensorBoard scalars, best-so-far values and sample images.
+
+Writes under ``log_dir/tb`` (the callback's folder), in two TensorBoard runs:
+
+* ``tb/train``: ``epoch_<metric>`` for every log entry without the ``val_`` prefix,
+  ``epoch_learning_rate``, ``batch_<metric>`` (``update_freq``), weight histograms
+  (``histogram_freq``) and the text summaries ``run/model`` and ``run/arguments``.
+* ``tb/validation``: ``epoch_<metric>`` for every ``val_<metric>`` entry (so ``loss``
+  and ``val_loss`` share the chart ``epoch_loss``, as with ``keras.callbacks.TensorBoard``)
+  and the sample images ``samples/grid`` with their labels ``samples/labels``.
+
+``best/<key>`` (the best value so far) and ``best_epoch/<key>`` go to the run of
+the key (``val_*`` keys to ``validation``). The step of every epoch summary is the
+1-based epoch number; see the package README.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from cvml_core.callback import BasisCallback
+from cvml_tb import images as img
+
+TRAIN, VALIDATION = "train", "validation"
+IMAGE_TAG, LABELS_TAG = "samples/grid", "samples/labels"
+ARTIFACT_KIND = "tensorboard-images"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _scalar(value: Any) -> float | None:
+    """``value`` as a float if it is one number, else None (strings, arrays...)."""
+    try:
+        array = np.asarray(value)
+        if array.size != 1 or not np.issubdtype(array.dtype, np.number):
+            return None
+        return float(array.reshape(()))
+    except (TypeError, ValueError):
+        return None
+
+
+class TensorboardCallback(BasisCallback):
+    """Writes TensorBoard scalars, best-so-far values and sample images.
+
+    :param log_dir: the run's folder; the event files go to ``log_dir/tb/{train,validation}``.
+    :param basis_dict: ``{metric: "min"|"max"}``; sample images are written on due epochs
+        where a key improved, and on the first epoch of each ``fit``.
+    :param skip_from_start, frequency, min_delta: the basis schedule (see ``BasisCallback``).
+    :param image_shape: ``(H, W[, C])`` the inputs are reshaped to for display (flat
+        inputs); C is 1, 3 or 4. Giving it turns image logging on.
+    :param sample_data: ``(x, y)``, ``x`` or a dataset of batches to draw the images
+        from. Data given here wins over the dev sample ``TrainInfer`` hands over
+        through ``set_sample_data``. Giving it turns image logging on.
+    :param max_images: how many samples the grid shows (the first ones); 0 turns images off.
+    :param log_images: force image logging on or off; None (default) means on when
+        ``image_shape`` or ``sample_data`` is given.
+    :param class_names: names shown for class indices in the label table.
+    :param update_freq: ``"epoch"`` (default), ``"batch"`` or N: also write
+        ``batch_<metric>`` every N training batches (step: the optimizer's iteration).
+    :param histogram_freq: write weight histograms every N epochs (0: never).
+    :param write_model_summary: write ``model.summary()`` and the arguments as text.
+
+    Example::
+
+        cb = TensorboardCallback("runs/x", {"val_loss": "min"}, image_shape=(8, 8, 1),
+                                 sample_data=(x_val, y_val))
+        model.fit(x, y, validation_data=(x_val, y_val), epochs=5, callbacks=[cb])
+        # tensorboard --logdir runs/x/tb
+    """
+
+    name = "tb"
+
+    def __init__(
+        self,
+        log_dir: str | os.PathLike[str],
+        basis_dict: Mapping[str, str],
+        skip_from_start: int = 0,
+        frequency: int = 1,
+        min_delta: float = 0.0,
+        image_shape: Sequence[int] | None = None,
+        sample_data: Any = None,
+        max_images: int = 8,
+        log_images: bool | None = None,
+        class_names: Sequence[str] | None = None,
+        update_freq: str | int = "epoch",
+        histogram_freq: int = 0,
+        write_model_summary: bool = True,
+    ) -> None:
+        super().__init__(log_dir, basis_dict, skip_from_start, frequency, min_delta)
+        self.image_shape = img.check_image_shape(image_shape)
+        if not _is_int(max_images) or max_images < 0:
+            raise ValueError(
+                "max_images must be an integer >= 0 (0 turns images off). "
+                f"Received: max_images={max_images!r}"
+            )
+        if log_images not in (None, True, False):
+            raise ValueError(
+                f"log_images must be True, False or None (auto). Received: log_images={log_images!r}"
+            )
+        if update_freq == "batch":
+            update_freq = 1
+        if update_freq != "epoch" and (not _is_int(update_freq) or update_freq < 1):
+            raise ValueError(
+                "update_freq must be 'epoch', 'batch' or an integer >= 1 (write batch "
+                f"scalars every N batches). Received: update_freq={update_freq!r}"
+            )
+        if not _is_int(histogram_freq) or histogram_freq < 0:
+            raise ValueError(
+                "histogram_freq must be an integer >= 0 (0: no histograms). "
+                f"Received: histogram_freq={histogram_freq!r}"
+            )
+        if log_images is None:
+            log_images = image_shape is not None or sample_data is not None
+        self.log_images = bool(log_images) and max_images > 0
+        # Instance value of BasisCallback's class flag: TrainInfer hands a dev sample
+        # only to callbacks that will draw images.
+        self.wants_sample_data = self.log_images
+        self.max_images = max_images
+        self.class_names = list(class_names) if class_names is not None else None
+        self.update_freq = update_freq
+        self.histogram_freq = histogram_freq
+        self.write_model_summary = write_model_summary
+        self.run_dirs = {TRAIN: self.folder / TRAIN, VALIDATION: self.folder / VALIDATION}
+        self._writers: dict[str, Any] = {}
+        self._samples: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
+        self._last_step = 0  # the highest epoch step written by this instance
+        self._step_offset = 0
+        self._fit_epochs = 0  # epochs seen in the current fit
+        self._improved: list[str] = []
+        self._texts_written = False
+        self._batches = 0
+        self._explicit_samples = sample_data is not None
+        if sample_data is not None:
+            self.sample_data = img.take_samples(sample_data, max_images or 1)
+            if self.log_images:
+                self._prepare_samples()  # a bad image_shape fails here, not mid-training
+        if update_freq != "epoch":
+            # Only then does Keras see a batch hook: a default one keeps its fast
+            # asynchronous batch dispatch.
+            self.on_train_batch_end = self._log_batch  # type: ignore[method-assign]
+
+    # -- sample data -----------------------------------------------------------------
+
+    def set_sample_data(self, x: Any, y: Any = None) -> None:
+        """Samples from ``TrainInfer``; ignored when ``sample_data`` was given explicitly."""
+        if self._explicit_samples:
+            return
+        self.sample_data = (x, y)
+        self._samples = None
+
+    def _prepare_samples(self) -> None:
+        """Take the first ``max_images`` samples and check they are images."""
+        if self._samples is not None:
+            return
+        if self.sample_data is None:
+            raise ValueError(
+                f"{type(self).__name__}: image logging is on (image_shape="
+                f"{self.image_shape}) but no sample data was given. Pass "
+                "sample_data=(x, y) to the callback, train with TrainInfer (it hands a "
+                "dev sample to the callback), or pass log_images=False to write scalars "
+                "only. Received: sample_data=None"
+            )
+        x, y = img.take_samples(self.sample_data, self.max_images)
+        if len(x) == 0:
+            raise ValueError("sample_data holds no samples. Received: 0 samples")
+        display = img.to_uint8(img.display_images(x, self.image_shape))
+        self._samples = (x, display, y)
+
+    # -- writers ---------------------------------------------------------------------
+
+    def _writer(self, run: str) -> Any:
+        if run not in self._writers:
+            self._writers[run] = tf.summary.create_file_writer(str(self.run_dirs[run]))
+        return self._writers[run]
+
+    def _flush(self) -> None:
+        for writer in self._writers.values():
+            writer.flush()
+
+    def _close(self) -> None:
+        writers, self._writers = self._writers, {}
+        for writer in writers.values():
+            writer.close()
+
+    # -- Keras hooks -----------------------------------------------------------------
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        super().on_train_begin(logs)
+        self._fit_epochs = 0
+        if self.log_images:
+            self._prepare_samples()
+        if self.chief and self.write_model_summary and not self._texts_written:
+            self._write_texts()
+            self._texts_written = True
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._fit_epochs == 0:
+            # A fit that numbers its epochs from below what is written continues after it.
+            self._step_offset = max(0, self._last_step - epoch)
+        self._fit_epochs += 1
+        self._improved = []
+        super().on_epoch_end(epoch, logs)  # runs the basis policy, may call on_improved
+        if not self.chief:
+            return
+        step = epoch + 1 + self._step_offset
+        logs = dict(logs or {})
+        self._write_scalars(step, logs)
+        if self.histogram_freq and (epoch + 1) % self.histogram_freq == 0:
+            self._write_histograms(step)
+        if self.log_images and (self._fit_epochs == 1 or self._improved):
+            self._write_images(step, logs)
+        self._flush()
+        self._last_step = max(self._last_step, step)
+
+    def on_improved(self, epoch: int, improved_keys: list[str], logs: dict[str, Any]) -> None:
+        self._improved = list(improved_keys)
+        if not self.log_images:
+            self.record([])  # keep the bests in manifest.json for a resumed run
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        try:
+            super().on_train_end(logs)
+        finally:
+            self._close()
+
+    def _log_batch(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        """``on_train_batch_end`` when ``update_freq`` is a number of batches."""
+        if not self.chief:
+            return
+        self._batches += 1
+        optimizer = getattr(self.model, "optimizer", None)
+        iterations = getattr(optimizer, "iterations", None)
+        # The optimizer's iteration continues across fits and resumes; a plain count
+        # of batches stands in for a model without one.
+        step = int(np.asarray(iterations)) if iterations is not None else self._batches
+        if step % int(self.update_freq) != 0:
+            return
+        with self._writer(TRAIN).as_default():
+            for key, value in (logs or {}).items():
+                number = _scalar(value)
+                if number is not None:
+                    tf.summary.scalar(f"batch_{key}", number, step=step)
+
+    # -- what is written -------------------------------------------------------------
+
+    def _learning_rate(self) -> float | None:
+        optimizer = getattr(self.model, "optimizer", None)
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
+        rate = getattr(optimizer, "learning_rate", None)
+        if rate is None:
+            return None
+        if callable(rate):  # a schedule object (Keras 2 style)
+            rate = rate(optimizer.iterations)
+        return _scalar(rate)
+
+    def _write_scalars(self, step: int, logs: dict[str, Any]) -> None:
+        runs: dict[str, dict[str, float]] = {TRAIN: {}, VALIDATION: {}}
+        for key, value in logs.items():
+            number = _scalar(value)
+            if number is None:
+                continue
+            if key.startswith("val_"):
+                runs[VALIDATION][f"epoch_{key[4:]}"] = number
+            else:
+                runs[TRAIN][f"epoch_{key}"] = number
+        if "epoch_learning_rate" not in runs[TRAIN]:
+            rate = self._learning_rate()
+            if rate is not None:
+                runs[TRAIN]["epoch_learning_rate"] = rate
+        for key, best in self.policy.best.items():
+            if best.value is None or best.epoch is None:
+                continue
+            run = VALIDATION if key.startswith("val_") else TRAIN
+            runs[run][f"best/{key}"] = best.value
+            runs[run][f"best_epoch/{key}"] = float(best.epoch)
+        for run, values in runs.items():
+            if not values:
+                continue
+            with self._writer(run).as_default():
+                for tag, number in values.items():
+                    tf.summary.scalar(tag, number, step=step)
+
+    def _write_histograms(self, step: int) -> None:
+        with self._writer(TRAIN).as_default():
+            for weight in self.model.weights:
+                tag = str(getattr(weight, "path", weight.name)).replace(":", "_")
+                tf.summary.histogram(f"{tag}/histogram", weight, step=step)
+
+    def _write_images(self, step: int, logs: dict[str, Any]) -> None:
+        assert self._samples is not None
+        x, display, y = self._samples
+        outputs = self.model(x, training=False)
+        if isinstance(outputs, Mapping):
+            outputs = next(iter(outputs.values()))
+        elif isinstance(outputs, (list, tuple)):
+            outputs = outputs[0]
+        samples = img.describe(display, outputs, y, self.class_names)
+        picture = img.grid(samples.cells, samples.colors)
+        why = (
+            f"improved: {', '.join(self._improved)}" if self._improved else "first epoch of fit"
+        )
+        legend = (
+            f"{len(samples.cells)} samples at epoch {step} ({why}). "
+            + samples.table.splitlines()[0]
+        )
+        with self._writer(VALIDATION).as_default():
+            tf.summary.image(IMAGE_TAG, picture[np.newaxis], step=step, description=legend)
+            tf.summary.text(LABELS_TAG, samples.table, step=step)
+        self._writer(VALIDATION).flush()
+        artifact = self.artifact(
+            ARTIFACT_KIND,
+            self.run_dirs[VALIDATION],
+            step,
+            logs,
+            self._improved[0] if self._improved else None,
+            tags=[IMAGE_TAG, LABELS_TAG],
+            step=step,
+            images=len(samples.cells),
+            improved=list(self._improved),
+            segmentation=samples.segmentation,
+            size=[int(picture.shape[0]), int(picture.shape[1])],
+        )
+        self.record([artifact])
+        self.announce()
+
+    def _write_texts(self) -> None:
+        lines: list[str] = []
+        try:
+            self.model.summary(print_fn=lambda text, *a, **k: lines.append(str(text)))
+            model_text = "\n".join(lines)
+        except ValueError as exc:  # a model that is not built yet
+            model_text = f"(no summary: {exc})"
+        arguments = {
+            "basis_dict": self.policy.basis,
+            "skip_from_start": self.policy.skip_from_start,
+            "frequency": self.policy.frequency,
+            "min_delta": self.policy.min_delta,
+            "image_shape": self.image_shape,
+            "log_images": self.log_images,
+            "max_images": self.max_images,
+            "update_freq": self.update_freq,
+            "histogram_freq": self.histogram_freq,
+            **{f"fit.{k}": v for k, v in sorted((self.params or {}).items())},
+        }
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None:
+            arguments["optimizer"] = type(optimizer).__name__
+        table = "\n".join(
+            ["| argument | value |", "|---|---|"]
+            + [f"| {k} | `{v}` |" for k, v in arguments.items()]
+        )
+        indented = "\n".join("    " + line for line in model_text.splitlines())
+        with self._writer(TRAIN).as_default():
+            tf.summary.text("run/model", indented, step=0)
+            tf.summary.text("run/arguments", table, step=0)
+
