@@ -59,7 +59,8 @@ def validate_basis_dict(basis_dict: Any) -> dict[str, str]:
             )
         if not isinstance(mode, str) or mode.lower() not in MODES:
             raise ValueError(
-                f"basis_dict[{key!r}] must be 'min' or 'max'. Received: {mode!r}"
+                f"basis_dict[{key!r}] must be 'min' or 'max'. "
+                f"Received: basis_dict[{key!r}]={mode!r}"
             )
         clean[key] = mode.lower()
     return clean
