@@ -38,15 +38,18 @@ from cvml_core.plugins import (
     available_callbacks,
     create_callback,
 )
+from cvml_core.run import RunInfo
 from cvml_core.worker import BackgroundJobError, BackgroundWorker
 
 if TYPE_CHECKING:
     from cvml_core.callback import BasisCallback, LogDirError
+    from cvml_core.train import TrainInfer
 
 # Names whose modules import Keras/TensorFlow: loaded on first use only.
 _LAZY = {
     "BasisCallback": "cvml_core.callback",
     "LogDirError": "cvml_core.callback",
+    "TrainInfer": "cvml_core.train",
 }
 
 __all__ = [
@@ -60,6 +63,8 @@ __all__ = [
     "Manifest",
     "MissingMetricError",
     "PluginError",
+    "RunInfo",
+    "TrainInfer",
     "UnknownCallbackError",
     "atomic_path",
     "atomic_write_bytes",

@@ -39,7 +39,7 @@ from cvml_core import hookspecs
 ENTRY_POINT_GROUP = "cvml"
 CORE_DISTRIBUTION = "cvml-core"
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]*$")
-BUILTIN_PLUGINS: tuple[str, ...] = ()
+BUILTIN_PLUGINS: tuple[str, ...] = ("cvml_core.teams",)
 HOOK_NAMES = frozenset(n for n in dir(hookspecs) if n.startswith("cvml_"))
 
 

@@ -1,0 +1,91 @@
+"""What ``cvml_train_begin`` / ``cvml_train_end`` receive: the :class:`RunInfo` of a run.
+
+Pure Python: no TensorFlow import, so plugins on these hooks stay light.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from cvml_core.artifact import Artifact
+
+
+def mask_url(url: str | None) -> str:
+    """A URL safe to print: ``scheme://host/…`` and the last 4 characters, or ``""``.
+
+    A webhook URL carries its secret in the path and query, so neither is shown.
+
+    >>> mask_url("https://example.com/workflows/abc/triggers/xyz?sig=SECRET1234")
+    'https://example.com/…1234'
+    """
+    if not url:
+        return ""
+    text = str(url)
+    try:
+        parts = urlsplit(text)
+        host = parts.hostname or ""
+    except ValueError:
+        parts, host = None, ""
+    tail = text[-4:] if len(text) > 12 else ""
+    if parts is None or not parts.scheme or not host:
+        return f"<url …{tail}>" if tail else "<url>"
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}/…{tail}"
+
+
+@dataclass
+class RunInfo:
+    """One ``TrainInfer.train`` run, as plugins see it.
+
+    Filled at the start: ``log_dir`` (str or None), ``epochs`` (the last epoch, as
+    passed to ``train``), ``start_epoch`` (epochs already done, 0 for a new run),
+    ``basis_dict`` (the run's basis, merged from ``TrainInfer`` and its callbacks),
+    ``callbacks`` (the names of the callbacks, registered name or class name),
+    ``start_time`` (``time.time()``), ``webhook_url`` (the Teams webhook or None; it is
+    a secret: ``repr`` hides it, print :attr:`masked_webhook_url` instead) and
+    ``model_name``.
+
+    Filled at the end, before ``cvml_train_end``: ``end_time``, ``epochs_done`` (the
+    1-based number of the last finished epoch), ``history`` (metric name -> values of
+    the epochs of this run), ``best`` (basis key -> ``{"value", "epoch"}``, the best
+    known value: over this run's epochs and the bests the callbacks restored) and
+    ``artifacts`` (the :class:`~cvml_core.artifact.Artifact` records the callbacks
+    wrote during this run, oldest first).
+    """
+
+    log_dir: str | None = None
+    epochs: int = 0
+    start_epoch: int = 0
+    basis_dict: dict[str, str] = field(default_factory=dict)
+    callbacks: list[str] = field(default_factory=list)
+    start_time: float = field(default_factory=time.time)
+    webhook_url: str | None = field(default=None, repr=False)
+    model_name: str = ""
+    end_time: float | None = None
+    epochs_done: int = 0
+    history: dict[str, list[float]] = field(default_factory=dict)
+    best: dict[str, dict[str, Any]] = field(default_factory=dict)
+    artifacts: list[Artifact] = field(default_factory=list)
+
+    @property
+    def masked_webhook_url(self) -> str:
+        """The webhook URL with its secret part hidden (see :func:`mask_url`)."""
+        return mask_url(self.webhook_url)
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end, or None while the run is going on."""
+        if self.end_time is None:
+            return None
+        return max(0.0, self.end_time - self.start_time)
+
+    def latest_artifacts(self) -> list[Artifact]:
+        """The newest artifact per (callback, kind, basis key): the files that stand."""
+        latest: dict[tuple[str, str, str | None], Artifact] = {}
+        for artifact in self.artifacts:
+            latest[(artifact.callback, artifact.kind, artifact.basis_key)] = artifact
+        return list(latest.values())
