@@ -102,7 +102,8 @@ class TensorboardCallback(BasisCallback):
             )
         if log_images not in (None, True, False):
             raise ValueError(
-                f"log_images must be True, False or None (auto). Received: log_images={log_images!r}"
+                "log_images must be True, False or None (auto). "
+                f"Received: log_images={log_images!r}"
             )
         if update_freq == "batch":
             update_freq = 1

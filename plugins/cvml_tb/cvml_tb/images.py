@@ -165,7 +165,7 @@ def _labels(
         labels = [int(v >= 0.5) for v in flat]
         if not scores:
             return labels, [str(v) for v in labels]
-        return labels, [f"{label} ({v:.2f})" for label, v in zip(labels, flat)]
+        return labels, [f"{label} ({v:.2f})" for label, v in zip(labels, flat, strict=True)]
     return [None] * len(flat), [f"{v:.4g}" for v in flat]
 
 
@@ -181,7 +181,8 @@ class Samples:
 
 def _name(label: Any, text: str, class_names: Sequence[str] | None) -> str:
     if class_names is not None and isinstance(label, int) and 0 <= label < len(class_names):
-        return f"{class_names[label]} ({text})" if "(" in text else str(class_names[label])
+        _, _, score = text.partition(" ")  # "3 (0.91)" -> "dog (0.91)"
+        return f"{class_names[label]} {score}".strip()
     return text
 
 
@@ -283,10 +284,10 @@ def grid(
         cells = [np.repeat(np.repeat(c, factor, axis=0), factor, axis=1) for c in cells]
     height, width = cells[0].shape[:2]
     h, w = height + 2 * BORDER, width + 2 * BORDER
-    columns = max(1, min(len(cells), round(math.sqrt(len(cells) * h / w))))
+    columns = max(1, min(len(cells), math.ceil(math.sqrt(len(cells) * h / w))))
     rows = math.ceil(len(cells) / columns)
     canvas = np.full((rows * h, columns * w, 3), 255, dtype=np.uint8)
-    for index, (cell, color) in enumerate(zip(cells, colors)):
+    for index, (cell, color) in enumerate(zip(cells, colors, strict=True)):
         top, left = (index // columns) * h, (index % columns) * w
         canvas[top : top + h, left : left + w] = color
         canvas[top + BORDER : top + BORDER + height, left + BORDER : left + BORDER + width] = cell

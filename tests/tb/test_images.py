@@ -1,0 +1,124 @@
+"""The pure-NumPy image rules: shapes, pixel ranges, labels, masks and the grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cvml_tb import images as img
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+@pytest.mark.parametrize(
+    "given_shape, expected",
+    [((8, 8), (8, 8, 1)), ([224, 224, 3], (224, 224, 3)), ((4, 6, 4), (4, 6, 4)), (None, None)],
+)
+def test_image_shape_accepts(given_shape, expected):
+    assert img.check_image_shape(given_shape) == expected
+
+
+@pytest.mark.parametrize("bad", [(8,), (8, 8, 2), (0, 8, 1), (8, 8, 1, 1), "8x8", (8.5, 8)])
+def test_image_shape_rejects(bad):
+    with pytest.raises(ValueError, match=r"image_shape.*Received: image_shape="):
+        img.check_image_shape(bad)
+
+
+def test_flat_inputs_are_reshaped_and_a_wrong_size_names_both_shapes():
+    x = np.zeros((5, 64), "float32")
+    assert img.display_images(x, (8, 8, 1)).shape == (5, 8, 8, 1)
+    with pytest.raises(ValueError) as info:
+        img.display_images(x, (224, 224, 3))
+    message = str(info.value)
+    assert "(224, 224, 3)" in message and "(64,)" in message
+
+
+def test_unshaped_inputs_must_look_like_images():
+    assert img.display_images(np.zeros((2, 5, 6)), None).shape == (2, 5, 6, 1)
+    assert img.display_images(np.zeros((2, 5, 6, 3)), None).shape == (2, 5, 6, 3)
+    with pytest.raises(ValueError, match=r"pass image_shape"):
+        img.display_images(np.zeros((2, 64)), None)
+
+
+def test_uint8_is_kept_and_unit_floats_are_scaled():
+    u8 = np.arange(12, dtype=np.uint8).reshape(1, 2, 2, 3)
+    assert img.to_uint8(u8) is u8
+    unit = np.array([[[[0.0], [0.5]], [[1.0], [0.25]]]], "float32")
+    assert img.to_uint8(unit).ravel().tolist() == [0, 128, 255, 64]
+
+
+def test_other_float_ranges_are_min_max_normalised_per_image():
+    x = np.stack([np.full((2, 2, 1), -3.0), np.full((2, 2, 1), 7.0)])
+    x[0, 0, 0, 0], x[1, 1, 1, 0] = 5.0, 300.0  # two different ranges
+    out = img.to_uint8(x)
+    assert out.dtype == np.uint8
+    for i in range(2):
+        assert out[i].min() == 0 and out[i].max() == 255
+    assert img.to_uint8(np.full((1, 2, 2, 1), 4.0)).max() == 0  # constant: no division by 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    low=st.floats(-1e6, 1e6), span=st.floats(1e-3, 1e6),
+    shape=st.tuples(st.integers(1, 3), st.integers(1, 5), st.integers(1, 5)),
+)
+def test_any_float_range_maps_into_uint8(low, span, shape):
+    rng = np.random.default_rng(0)
+    x = (low + span * rng.random((*shape, 3))).astype("float64")
+    out = img.to_uint8(x)
+    assert out.dtype == np.uint8 and out.shape == x.shape
+
+
+def test_classification_labels_and_border_colours():
+    images = np.zeros((3, 4, 4, 1), np.uint8)
+    pred = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    samples = img.describe(images, pred, np.array([0, 0, 0]), class_names=["cat", "dog"])
+    assert samples.colors == [img.GREEN, img.RED, img.GREEN]
+    assert not samples.segmentation
+    assert "| 1 | dog (0.80) | cat | **no** |" in samples.table
+    assert all(cell.shape == (4, 4, 3) for cell in samples.cells)
+    one_hot = np.eye(2)[[0, 1, 0]]
+    assert img.describe(images, pred, one_hot).colors == [img.GREEN, img.GREEN, img.GREEN]
+    sigmoid = img.describe(images, np.array([[0.7], [0.2], [0.5]]), np.array([1, 0, 0]))
+    assert sigmoid.colors == [img.GREEN, img.GREEN, img.RED]
+    unlabelled = img.describe(images, pred, None)
+    assert unlabelled.colors == [img.GREY] * 3
+
+
+def test_segmentation_outputs_show_input_true_and_predicted_masks():
+    images = np.full((2, 4, 6, 3), 200, np.uint8)
+    pred = np.zeros((2, 4, 6, 3), "float32")
+    pred[..., 2] = 1.0  # every pixel class 2
+    true = np.full((2, 4, 6), 2)
+    true[1] = 1
+    samples = img.describe(images, pred, true)
+    assert samples.segmentation
+    assert samples.cells[0].shape == (4, 18, 3)  # input | true | predicted
+    assert (samples.cells[0][:, 12:] == img.PALETTE[2]).all()
+    assert (samples.cells[1][:, 6:12] == img.PALETTE[1]).all()
+    assert samples.colors == [img.GREEN, img.RED]
+    assert "| 0 | 1.000 |" in samples.table and "| 1 | 0.000 |" in samples.table
+    without_labels = img.describe(images, pred, None)
+    assert without_labels.cells[0].shape == (4, 12, 3)
+
+
+def test_grid_tiles_framed_cells_and_enlarges_small_ones():
+    cells = [np.full((8, 8, 3), i * 30, np.uint8) for i in range(5)]
+    picture = img.grid(cells, [img.RED] * 5, min_side=16)
+    tile = 16 + 2 * img.BORDER
+    assert picture.shape == (2 * tile, 3 * tile, 3)
+    assert tuple(picture[0, 0]) == img.RED
+    assert (picture[img.BORDER : img.BORDER + 16, tile + img.BORDER] == 30).all()
+
+
+def test_take_samples_from_arrays_and_batches():
+    x = np.arange(40, dtype="float32").reshape(10, 4)
+    y = np.arange(10)
+    sx, sy = img.take_samples((x, y), 3)
+    assert sx.shape == (3, 4) and sy.tolist() == [0, 1, 2]
+    sx, sy = img.take_samples(x, 20)
+    assert sx.shape == (10, 4) and sy is None
+    batches = [(x[i : i + 4], y[i : i + 4]) for i in range(0, 10, 4)]
+    sx, sy = img.take_samples(batches, 6)
+    assert sx.shape == (6, 4) and sy.tolist() == list(range(6))
+    with pytest.raises(ValueError, match="sample_data"):
+        img.take_samples({"a": x}, 3)

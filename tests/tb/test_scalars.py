@@ -1,0 +1,126 @@
+"""Epoch scalars, best-so-far values, batch scalars, histograms and texts, read back."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from cvml_tb import TensorboardCallback
+
+
+def _fit(model, data, cb, epochs, initial_epoch=0, **kwargs):
+    x, y = data
+    return model.fit(
+        x, y, validation_data=(x[:16], y[:16]), epochs=epochs, initial_epoch=initial_epoch,
+        batch_size=16, callbacks=[cb, *kwargs.pop("extra", [])], verbose=0, **kwargs,
+    )
+
+
+def test_epoch_scalars_split_into_runs_with_best_so_far(tmp_path, tiny_model, tiny_data, read_run):
+    model = tiny_model()
+    cb = TensorboardCallback(tmp_path, {"val_loss": "min", "accuracy": "max"})
+    history = _fit(model, tiny_data, cb, epochs=4).history
+    train, val = read_run(tmp_path / "tb" / "train"), read_run(tmp_path / "tb" / "validation")
+
+    # loss and val_loss share the chart "epoch_loss", one per run, as in keras' TensorBoard
+    assert [s for s, _ in train["epoch_loss"]] == [1, 2, 3, 4]
+    assert [s for s, _ in val["epoch_loss"]] == [1, 2, 3, 4]
+    np.testing.assert_allclose([v for _, v in train["epoch_loss"]], history["loss"], rtol=1e-6)
+    np.testing.assert_allclose([v for _, v in val["epoch_loss"]], history["val_loss"], rtol=1e-6)
+    np.testing.assert_allclose(
+        [v for _, v in val["epoch_accuracy"]], history["val_accuracy"], rtol=1e-6
+    )
+    assert [v for _, v in train["epoch_learning_rate"]] == pytest.approx([0.001] * 4)
+    assert not any(tag.startswith("samples/") for tag in val)
+
+    # best/<key> is the running best, best_epoch/<key> the 1-based epoch it was reached
+    running_min = np.minimum.accumulate(history["val_loss"])
+    np.testing.assert_allclose([v for _, v in val["best/val_loss"]], running_min, rtol=1e-6)
+    best_epochs = [int(np.argmin(history["val_loss"][: i + 1])) + 1 for i in range(4)]
+    assert [v for _, v in val["best_epoch/val_loss"]] == best_epochs
+    running_max = np.maximum.accumulate(history["accuracy"])
+    np.testing.assert_allclose([v for _, v in train["best/accuracy"]], running_max, rtol=1e-6)
+
+    # the bests are kept in the manifest for a resumed run
+    manifest = json.loads((tmp_path / "tb" / "manifest.json").read_text())
+    assert manifest["basis"]["best"]["val_loss"]["epoch"] == best_epochs[-1]
+    assert manifest["basis"]["best"]["val_loss"]["value"] == pytest.approx(running_min[-1])
+
+
+def test_steps_continue_over_fits_and_a_resumed_run(tmp_path, tiny_model, tiny_data, read_run):
+    model = tiny_model()
+    cb = TensorboardCallback(tmp_path, {"val_loss": "min"})
+    _fit(model, tiny_data, cb, epochs=2)
+    _fit(model, tiny_data, cb, epochs=2)  # numbered 1..2 again by Keras: continues at 3
+    _fit(model, tiny_data, cb, epochs=6, initial_epoch=4)  # continues at 5
+    # a new process resuming from epoch 6, as TrainInfer's start_epoch does
+    resumed = TensorboardCallback(tmp_path, {"val_loss": "min"})
+    best_before = resumed.policy.best["val_loss"]
+    assert best_before.epoch is not None
+    history = _fit(model, tiny_data, resumed, epochs=7, initial_epoch=6).history
+
+    train, val = read_run(tmp_path / "tb" / "train"), read_run(tmp_path / "tb" / "validation")
+    assert len(list((tmp_path / "tb" / "train").iterdir())) == 4  # one event file per fit
+    assert [s for s, _ in train["epoch_loss"]] == [1, 2, 3, 4, 5, 6, 7]
+    assert [s for s, _ in val["epoch_loss"]] == [1, 2, 3, 4, 5, 6, 7]
+    last_best = val["best/val_loss"][-1][1]
+    assert last_best == pytest.approx(min(best_before.value, history["val_loss"][0]))
+    assert [s for s, _ in train["run/model"]] == [0, 0]  # once per callback object
+
+
+def test_batch_scalars_histograms_and_texts(tmp_path, tiny_model, tiny_data, read_run):
+    model = tiny_model()
+    cb = TensorboardCallback(tmp_path, {"val_loss": "min"}, update_freq=2, histogram_freq=2)
+    _fit(model, tiny_data, cb, epochs=3)  # 4 batches per epoch
+    _fit(model, tiny_data, cb, epochs=4, initial_epoch=3)
+    train = read_run(tmp_path / "tb" / "train")
+
+    batch_steps = [s for s, _ in train["batch_loss"]]
+    assert batch_steps == list(range(2, 17, 2))  # the optimizer's iterations, every 2nd
+    assert all(np.isfinite(v) for _, v in train["batch_loss"])
+    histograms = [tag for tag in train if tag.endswith("/histogram")]
+    assert len(histograms) == len(model.weights) == 4
+    assert all([s for s, _ in train[tag]] == [2, 4] for tag in histograms)
+    model_text = train["run/model"][0][1]
+    assert "dense" in model_text.lower() and "Total params" in model_text
+    arguments = train["run/arguments"][0][1]
+    assert "| basis_dict | `{'val_loss': 'min'}` |" in arguments
+    assert "| update_freq | `2` |" in arguments
+    assert "| fit.epochs | `3` |" in arguments
+
+
+def test_epoch_only_callback_keeps_keras_batch_dispatch_fast(tmp_path):
+    from keras.src import utils
+
+    assert utils.is_default(TensorboardCallback(tmp_path, {"loss": "min"}).on_train_batch_end)
+    busy = TensorboardCallback(tmp_path, {"loss": "min"}, update_freq="batch")
+    assert not utils.is_default(busy.on_train_batch_end)
+
+
+def test_learning_rate_from_a_scheduler(tmp_path, tiny_model, tiny_data, read_run):
+    import keras
+
+    model = tiny_model()
+    scheduler = keras.callbacks.LearningRateScheduler(lambda epoch, lr: 0.01 * 0.5**epoch)
+    cb = TensorboardCallback(tmp_path, {"val_loss": "min"})
+    _fit(model, tiny_data, cb, epochs=3, extra=[scheduler])
+    rates = [v for _, v in read_run(tmp_path / "tb" / "train")["epoch_learning_rate"]]
+    assert rates == pytest.approx([0.01, 0.005, 0.0025])
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"update_freq": 0}, "update_freq"),
+        ({"update_freq": "step"}, "update_freq"),
+        ({"histogram_freq": -1}, "histogram_freq"),
+        ({"max_images": -2}, "max_images"),
+        ({"log_images": "yes"}, "log_images"),
+        ({"image_shape": (8, 8, 2)}, "image_shape"),
+        ({"frequency": 0}, "frequency"),
+    ],
+)
+def test_bad_arguments_name_the_argument(tmp_path, kwargs, name):
+    with pytest.raises(ValueError, match=rf"Received: {name}="):
+        TensorboardCallback(tmp_path, {"val_loss": "min"}, **kwargs)
