@@ -34,7 +34,11 @@ def mask_url(url: str | None) -> str:
         return f"<url …{tail}>" if tail else "<url>"
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
-    return f"{parts.scheme}://{host}/…{tail}"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{host}{port}/…{tail}"
 
 
 @dataclass
