@@ -39,8 +39,24 @@ def load_snapshot(folder: str | Path, imports: Sequence[str] = ()) -> Any:
     # The snapshot is written by this process' parent: Lambda layers may be trusted.
     keras.config.enable_unsafe_deserialization()
     model = keras.saving.deserialize_keras_object(config)
+    _raise_build_error(model, config)
     model.load_weights(folder / SNAPSHOT_WEIGHTS)
     return model
+
+
+def _raise_build_error(model: Any, config: dict[str, Any]) -> None:
+    """Surface why a model was not rebuilt, instead of Keras' "no defined inputs".
+
+    ``Sequential`` swallows a layer's failure while rebuilding (e.g. a ``Lambda``
+    whose function uses a global name); calling the model shows the real error.
+    """
+    try:
+        model.inputs  # noqa: B018
+    except Exception:
+        shape = config.get("config", {}).get("build_input_shape")
+        if shape:
+            model(np.zeros([dim or 1 for dim in shape], "float32"))
+        raise
 
 
 def _representative(x: np.ndarray) -> Iterator[list[np.ndarray]]:

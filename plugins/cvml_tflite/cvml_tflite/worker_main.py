@@ -24,6 +24,15 @@ import time
 import traceback
 from typing import Any
 
+MESSAGE_LIMIT = 6000
+
+
+def _shorten(message: str) -> str:
+    """Keep the head of a long message: the converter dumps the whole graph after it."""
+    if len(message) <= MESSAGE_LIMIT:
+        return message
+    return f"{message[:MESSAGE_LIMIT]}\n... ({len(message) - MESSAGE_LIMIT} more characters)"
+
 
 def rss_mb() -> float | None:
     """This process' resident memory in MiB (Linux), or None."""
@@ -78,7 +87,7 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
             ok=False,
             stage=stage,
             error_type=type(exc).__name__,
-            message=str(exc),
+            message=_shorten(str(exc)),
             traceback=traceback.format_exc(limit=8),
         )
         answer.update(finished_at=time.time(), rss_mb=rss_mb())
