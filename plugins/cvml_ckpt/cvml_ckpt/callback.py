@@ -1,0 +1,283 @@
+"""The ``ckpt`` callback: the best checkpoint per basis key, atomic, resumable, backgrounded."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from cvml_ckpt import files
+from cvml_ckpt.snapshot import ModelSnapshot, snapshot_supported, take_snapshot
+from cvml_ckpt.writer import read_tags, write_snapshot
+from cvml_core.artifact import Manifest
+from cvml_core.atomic import atomic_path
+from cvml_core.callback import BasisCallback
+from cvml_core.keras_compat import uses_legacy_keras
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False. Received: {name}={value!r}")
+    return value
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Make ``target`` hold ``source``'s bytes: a hard link, or a copy where links fail."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+class CkptCallback(BasisCallback):
+    """Saves a checkpoint when a basis key improves, without holding training.
+
+    On each due epoch (see the basis policy) where basis keys improve, the model is
+    copied on the training thread (weights and optimizer state as numpy arrays) and
+    written by a background thread, atomically, to ``log_dir/ckpt/best_<key>.keras``
+    for each improved key; the files of one epoch are hard links to one write.
+    ``manifest.json`` beside them records every file and the basis state, so a new
+    callback on the same ``log_dir`` keeps the bests of the previous run.
+
+    :param log_dir: the run's folder; files go to ``log_dir/ckpt/``.
+    :param basis_dict: ``{metric: "min"|"max"}``, e.g. ``{"val_loss": "min"}``.
+    :param skip_from_start: the first epochs that are never due.
+    :param frequency: an epoch ``e`` (1-based) is due when ``e % frequency == 0``.
+    :param min_delta: how much a value must beat its best to count as improved.
+    :param save_last: also write ``last.keras`` on every due epoch.
+    :param keep_top_k: how many bests to keep per key: the current best
+        (``best_<key>``) and the ``keep_top_k - 1`` previous ones
+        (``best_<key>.epoch<NNNN>``). ``None`` keeps them all. Default 1.
+    :param save_weights_only: write ``.weights.h5`` (``model.save_weights``'s format)
+        instead of a full ``.keras`` model.
+    :param include_optimizer: include the optimizer state, so training resumes exactly.
+    :param background: write on the background thread (default); False writes on the
+        training thread.
+
+    Example::
+
+        cb = CkptCallback("runs/exp1", {"val_loss": "min"}, skip_from_start=4)
+        model.fit(x, y, validation_split=0.2, epochs=20, callbacks=[cb])
+        # resume later
+        start = CkptCallback.restore(model, "runs/exp1")   # 1-based epoch, 0 if none
+        model.fit(..., initial_epoch=start, callbacks=[CkptCallback("runs/exp1", ...)])
+    """
+
+    name = "ckpt"
+
+    def __init__(
+        self,
+        log_dir: str | os.PathLike[str],
+        basis_dict: Mapping[str, str],
+        skip_from_start: int = 0,
+        frequency: int = 1,
+        min_delta: float = 0.0,
+        save_last: bool = False,
+        keep_top_k: int | None = 1,
+        save_weights_only: bool = False,
+        include_optimizer: bool = True,
+        background: bool = True,
+    ) -> None:
+        super().__init__(log_dir, basis_dict, skip_from_start, frequency, min_delta)
+        self.save_last = _check_bool("save_last", save_last)
+        self.save_weights_only = _check_bool("save_weights_only", save_weights_only)
+        self.include_optimizer = _check_bool("include_optimizer", include_optimizer)
+        self.background = _check_bool("background", background)
+        if keep_top_k is not None and (
+            isinstance(keep_top_k, bool) or not isinstance(keep_top_k, int) or keep_top_k < 1
+        ):
+            raise ValueError(
+                "keep_top_k must be an integer >= 1 (1 keeps only the best file per key) "
+                f"or None (keep every best). Received: keep_top_k={keep_top_k!r}"
+            )
+        self.keep_top_k = keep_top_k
+        self.ext = files.EXT_WEIGHTS if save_weights_only else files.EXT_FULL
+        names: dict[str, str] = {}
+        for key in self.policy.basis:
+            other = names.setdefault(files.best_name(key, self.ext), key)
+            if other != key:
+                raise ValueError(
+                    f"basis keys {other!r} and {key!r} map to the same file name "
+                    f"{files.best_name(key, self.ext)!r}; rename one of them. "
+                    f"Received: basis_dict={dict(self.policy.basis)!r}"
+                )
+        self.snapshots = self.background and snapshot_supported() and not uses_legacy_keras()
+
+    # -- saving ------------------------------------------------------------------
+
+    def on_due(self, epoch: int, improved_keys: list[str], logs: dict[str, Any]) -> None:
+        targets: list[tuple[str | None, Path]] = [
+            (key, self.folder / files.best_name(key, self.ext)) for key in improved_keys
+        ]
+        if self.save_last:
+            targets.append((None, self.folder / files.last_name(self.ext)))
+        if not targets:
+            return
+        tags = {"epoch": epoch}
+        if self.snapshots:
+            snapshot = take_snapshot(
+                self.model, full=not self.save_weights_only,
+                include_optimizer=self.include_optimizer,
+            )
+            snapshot.tags = tags
+            self.run_in_background(
+                f"checkpoint of epoch {epoch}",
+                lambda state: self._write(state, epoch, logs, targets, snapshot),
+            )
+        else:
+            self._write(None, epoch, logs, targets, None)
+
+    def _write_first(self, snapshot: ModelSnapshot | None, tmp: Path, epoch: int) -> None:
+        if snapshot is not None:
+            write_snapshot(snapshot, tmp)
+        elif self.save_weights_only:
+            self.model.save_weights(tmp)
+        elif uses_legacy_keras():
+            self.model.save(tmp, include_optimizer=self.include_optimizer)
+        else:
+            self.model.save(tmp)
+
+    def _write(
+        self,
+        state: dict[str, Any] | None,
+        epoch: int,
+        logs: dict[str, Any],
+        targets: list[tuple[str | None, Path]],
+        snapshot: ModelSnapshot | None,
+    ) -> None:
+        """Write the epoch's files (the first one, then links to it) and record them."""
+        started = time.perf_counter()
+        artifacts = []
+        written: Path | None = None
+        for key, final in targets:
+            with atomic_path(final) as tmp:
+                if written is None:
+                    self._write_first(snapshot, tmp, epoch)
+                else:
+                    _link_or_copy(written, tmp)
+                if key is not None and self.keep_top_k != 1:
+                    artifacts.extend(self._keep_previous(key, final))
+            if written is None:
+                written = final
+            size = final.stat().st_size
+            details = {
+                "role": files.ROLE_BEST if key is not None else files.ROLE_LAST,
+                "format": self.ext.lstrip("."),
+                "includes_optimizer": self.include_optimizer,
+                "size_bytes": size,
+                "write_seconds": round(time.perf_counter() - started, 6),
+                "background": snapshot is not None,
+            }
+            artifacts.append(self.artifact(files.KIND, final, epoch, logs, key, **details))
+        self.record(artifacts, state)
+        if self.keep_top_k is not None:
+            for key, _ in targets:
+                if key is not None:
+                    self._prune(key)
+
+    def _previous_entries(self, key: str) -> list[dict[str, Any]]:
+        with self._lock:
+            artifacts = list(self.manifest.artifacts)
+        return [
+            e for e in files.current_checkpoints(self.folder, artifacts)
+            if e.get("basis_key") == key
+        ]
+
+    def _keep_previous(self, key: str, final: Path) -> list[Any]:
+        """Before ``final`` (the key's best file) is replaced, keep its content by name."""
+        if not final.exists():
+            return []
+        old = [e for e in self._previous_entries(key) if e["file"] == final]
+        if not old:
+            return []  # a file the manifest does not describe: its epoch is unknown
+        entry = old[-1]
+        kept = self.folder / files.previous_name(key, int(entry["epoch"]), self.ext)
+        with atomic_path(kept) as tmp:
+            _link_or_copy(final, tmp)
+        details = dict(entry.get("details") or {}, role=files.ROLE_PREVIOUS)
+        return [
+            self.artifact(
+                files.KIND, kept, int(entry["epoch"]), entry.get("metrics"), key, **details
+            )
+        ]
+
+    def _prune(self, key: str) -> None:
+        """Delete this key's previous bests beyond ``keep_top_k - 1``, oldest first."""
+        assert self.keep_top_k is not None
+        folder = self.folder.resolve()
+        previous = [
+            e for e in self._previous_entries(key)
+            if e.get("details", {}).get("role") == files.ROLE_PREVIOUS
+            and e["file"].name != files.best_name(key, self.ext)
+            and e["file"].resolve().parent == folder
+        ]
+        excess = len(previous) - (self.keep_top_k - 1)
+        for entry in previous[: max(excess, 0)]:
+            with contextlib.suppress(FileNotFoundError):
+                entry["file"].unlink()
+
+    # -- resuming ------------------------------------------------------------------
+
+    @classmethod
+    def restore(
+        cls,
+        model: Any,
+        log_dir: str | os.PathLike[str],
+        which: str = "latest",
+        max_epoch: int | None = None,
+    ) -> int:
+        """Load a checkpoint of ``log_dir`` into ``model``; return its 1-based epoch.
+
+        ``which="latest"`` loads the most recent checkpoint (of any key, or ``last``);
+        a basis key loads that key's best. ``max_epoch`` leaves out later epochs.
+        Weights are loaded, and the optimizer state when the file has it (the
+        optimizer is built first if needed). Returns 0, loading nothing, when there is
+        no such checkpoint; pass the result as ``initial_epoch`` to ``model.fit``.
+        """
+        folder = Path(log_dir) / cls.name
+        if not (folder / "manifest.json").exists():
+            return 0
+        manifest = Manifest(folder, cls.name)
+        return cls._restore_from(model, folder, manifest, which, max_epoch)
+
+    def restore_latest(self, model: Any | None = None, max_epoch: int | None = None) -> int:
+        """Load the most recent checkpoint of this callback's folder (epoch <= ``max_epoch``).
+
+        For a training wrapper resuming at ``start_epoch``:
+        ``restore_latest(model, max_epoch=start_epoch)``. Returns the 1-based epoch
+        loaded, 0 if none.
+        """
+        self.wait_for_background()
+        model = model if model is not None else self.model
+        return self._restore_from(model, self.folder, self.manifest, "latest", max_epoch)
+
+    @classmethod
+    def _restore_from(
+        cls, model: Any, folder: Path, manifest: Manifest, which: str, max_epoch: int | None
+    ) -> int:
+        if max_epoch is not None and (
+            isinstance(max_epoch, bool) or not isinstance(max_epoch, int) or max_epoch < 0
+        ):
+            raise ValueError(
+                f"max_epoch must be an integer >= 0. Received: max_epoch={max_epoch!r}"
+            )
+        keys = sorted((manifest.basis_state or {}).get("basis", {}))
+        if which != "latest" and which not in keys:
+            raise ValueError(
+                f"which must be 'latest' or a basis key of {folder}: {keys}. "
+                f"Received: which={which!r}"
+            )
+        entry = files.select(folder, manifest.artifacts, which, max_epoch)
+        if entry is None:
+            return 0
+        path: Path = entry["file"]
+        optimizer = getattr(model, "optimizer", None)
+        has_optimizer = (entry.get("details") or {}).get("includes_optimizer", True)
+        if has_optimizer and optimizer is not None and not optimizer.built:
+            optimizer.build(model.trainable_variables)
+        model.load_weights(path)
+        return int(read_tags(path).get("epoch", entry["epoch"]))
