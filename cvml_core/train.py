@@ -38,7 +38,7 @@ import tensorflow as tf
 
 from cvml_core.artifact import Artifact
 from cvml_core.basis import validate_basis_dict
-from cvml_core.keras_compat import keras
+from cvml_core.keras_compat import Callback
 from cvml_core.plugins import call_hook, get_registry
 from cvml_core.run import RunInfo
 from cvml_core.teams import validate_webhook_url
@@ -238,7 +238,7 @@ def resolve_callbacks(
                     f"installed callback, e.g. {{'name': 'tb', ...options}}. "
                     f"Received: callbacks[{index}]={item!r}"
                 )
-        elif isinstance(item, keras.callbacks.Callback):
+        elif isinstance(item, Callback):
             plan.append((item, None, {}))
             continue
         else:
@@ -266,7 +266,7 @@ def resolve_callbacks(
     return resolved
 
 
-class _RunRecorder(keras.callbacks.Callback):
+class _RunRecorder(Callback):
     """Keeps each finished epoch's logs, also when training later raises."""
 
     def __init__(self) -> None:
