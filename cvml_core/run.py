@@ -50,8 +50,9 @@ class RunInfo:
     ``basis_dict`` (the run's basis, merged from ``TrainInfer`` and its callbacks),
     ``callbacks`` (the names of the callbacks, registered name or class name),
     ``start_time`` (``time.time()``), ``webhook_url`` (the Teams webhook or None; it is
-    a secret: ``repr`` hides it, print :attr:`masked_webhook_url` instead) and
-    ``model_name``.
+    a secret: ``repr`` hides it, print :attr:`masked_webhook_url` instead),
+    ``model_name`` and ``chief`` (False on the non-chief tasks of a multi-worker
+    ``tf.distribute`` run: a notifier should post from the chief only).
 
     Filled at the end, before ``cvml_train_end``: ``end_time``, ``epochs_done`` (the
     1-based number of the last finished epoch), ``history`` (metric name -> values of
@@ -69,6 +70,7 @@ class RunInfo:
     start_time: float = field(default_factory=time.time)
     webhook_url: str | None = field(default=None, repr=False)
     model_name: str = ""
+    chief: bool = True
     end_time: float | None = None
     epochs_done: int = 0
     history: dict[str, list[float]] = field(default_factory=dict)

@@ -26,9 +26,9 @@ Delivery never stops training and slows it by at most the timeout:
 * a run whose webhook fails gives one ``RuntimeWarning``, whatever the number of
   failures.
 
-The URL is a secret: it is never printed or logged in full (see
-:func:`cvml_core.run.mask_url`). It must be ``https://``, or ``http://`` to
-localhost, 127.0.0.1 or ::1 (a local relay, tests).
+Only the chief of a multi-worker run posts. The URL is a secret: it is never
+printed or logged in full (see :func:`cvml_core.run.mask_url`). It must be
+``https://``, or ``http://`` to localhost, 127.0.0.1 or ::1 (a local relay, tests).
 
 This module uses the standard library only: no TensorFlow import.
 """
@@ -425,7 +425,7 @@ _active_lock = threading.Lock()
 def cvml_train_begin(run: RunInfo) -> None:
     """Post the start card in the background, if the run has a webhook URL."""
     url = getattr(run, "webhook_url", None)
-    if not url:
+    if not url or not getattr(run, "chief", True):
         return
     notifier = TeamsNotifier(url)
     with _active_lock:
@@ -439,7 +439,7 @@ def cvml_train_end(run: RunInfo, logs: Mapping[str, Any], error: BaseException |
     with _active_lock:
         notifier = _active.pop(id(run), None)
     url = getattr(run, "webhook_url", None)
-    if not url:
+    if not url or not getattr(run, "chief", True):
         return
     if notifier is None:
         notifier = TeamsNotifier(url)

@@ -38,6 +38,7 @@ import tensorflow as tf
 
 from cvml_core.artifact import Artifact
 from cvml_core.basis import validate_basis_dict
+from cvml_core.callback import is_chief
 from cvml_core.keras_compat import Callback
 from cvml_core.plugins import call_hook, get_registry
 from cvml_core.run import RunInfo
@@ -433,6 +434,7 @@ class TrainInfer:
             callbacks=[callback_label(cb) for cb in cbs],
             webhook_url=webhook_url,
             model_name=str(getattr(self.model, "name", "") or ""),
+            chief=is_chief(self.model),
         )
         self.callbacks, self.run = cbs, run
         call_hook("cvml_train_begin", run=run)

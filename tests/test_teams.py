@@ -288,3 +288,18 @@ def test_the_notifier_is_a_builtin_plugin_without_tensorflow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_only_the_chief_posts(webhook):
+    run = RunInfo(webhook_url=webhook.url, chief=False, epochs=1)
+    teams.cvml_train_begin(run)
+    run.end_time = run.start_time + 1
+    teams.cvml_train_end(run, {}, None)
+    assert webhook.requests == []
+    chief = RunInfo(webhook_url=webhook.url, epochs=1)
+    teams.cvml_train_begin(chief)
+    chief.end_time = chief.start_time + 1
+    teams.cvml_train_end(chief, {"loss": 0.5}, None)
+    assert [card_text(r["json"]).splitlines()[0] for r in webhook.requests] == [
+        "Training started", "Training finished"
+    ]
