@@ -151,8 +151,12 @@ def _report(train_infer: Any, log_dir: Path) -> None:
         print("\nTFLite verification (LiteRT vs Keras on dev samples):")
         for artifact in tflite:
             print(f"  {Path(artifact.path).name}: {_tflite_figures(artifact.details)}")
-    print("\nLook at the run in TensorBoard:")
-    print(f"  tensorboard --logdir {log_dir}")
+    if any(getattr(cb, "name", "") == "tb" for cb in train_infer.callbacks):
+        print("\nLook at the run in TensorBoard:")
+        print(f"  tensorboard --logdir {log_dir}")
+    else:
+        print("\nInstall the tb callback (pip install ./plugins/cvml_tb) to look at runs in "
+              "TensorBoard.")
 
 
 def run_demo(log_dir: str | os.PathLike[str] = "runs/demo", epochs: int = 8) -> int:
@@ -188,7 +192,8 @@ def run_demo(log_dir: str | os.PathLike[str] = "runs/demo", epochs: int = 8) -> 
     names = ", ".join(getattr(cb, "name", type(cb).__name__) for cb in callbacks) or "none"
     print(
         f"cvml demo: a small CNN on scikit-learn's 8x8 digits ({len(x_train)} train / "
-        f"{len(x_dev)} dev images), {epochs} epochs, batch size {BATCH_SIZE}\n"
+        f"{len(x_dev)} dev images), {epochs} epoch{'s' if epochs > 1 else ''}, "
+        f"batch size {BATCH_SIZE}\n"
         f"callbacks: {names}\nlog_dir: {folder}"
     )
     train_infer = TrainInfer(build_model(), log_dir=folder, basis_dict=BASIS)
