@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -279,5 +280,8 @@ class CkptCallback(BasisCallback):
         has_optimizer = (entry.get("details") or {}).get("includes_optimizer", True)
         if has_optimizer and optimizer is not None and not optimizer.built:
             optimizer.build(model.trainable_variables)
-        model.load_weights(path)
+        with warnings.catch_warnings():
+            if not has_optimizer:  # Keras warns that the file has no optimizer state: we know
+                warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
+            model.load_weights(path)
         return int(read_tags(path).get("epoch", entry["epoch"]))

@@ -1,0 +1,59 @@
+"""Fixtures of the ckpt tests: a hook recorder and manifest helpers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import cvml_core
+from cvml_core import plugins
+
+
+class ArtifactRecorder:
+    """A plugin object that keeps every artifact announced through cvml_artifact_saved."""
+
+    def __init__(self):
+        self.seen = []
+
+    @cvml_core.hookimpl
+    def cvml_artifact_saved(self, artifact):
+        self.seen.append(artifact)
+
+
+@pytest.fixture
+def announced(monkeypatch):
+    """The artifacts announced during the test (a recorder plugin is the only plugin)."""
+    recorder = ArtifactRecorder()
+    registry = plugins.load_registry(
+        environ={},
+        sources=[plugins.PluginSource("recorder", "test-recorder", "0", module=recorder)],
+    )
+    monkeypatch.setattr(plugins, "_default", registry)
+    return recorder.seen
+
+
+def read_manifest(log_dir):
+    return json.loads((Path(log_dir) / "ckpt" / "manifest.json").read_text())
+
+
+def saves(log_dir, role="best"):
+    """``{basis_key: [epochs]}`` of the manifest entries of ``role``, in order."""
+    found = {}
+    for entry in read_manifest(log_dir)["artifacts"]:
+        if entry["details"]["role"] == role:
+            found.setdefault(entry["basis_key"], []).append(entry["epoch"])
+    return found
+
+
+def ckpt_files(log_dir):
+    return sorted(p.name for p in (Path(log_dir) / "ckpt").iterdir() if p.name != "manifest.json")
+
+
+@pytest.fixture
+def ck():
+    """Helpers to read what the callback wrote: ``ck.manifest``, ``ck.saves``, ``ck.files``."""
+    import types
+
+    return types.SimpleNamespace(manifest=read_manifest, saves=saves, files=ckpt_files)

@@ -1,0 +1,162 @@
+"""Real training: files hold the weights of their epoch, load with Keras, resume exactly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from cvml_ckpt import CkptCallback
+from cvml_ckpt.writer import read_tags
+
+import cvml_core
+from cvml_core.keras_compat import keras
+
+
+class KeepStates(keras.callbacks.Callback):
+    """Copies the weights and optimizer variables at each epoch end (1-based keys)."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights, self.optimizer = {}, {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights[epoch + 1] = [np.array(w) for w in self.model.get_weights()]
+        self.optimizer[epoch + 1] = [v.numpy() for v in self.model.optimizer.variables]
+
+
+def assert_same(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def fit(model, data, callbacks, epochs, initial_epoch=0):
+    x, y = data
+    return model.fit(
+        x, y, validation_data=(x[:16], y[:16]), epochs=epochs, initial_epoch=initial_epoch,
+        batch_size=16, shuffle=False, verbose=0, callbacks=callbacks,
+    )
+
+
+def test_each_file_holds_the_state_of_its_epoch_while_training_goes_on(
+    tmp_path, tiny_model, tiny_data, ck
+):
+    model = tiny_model()
+    states = KeepStates()
+    cb = CkptCallback(tmp_path, {"val_loss": "min", "val_accuracy": "max"}, save_last=True)
+    history = fit(model, tiny_data, [states, cb], epochs=5)
+    folder = tmp_path / "ckpt"
+    val_loss = history.history["val_loss"]
+    best_epoch = int(np.argmin(val_loss)) + 1
+    assert read_tags(folder / "best_val_loss.keras")["epoch"] == best_epoch
+    for name in ck.files(tmp_path):
+        epoch = read_tags(folder / name)["epoch"]
+        loaded = keras.models.load_model(folder / name)
+        assert_same(loaded.get_weights(), states.weights[epoch])
+        assert_same(loaded.optimizer.variables, states.optimizer[epoch])
+    assert read_tags(folder / "last.keras")["epoch"] == 5
+    entry = [e for e in ck.manifest(tmp_path)["artifacts"] if e["basis_key"] == "val_loss"][-1]
+    assert entry["epoch"] == best_epoch
+    assert entry["metrics"]["val_loss"] == pytest.approx(val_loss[best_epoch - 1])
+    assert entry["details"]["format"] == "keras" and entry["details"]["includes_optimizer"]
+
+
+@pytest.mark.parametrize("include_optimizer", [True, False])
+def test_weights_only_files_load_with_load_weights(
+    tmp_path, tiny_model, tiny_data, include_optimizer
+):
+    model = tiny_model()
+    states = KeepStates()
+    cb = CkptCallback(
+        tmp_path, {"loss": "min"}, save_weights_only=True, include_optimizer=include_optimizer
+    )
+    fit(model, tiny_data, [states, cb], epochs=3)
+    path = tmp_path / "ckpt" / "best_loss.weights.h5"
+    fresh = tiny_model(seed=1)
+    assert CkptCallback.restore(fresh, tmp_path, "loss") == 3
+    assert_same(fresh.get_weights(), states.weights[3])
+    if include_optimizer:
+        assert_same(fresh.optimizer.variables, states.optimizer[3])
+    other = tiny_model(seed=2)
+    other.optimizer.build(other.trainable_variables)
+    other.load_weights(path)  # the public Keras API reads the file too
+    assert_same(other.get_weights(), states.weights[3])
+
+
+def test_restore_then_resume_trains_exactly_as_an_uninterrupted_run(
+    tmp_path, tiny_model, tiny_data
+):
+    straight = tiny_model()
+    fit(straight, tiny_data, [], epochs=5)
+
+    first = tiny_model()
+    fit(first, tiny_data, [CkptCallback(tmp_path, {"val_loss": "min"}, save_last=True)], epochs=3)
+    resumed = tiny_model(seed=7)
+    start = CkptCallback.restore(resumed, tmp_path)
+    assert start == 3
+    fit(resumed, tiny_data, [CkptCallback(tmp_path, {"val_loss": "min"})], 5, initial_epoch=start)
+    for a, b in zip(resumed.get_weights(), straight.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_restore_latest_respects_max_epoch_and_an_empty_dir_gives_zero(
+    tmp_path, tiny_model, tiny_data
+):
+    model = tiny_model()
+    states = KeepStates()
+    cb = CkptCallback(tmp_path, {"loss": "min"}, keep_top_k=None)
+    fit(model, tiny_data, [states, cb], epochs=4)
+    fresh = tiny_model(seed=3)
+    assert cb.restore_latest(fresh, max_epoch=2) == 2
+    assert_same(fresh.get_weights(), states.weights[2])
+    assert cb.restore_latest(fresh) == 4
+    assert CkptCallback.restore(fresh, tmp_path / "elsewhere") == 0
+    with pytest.raises(ValueError, match="which must be 'latest' or a basis key"):
+        CkptCallback.restore(fresh, tmp_path, which="val_los")
+
+
+def test_a_failed_background_write_raises_on_the_training_thread_and_keeps_the_best(
+    tmp_path, tiny_model, tiny_data, ck
+):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    # The epoch-2 save must keep the epoch-1 best under this name, which a folder blocks.
+    (folder / "best_loss.epoch0001.keras").mkdir()
+    states = KeepStates()
+    cb = CkptCallback(tmp_path, {"loss": "min"}, keep_top_k=2)
+    with pytest.raises(cvml_core.BackgroundJobError, match="checkpoint of epoch 2"):
+        fit(tiny_model(), tiny_data, [states, cb], epochs=4)
+    loaded = keras.models.load_model(folder / "best_loss.keras")
+    assert read_tags(folder / "best_loss.keras")["epoch"] == 1
+    assert_same(loaded.get_weights(), states.weights[1])
+    assert ck.manifest(tmp_path)["basis"]["best"]["loss"]["epoch"] == 1
+    assert not [p for p in folder.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_writing_on_the_training_thread_gives_the_same_files(tmp_path, tiny_model, tiny_data, ck):
+    states = KeepStates()
+    cb = CkptCallback(tmp_path, {"loss": "min"}, background=False, save_last=True)
+    fit(tiny_model(), tiny_data, [states, cb], epochs=2)
+    assert ck.files(tmp_path) == ["best_loss.keras", "last.keras"]
+    loaded = keras.models.load_model(tmp_path / "ckpt" / "best_loss.keras")
+    assert_same(loaded.get_weights(), states.weights[2])
+    assert ck.manifest(tmp_path)["artifacts"][-1]["details"]["background"] is False
+
+
+def test_created_by_name(tmp_path):
+    cb = cvml_core.create_callback("ckpt", log_dir=tmp_path, basis_dict={"val_loss": "min"})
+    assert isinstance(cb, CkptCallback)
+    names = [info.name for info in cvml_core.available_callbacks()]
+    assert "ckpt" in names
+
+
+def test_importing_the_package_and_its_plugin_does_not_import_tensorflow():
+    code = (
+        "import sys, cvml_ckpt, cvml_ckpt.plugin\n"
+        "heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
