@@ -17,11 +17,14 @@ the key (``val_*`` keys to ``validation``). The step of every epoch summary is t
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from tensorboard.compat.proto import summary_pb2
+from tensorboard.plugins.scalar.summary_v2 import scalar_pb
 
 from cvml_core.callback import BasisCallback
 from cvml_tb import images as img
@@ -130,6 +133,7 @@ class TensorboardCallback(BasisCallback):
         self.write_model_summary = write_model_summary
         self.run_dirs = {TRAIN: self.folder / TRAIN, VALIDATION: self.folder / VALIDATION}
         self._writers: dict[str, Any] = {}
+        self._writers_lock = threading.Lock()
         self._samples: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
         self._last_step = 0  # the highest epoch step written by this instance
         self._step_offset = 0
@@ -177,16 +181,30 @@ class TensorboardCallback(BasisCallback):
     # -- writers ---------------------------------------------------------------------
 
     def _writer(self, run: str) -> Any:
-        if run not in self._writers:
-            self._writers[run] = tf.summary.create_file_writer(str(self.run_dirs[run]))
-        return self._writers[run]
+        with self._writers_lock:  # the training thread (batch scalars) and the worker
+            if run not in self._writers:
+                self._writers[run] = tf.summary.create_file_writer(str(self.run_dirs[run]))
+            return self._writers[run]
+
+    def _write_scalars(self, run: str, values: Mapping[str, float], step: int) -> None:
+        """All ``values`` of one run and step as one summary: one op, not one per tag."""
+        if not values:
+            return
+        summary = summary_pb2.Summary()
+        for tag, number in values.items():
+            summary.value.extend(scalar_pb(tag, number).value)
+        with self._writer(run).as_default():
+            tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=step)
 
     def _flush(self) -> None:
-        for writer in self._writers.values():
+        with self._writers_lock:
+            writers = list(self._writers.values())
+        for writer in writers:
             writer.flush()
 
     def _close(self) -> None:
-        writers, self._writers = self._writers, {}
+        with self._writers_lock:
+            writers, self._writers = self._writers, {}
         for writer in writers.values():
             writer.close()
 
@@ -198,10 +216,12 @@ class TensorboardCallback(BasisCallback):
         if self.log_images:
             self._prepare_samples()
         if self.chief and self.write_model_summary and not self._texts_written:
-            self._write_texts()
+            texts = self._texts()
+            self.run_in_background("tb-texts", lambda state: self._write_texts(texts))
             self._texts_written = True
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Snapshot what the epoch logs on the training thread; the worker writes it."""
         if self._fit_epochs == 0:
             # A fit that numbers its epochs from below what is written continues after it.
             self._step_offset = max(0, self._last_step - epoch)
@@ -211,23 +231,43 @@ class TensorboardCallback(BasisCallback):
         if not self.chief:
             return
         step = epoch + 1 + self._step_offset
-        logs = dict(logs or {})
-        self._write_scalars(step, logs)
-        if self.histogram_freq and (epoch + 1) % self.histogram_freq == 0:
-            self._write_histograms(step)
-        if self.log_images and (self._fit_epochs == 1 or self._improved):
-            self._write_images(step, logs)
-        self._flush()
         self._last_step = max(self._last_step, step)
+        logs = dict(logs or {})
+        improved = list(self._improved)
+        scalars = self._epoch_scalars(logs)
+        weights = None
+        if self.histogram_freq and (epoch + 1) % self.histogram_freq == 0:
+            weights = [
+                (str(getattr(w, "path", w.name)).replace(":", "_"), np.array(w))
+                for w in self.model.weights
+            ]
+        outputs = None
+        if self.log_images and (self._fit_epochs == 1 or improved):
+            assert self._samples is not None
+            outputs = self.model.predict_on_batch(self._samples[0])
+
+        def job(state: dict[str, Any]) -> None:
+            for run, values in scalars.items():
+                self._write_scalars(run, values, step)
+            if weights is not None:
+                with self._writer(TRAIN).as_default():
+                    for tag, value in weights:
+                        tf.summary.histogram(f"{tag}/histogram", value, step=step)
+            artifacts = []
+            if outputs is not None:
+                artifacts.append(self._write_images(step, logs, outputs, improved))
+            self._flush()
+            if artifacts or improved:  # improved: keep the bests for a resumed run
+                self.record(artifacts, state)
+
+        self.run_in_background(f"tb-epoch-{step}", job)
 
     def on_improved(self, epoch: int, improved_keys: list[str], logs: dict[str, Any]) -> None:
         self._improved = list(improved_keys)
-        if not self.log_images:
-            self.record([])  # keep the bests in manifest.json for a resumed run
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         try:
-            super().on_train_end(logs)
+            super().on_train_end(logs)  # waits for the worker and announces its images
         finally:
             self._close()
 
@@ -243,11 +283,12 @@ class TensorboardCallback(BasisCallback):
         step = int(np.asarray(iterations)) if iterations is not None else self._batches
         if step % int(self.update_freq) != 0:
             return
-        with self._writer(TRAIN).as_default():
-            for key, value in (logs or {}).items():
-                number = _scalar(value)
-                if number is not None:
-                    tf.summary.scalar(f"batch_{key}", number, step=step)
+        values = {}
+        for key, value in (logs or {}).items():
+            number = _scalar(value)
+            if number is not None:
+                values[f"batch_{key}"] = number
+        self._write_scalars(TRAIN, values, step)
 
     # -- what is written -------------------------------------------------------------
 
@@ -261,7 +302,8 @@ class TensorboardCallback(BasisCallback):
             rate = rate(optimizer.iterations)
         return _scalar(rate)
 
-    def _write_scalars(self, step: int, logs: dict[str, Any]) -> None:
+    def _epoch_scalars(self, logs: dict[str, Any]) -> dict[str, dict[str, float]]:
+        """``{run: {tag: value}}`` of one epoch: logs, learning rate, bests."""
         runs: dict[str, dict[str, float]] = {TRAIN: {}, VALIDATION: {}}
         for key, value in logs.items():
             number = _scalar(value)
@@ -281,32 +323,21 @@ class TensorboardCallback(BasisCallback):
             run = VALIDATION if key.startswith("val_") else TRAIN
             runs[run][f"best/{key}"] = best.value
             runs[run][f"best_epoch/{key}"] = float(best.epoch)
-        for run, values in runs.items():
-            if not values:
-                continue
-            with self._writer(run).as_default():
-                for tag, number in values.items():
-                    tf.summary.scalar(tag, number, step=step)
+        return runs
 
-    def _write_histograms(self, step: int) -> None:
-        with self._writer(TRAIN).as_default():
-            for weight in self.model.weights:
-                tag = str(getattr(weight, "path", weight.name)).replace(":", "_")
-                tf.summary.histogram(f"{tag}/histogram", weight, step=step)
-
-    def _write_images(self, step: int, logs: dict[str, Any]) -> None:
+    def _write_images(
+        self, step: int, logs: dict[str, Any], outputs: Any, improved: list[str]
+    ) -> Any:
+        """Write the grid and its label table (on the worker); return the artifact."""
         assert self._samples is not None
-        x, display, y = self._samples
-        outputs = self.model(x, training=False)
+        _, display, y = self._samples
         if isinstance(outputs, Mapping):
             outputs = next(iter(outputs.values()))
         elif isinstance(outputs, (list, tuple)):
             outputs = outputs[0]
         samples = img.describe(display, outputs, y, self.class_names)
         picture = img.grid(samples.cells, samples.colors)
-        why = (
-            f"improved: {', '.join(self._improved)}" if self._improved else "first epoch of fit"
-        )
+        why = f"improved: {', '.join(improved)}" if improved else "first epoch of fit"
         legend = (
             f"{len(samples.cells)} samples at epoch {step} ({why}). "
             + samples.table.splitlines()[0]
@@ -314,24 +345,22 @@ class TensorboardCallback(BasisCallback):
         with self._writer(VALIDATION).as_default():
             tf.summary.image(IMAGE_TAG, picture[np.newaxis], step=step, description=legend)
             tf.summary.text(LABELS_TAG, samples.table, step=step)
-        self._writer(VALIDATION).flush()
-        artifact = self.artifact(
+        return self.artifact(
             ARTIFACT_KIND,
             self.run_dirs[VALIDATION],
             step,
             logs,
-            self._improved[0] if self._improved else None,
+            improved[0] if improved else None,
             tags=[IMAGE_TAG, LABELS_TAG],
             step=step,
             images=len(samples.cells),
-            improved=list(self._improved),
+            improved=improved,
             segmentation=samples.segmentation,
             size=[int(picture.shape[0]), int(picture.shape[1])],
         )
-        self.record([artifact])
-        self.announce()
 
-    def _write_texts(self) -> None:
+    def _texts(self) -> dict[str, str]:
+        """The model summary and the run's arguments, as Markdown (training thread)."""
         lines: list[str] = []
         try:
             self.model.summary(print_fn=lambda text, *a, **k: lines.append(str(text)))
@@ -357,8 +386,12 @@ class TensorboardCallback(BasisCallback):
             ["| argument | value |", "|---|---|"]
             + [f"| {k} | `{v}` |" for k, v in arguments.items()]
         )
+        # indented: Markdown keeps the summary's table of boxes as a code block
         indented = "\n".join("    " + line for line in model_text.splitlines())
-        with self._writer(TRAIN).as_default():
-            tf.summary.text("run/model", indented, step=0)
-            tf.summary.text("run/arguments", table, step=0)
+        return {"run/model": indented, "run/arguments": table}
 
+    def _write_texts(self, texts: Mapping[str, str]) -> None:
+        with self._writer(TRAIN).as_default():
+            for tag, text in texts.items():
+                tf.summary.text(tag, text, step=0)
+        self._flush()
