@@ -403,17 +403,18 @@ class TrainInfer:
         run_log_dir = self._check_log_dir(log_dir) or self.log_dir
         run_basis = validate_basis_dict(basis_dict) if basis_dict is not None else self.basis_dict
 
+        # Data first: a bad batch size must not leave callback folders behind.
+        train_data = _prepare(train_dataset, batch_size, "train_dataset", self.model)
+        dev_data = (
+            None if dev_dataset is None
+            else _prepare(dev_dataset, batch_size, "dev_dataset", self.model)
+        )
         cbs = resolve_callbacks(callbacks, run_log_dir, run_basis)
         basis = dict(run_basis or {})
         for cb in cbs:
             policy = getattr(cb, "policy", None)
             for key, mode in getattr(policy, "basis", {}).items():
                 basis.setdefault(key, mode)
-        train_data = _prepare(train_dataset, batch_size, "train_dataset", self.model)
-        dev_data = (
-            None if dev_dataset is None
-            else _prepare(dev_dataset, batch_size, "dev_dataset", self.model)
-        )
         if dev_data is None and any(k.startswith("val_") for k in basis):
             raise ValueError(
                 f"the basis keys {sorted(k for k in basis if k.startswith('val_'))} need a "
