@@ -43,11 +43,31 @@ class TFLiteWarning(UserWarning):
 
 @dataclass
 class _Snapshot:
-    folder: Path
+    """The model as it was at the end of ``epoch``: its config and a copy of its weights."""
+
     epoch: int
+    config: str
+    weights: list[np.ndarray] | None
     imports: list[str]
     main_classes: list[str]
     taken_at: float
+    folder: Path | None = None
+
+    def write(self, parent: Path) -> Path:
+        """Write the files the worker reads (on the background thread); free the copy."""
+        if self.folder is None:
+            self.folder = Path(tempfile.mkdtemp(prefix=f"epoch{self.epoch}-", dir=parent))
+            (self.folder / SNAPSHOT_CONFIG).write_text(self.config, encoding="utf-8")
+            assert self.weights is not None
+            np.savez(self.folder / SNAPSHOT_WEIGHTS,
+                     **{f"w{i}": w for i, w in enumerate(self.weights)})
+            self.weights = None
+        return self.folder
+
+    def discard(self) -> None:
+        self.weights = None
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @dataclass
@@ -211,8 +231,15 @@ class TFLiteCallback(BasisCallback):
         return array
 
     def set_sample_data(self, x: Any, y: Any = None) -> None:
-        if self.sample_data is None:
+        """Take handed-over samples unless the user gave some; ignore (with a warning)
+        inputs that are not one numeric array, e.g. of a multi-input model."""
+        if self.sample_data is not None:
+            return
+        try:
             self.sample_data = (self._check_sample(x), y)
+        except ValueError as exc:
+            warnings.warn(f"tflite: sample data ignored, files are verified on random "
+                          f"inputs: {exc}", TFLiteWarning, stacklevel=2)
 
     # -- training thread -------------------------------------------------------
 
@@ -235,21 +262,24 @@ class TFLiteCallback(BasisCallback):
         return str(self._sample_file)
 
     def _snapshot(self, epoch: int) -> _Snapshot:
-        """Save what the worker needs to rebuild the model as it is now."""
+        """Copy what the worker needs to rebuild the model as it is now (fast: no disk)."""
         start = time.perf_counter()
-        folder = Path(tempfile.mkdtemp(prefix=f"epoch{epoch}-", dir=self._scratch_dir()))
-        (folder / SNAPSHOT_CONFIG).write_text(self.model.to_json(), encoding="utf-8")
-        self.model.save_weights(folder / SNAPSHOT_WEIGHTS)
-        modules = {type(layer).__module__ for layer in self.model._flatten_layers()}
-        imports = sorted(m for m in modules if m.split(".")[0] not in _KERAS_PACKAGES)
-        main_classes = sorted(
-            type(layer).__name__
-            for layer in self.model._flatten_layers()
-            if type(layer).__module__ == "__main__"
+        layers = list(self.model._flatten_layers())
+        modules = {type(layer).__module__ for layer in layers}
+        snapshot = _Snapshot(
+            epoch=epoch,
+            config=self.model.to_json(),
+            weights=self.model.get_weights(),
+            imports=sorted(
+                m for m in modules if m.split(".")[0] not in _KERAS_PACKAGES and m != "__main__"
+            ),
+            main_classes=sorted(
+                type(layer).__name__ for layer in layers if type(layer).__module__ == "__main__"
+            ),
+            taken_at=time.time(),
         )
         self.snapshot_seconds.append(time.perf_counter() - start)
-        return _Snapshot(folder, epoch, [m for m in imports if m != "__main__"], main_classes,
-                         time.time())
+        return snapshot
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._last_epoch = epoch + 1
@@ -257,7 +287,7 @@ class TFLiteCallback(BasisCallback):
 
     def on_improved(self, epoch: int, improved_keys: list[str], logs: dict[str, Any]) -> None:
         snapshot = self._snapshot(epoch)
-        self._sample_path()
+        self._scratch_dir()
         with self._pending_lock:
             replaced = [self._pending[k][0] for k in improved_keys if k in self._pending]
             for key in improved_keys:
@@ -265,14 +295,14 @@ class TFLiteCallback(BasisCallback):
             still_used = {id(s) for s, _ in self._pending.values()}
         for old in replaced:
             if id(old) not in still_used:
-                shutil.rmtree(old.folder, ignore_errors=True)
+                old.discard()
         self.run_in_background(f"tflite epoch {epoch}", self._convert_pending, supersede=True)
 
     def on_finished(self, logs: dict[str, Any]) -> None:
         if not self.at_train_end or self.model is None:
             return
         snapshot = self._snapshot(self._last_epoch)
-        self._sample_path()
+        self._scratch_dir()
         entry = _Entry(None, self.folder / "final.tflite", dict(logs))
         self.run_in_background(
             "tflite final", lambda state: self._convert(snapshot, [entry], state)
@@ -314,7 +344,7 @@ class TFLiteCallback(BasisCallback):
     ) -> str | None:
         """Convert one snapshot to every entry's file; return a warning, if any."""
         payload = {
-            "snapshot": str(snapshot.folder),
+            "snapshot": str(snapshot.write(self._scratch_dir())),
             "imports": snapshot.imports,
             "quantization": self.quantization,
             "sample": self._sample_path(),
@@ -327,11 +357,12 @@ class TFLiteCallback(BasisCallback):
             answer = {"ok": False, "stage": "worker", "error_type": type(exc).__name__,
                       "message": str(exc)}
         finally:
-            shutil.rmtree(snapshot.folder, ignore_errors=True)
+            snapshot.discard()
         keys = [entry.key or "final" for entry in entries]
         self.conversions.append(
             {"epoch": snapshot.epoch, "keys": keys, "snapshot_at": snapshot.taken_at,
-             **{k: answer.get(k) for k in ("ok", "started_at", "finished_at", "worker_pid")}}
+             **{k: answer.get(k) for k in ("ok", "started_at", "finished_at", "worker_pid")},
+             "worker_rss_mb": answer.get("rss_mb")}
         )
         if not answer["ok"]:
             return self._failure(snapshot, keys, answer)

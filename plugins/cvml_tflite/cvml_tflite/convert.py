@@ -1,7 +1,8 @@
 """Conversion of a model snapshot to ``.tflite``: runs inside the worker process.
 
 A snapshot is a folder holding ``model.json`` (``model.to_json()``) and
-``model.weights.h5`` (``model.save_weights``), written on the training thread.
+``weights.npz`` (``model.get_weights()``, in order), taken on the training thread and
+written by the callback's background thread.
 The model is rebuilt here, exported as a SavedModel (``model.export(...,
 format="tf_saved_model")``, the path Keras' own LiteRT export takes) and converted
 with ``tf.lite.TFLiteConverter.from_saved_model``. Only TFLite builtin ops are
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 SNAPSHOT_CONFIG = "model.json"
-SNAPSHOT_WEIGHTS = "model.weights.h5"
+SNAPSHOT_WEIGHTS = "weights.npz"
 
 
 def load_snapshot(folder: str | Path, imports: Sequence[str] = ()) -> Any:
@@ -40,7 +41,8 @@ def load_snapshot(folder: str | Path, imports: Sequence[str] = ()) -> Any:
     keras.config.enable_unsafe_deserialization()
     model = keras.saving.deserialize_keras_object(config)
     _raise_build_error(model, config)
-    model.load_weights(folder / SNAPSHOT_WEIGHTS)
+    with np.load(folder / SNAPSHOT_WEIGHTS) as weights:
+        model.set_weights([weights[f"w{i}"] for i in range(len(weights.files))])
     return model
 
 
