@@ -122,3 +122,14 @@ def test_take_samples_from_arrays_and_batches():
     assert sx.shape == (6, 4) and sy.tolist() == list(range(6))
     with pytest.raises(ValueError, match="sample_data"):
         img.take_samples({"a": x}, 3)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_png_encoding_round_trips_through_tensorflow(channels):
+    import tensorflow as tf
+    from cvml_tb import summaries
+
+    rng = np.random.default_rng(channels)
+    picture = rng.integers(0, 256, (5, 7, channels)).astype(np.uint8)
+    decoded = tf.io.decode_png(summaries.encode_png(picture), channels=channels).numpy()
+    np.testing.assert_array_equal(decoded, picture)

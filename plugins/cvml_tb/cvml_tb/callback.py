@@ -23,11 +23,10 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from tensorboard.compat.proto import summary_pb2
-from tensorboard.plugins.scalar.summary_v2 import scalar_pb
 
 from cvml_core.callback import BasisCallback
 from cvml_tb import images as img
+from cvml_tb import summaries
 
 TRAIN, VALIDATION = "train", "validation"
 IMAGE_TAG, LABELS_TAG = "samples/grid", "samples/labels"
@@ -186,15 +185,13 @@ class TensorboardCallback(BasisCallback):
                 self._writers[run] = tf.summary.create_file_writer(str(self.run_dirs[run]))
             return self._writers[run]
 
-    def _write_scalars(self, run: str, values: Mapping[str, float], step: int) -> None:
-        """All ``values`` of one run and step as one summary: one op, not one per tag."""
-        if not values:
+    def _write(self, run: str, step: int, *parts: Any) -> None:
+        """Write the summaries ``parts`` of one run and step with one TensorFlow op."""
+        parts = tuple(p for p in parts if p.value)
+        if not parts:
             return
-        summary = summary_pb2.Summary()
-        for tag, number in values.items():
-            summary.value.extend(scalar_pb(tag, number).value)
         with self._writer(run).as_default():
-            tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step=step)
+            tf.summary.experimental.write_raw_pb(summaries.merge(*parts), step=step)
 
     def _flush(self) -> None:
         with self._writers_lock:
@@ -247,15 +244,17 @@ class TensorboardCallback(BasisCallback):
             outputs = self.model.predict_on_batch(self._samples[0])
 
         def job(state: dict[str, Any]) -> None:
-            for run, values in scalars.items():
-                self._write_scalars(run, values, step)
+            artifacts = []
+            pictures: list[Any] = []
+            if outputs is not None:
+                artifact, pictures = self._draw(step, logs, outputs, improved)
+                artifacts.append(artifact)
+            self._write(TRAIN, step, summaries.scalars(scalars[TRAIN]))
+            self._write(VALIDATION, step, summaries.scalars(scalars[VALIDATION]), *pictures)
             if weights is not None:
                 with self._writer(TRAIN).as_default():
                     for tag, value in weights:
                         tf.summary.histogram(f"{tag}/histogram", value, step=step)
-            artifacts = []
-            if outputs is not None:
-                artifacts.append(self._write_images(step, logs, outputs, improved))
             self._flush()
             if artifacts or improved:  # improved: keep the bests for a resumed run
                 self.record(artifacts, state)
@@ -288,7 +287,7 @@ class TensorboardCallback(BasisCallback):
             number = _scalar(value)
             if number is not None:
                 values[f"batch_{key}"] = number
-        self._write_scalars(TRAIN, values, step)
+        self._write(TRAIN, step, summaries.scalars(values))
 
     # -- what is written -------------------------------------------------------------
 
@@ -325,10 +324,10 @@ class TensorboardCallback(BasisCallback):
             runs[run][f"best_epoch/{key}"] = float(best.epoch)
         return runs
 
-    def _write_images(
+    def _draw(
         self, step: int, logs: dict[str, Any], outputs: Any, improved: list[str]
-    ) -> Any:
-        """Write the grid and its label table (on the worker); return the artifact."""
+    ) -> tuple[Any, list[Any]]:
+        """The grid and label table summaries of ``outputs`` (on the worker), and the artifact."""
         assert self._samples is not None
         _, display, y = self._samples
         if isinstance(outputs, Mapping):
@@ -342,10 +341,11 @@ class TensorboardCallback(BasisCallback):
             f"{len(samples.cells)} samples at epoch {step} ({why}). "
             + samples.table.splitlines()[0]
         )
-        with self._writer(VALIDATION).as_default():
-            tf.summary.image(IMAGE_TAG, picture[np.newaxis], step=step, description=legend)
-            tf.summary.text(LABELS_TAG, samples.table, step=step)
-        return self.artifact(
+        parts = [
+            summaries.image(IMAGE_TAG, picture, description=legend),
+            summaries.text(LABELS_TAG, samples.table),
+        ]
+        artifact = self.artifact(
             ARTIFACT_KIND,
             self.run_dirs[VALIDATION],
             step,
@@ -358,6 +358,7 @@ class TensorboardCallback(BasisCallback):
             segmentation=samples.segmentation,
             size=[int(picture.shape[0]), int(picture.shape[1])],
         )
+        return artifact, parts
 
     def _texts(self) -> dict[str, str]:
         """The model summary and the run's arguments, as Markdown (training thread)."""
@@ -391,7 +392,5 @@ class TensorboardCallback(BasisCallback):
         return {"run/model": indented, "run/arguments": table}
 
     def _write_texts(self, texts: Mapping[str, str]) -> None:
-        with self._writer(TRAIN).as_default():
-            for tag, text in texts.items():
-                tf.summary.text(tag, text, step=0)
+        self._write(TRAIN, 0, *(summaries.text(tag, text) for tag, text in texts.items()))
         self._flush()

@@ -1,0 +1,77 @@
+"""TensorBoard summaries built as protobufs, without a TensorFlow op per value.
+
+``tf.summary.scalar`` / ``image`` / ``text`` run several eager ops each (the image
+one encodes PNG through a ``map_fn``). Here the values of one run and step are packed
+into one ``Summary`` with TensorBoard's own plugin metadata, in the same layout those
+ops write, and the callback writes it with one ``tf.summary.experimental.write_raw_pb``.
+No TensorFlow import: PNG encoding is zlib.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Mapping
+
+import numpy as np
+from tensorboard.compat.proto import summary_pb2
+from tensorboard.plugins.image import metadata as image_metadata
+from tensorboard.plugins.scalar.summary_v2 import scalar_pb
+from tensorboard.plugins.text.summary_v2 import text_pb
+from tensorboard.util import tensor_util
+
+_PNG_COLOR_TYPES = {1: 0, 3: 2, 4: 6}  # grey, RGB, RGBA
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """A PNG file of a uint8 (H, W, C) image, C in 1/3/4."""
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    height, width, channels = image.shape
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    rows = np.zeros((height, 1 + width * channels), np.uint8)  # filter byte 0 per row
+    rows[:, 1:] = image.reshape(height, width * channels)
+    header = struct.pack(">IIBBBBB", width, height, 8, _PNG_COLOR_TYPES[channels], 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+        + chunk(b"IEND", b"")
+    )
+
+
+def scalars(values: Mapping[str, float]) -> summary_pb2.Summary:
+    """One summary holding a scalar per tag (the scalars plugin's layout)."""
+    summary = summary_pb2.Summary()
+    for tag, number in values.items():
+        summary.value.extend(scalar_pb(tag, number).value)
+    return summary
+
+
+def image(tag: str, picture: np.ndarray, description: str = "") -> summary_pb2.Summary:
+    """One image (H, W, C uint8) as the images plugin stores it: [width, height, png]."""
+    height, width = picture.shape[:2]
+    data = np.array([str(width).encode(), str(height).encode(), encode_png(picture)], object)
+    summary = summary_pb2.Summary()
+    summary.value.add(
+        tag=tag,
+        metadata=image_metadata.create_summary_metadata(None, description),
+        tensor=tensor_util.make_tensor_proto(data, dtype=np.object_),
+    )
+    return summary
+
+
+def text(tag: str, markdown: str) -> summary_pb2.Summary:
+    """One Markdown text (the text plugin's layout)."""
+    return text_pb(tag, markdown)
+
+
+def merge(*summaries: summary_pb2.Summary) -> bytes:
+    """The serialized union of ``summaries``, for one ``write_raw_pb``."""
+    merged = summary_pb2.Summary()
+    for summary in summaries:
+        merged.value.extend(summary.value)
+    return merged.SerializeToString()
