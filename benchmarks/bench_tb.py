@@ -14,8 +14,9 @@ model from the same seed, interleaved in rounds so that machine load hits them a
 Two figures per configuration, the first epoch of each fit left out (tracing):
 
 * wall: median wall time of an epoch (from one ``on_epoch_begin`` to the next, so it
-  includes every callback's epoch end); overhead = wall - wall(none). Noisy on a busy
-  machine: compare it with the next figure.
+  includes every callback's epoch end); overhead = wall - wall(none), paired within
+  each round, median over rounds. Noisy on a busy machine: compare it with the next
+  figures, which time the callback itself.
 * hooks: time spent inside the TensorBoard callback's own hooks (the training thread),
   per epoch; worker: CPU time of the jobs TensorboardCallback hands to its background
   worker (the event writing; its waits for the disk are not counted: they do not
@@ -196,19 +197,25 @@ def main():
     med = {c: np.median(rows[c], axis=0) for c in configs}
     whole = {c: np.mean(all_in[c], axis=0) for c in configs}
     base = med["none"][0]
+    # wall overhead paired per round (the rounds see different machine load), then median
+    paired = {
+        c: np.median([np.median(a[:, 0]) - np.median(b[:, 0])
+                      for a, b in zip(steady[c], steady["none"], strict=True)])
+        for c in configs
+    }
     print("\nmedian over epochs 2..N (ms)                 | mean per epoch incl. fit setup")
     print(f"{'config':11s} {'wall':>7s} {'overhead':>9s} {'hooks':>7s} {'worker':>7s} "
           f"| {'hooks':>7s} {'worker':>7s}")
     for c in configs:
         wall, hook, work = med[c] * 1e3
-        print(f"{c:11s} {wall:7.1f} {wall - base * 1e3:9.1f} {hook:7.2f} {work:7.2f} "
+        print(f"{c:11s} {wall:7.1f} {paired[c] * 1e3:9.1f} {hook:7.2f} {work:7.2f} "
               f"| {whole[c][0] * 1e3:7.2f} {whole[c][1] * 1e3:7.2f}")
     print(f"\nbaseline epoch (none): {base * 1e3:.1f} ms. hooks: time inside the callback's "
           "hooks (training thread); worker: CPU time of its background jobs.")
     ratio = med["tb-scalars"][1] / med["keras"][1]
     print(f"scalars: hooks tb-scalars / keras = {ratio:.2f} (target <= 1); wall overhead "
-          f"tb-scalars {(med['tb-scalars'][0] - base) * 1e3:.1f} ms vs keras "
-          f"{(med['keras'][0] - base) * 1e3:.1f} ms")
+          f"tb-scalars {paired['tb-scalars'] * 1e3:.1f} ms vs keras "
+          f"{paired['keras'] * 1e3:.1f} ms (noisy on a shared machine)")
     share = image_epochs / (rounds * epochs)
     extra = (med["tb-images"][1:] - med["tb-scalars"][1:]).sum() / max(share, 1e-9)
     extra_all = (whole["tb-images"] - whole["tb-scalars"]).sum() * rounds * epochs / max(
