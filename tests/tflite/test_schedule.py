@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 from cvml_tflite import TFLiteCallback
+
+import cvml_core
 
 
 def _linear_model():
@@ -118,3 +121,48 @@ def test_training_continues_while_a_conversion_runs(tmp_path, tiny_model, tiny_d
     artifact = read_manifest(tmp_path)["artifacts"][0]
     assert artifact["details"]["conversion_finished_at"] == first["finished_at"]
     assert artifact["details"]["conversion_started_at"] <= first["finished_at"]
+
+
+class _Recorder:
+    def __init__(self):
+        self.saved = []
+
+    @cvml_core.hookimpl
+    def cvml_artifact_saved(self, artifact):
+        self.saved.append((artifact, threading.get_ident()))
+
+
+def test_files_are_announced_on_the_training_thread(tmp_path, tiny_model, tiny_data):
+    from cvml_core import plugins
+    from cvml_core.plugins import PluginSource, load_registry
+
+    recorder = _Recorder()
+    plugins._default = load_registry({}, [PluginSource("rec", "dist-rec", "1", module=recorder)])
+    x, y = tiny_data
+    cb = TFLiteCallback(tmp_path, {"val_loss": "min"}, skip_from_start=1, frequency=1)
+    tiny_model().fit(x, y, validation_data=(x, y), epochs=2, verbose=0, callbacks=[cb])
+    assert [(a.kind, Path(a.path).name, a.epoch) for a, _ in recorder.saved] == [
+        ("tflite", "best_val_loss.tflite", 2)
+    ]
+    artifact = recorder.saved[0][0]
+    assert artifact.callback == "tflite" and artifact.details["verified"] is True
+    assert {thread for _, thread in recorder.saved} == {threading.get_ident()}
+
+
+def test_resumed_run_keeps_a_better_file(tmp_path, read_manifest):
+    model = _linear_model()
+    first = TFLiteCallback(tmp_path, {"val_loss": "min"})
+    _set_epoch_weights(model, 1)
+    first.set_model(model)
+    first.on_train_begin({})
+    first.on_epoch_end(0, {"val_loss": 0.2})
+    first.on_train_end({})
+
+    resumed = TFLiteCallback(tmp_path, {"val_loss": "min"})
+    _set_epoch_weights(model, 2)
+    resumed.set_model(model)
+    resumed.on_train_begin({})
+    resumed.on_epoch_end(1, {"val_loss": 0.5})  # worse than the saved best
+    resumed.on_train_end({})
+    assert resumed.conversions == []
+    assert [a["epoch"] for a in read_manifest(tmp_path)["artifacts"]] == [1]

@@ -11,6 +11,7 @@ import tempfile
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,6 +247,8 @@ class TFLiteCallback(BasisCallback):
     def _scratch_dir(self) -> Path:
         if self._scratch is None:
             self._scratch = Path(tempfile.mkdtemp(prefix="cvml-tflite-"))
+            # Removed at train end; also if training dies before on_train_end.
+            weakref.finalize(self, shutil.rmtree, self._scratch, True)
         return self._scratch
 
     def _sample_path(self) -> str | None:
