@@ -81,8 +81,9 @@ class BasisCallback(Callback):
 
     #: The registered name, used as folder name and in artifacts.
     name: ClassVar[str] = "callback"
-    #: Whether ``TrainInfer`` should hand this callback a sample of the dev set.
-    wants_sample_data: ClassVar[bool] = False
+    #: Whether ``TrainInfer`` should hand this callback a sample of the dev set;
+    #: a class default that an instance may override (e.g. only when images are on).
+    wants_sample_data: bool = False
 
     def __init__(
         self,
