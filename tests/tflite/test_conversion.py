@@ -186,3 +186,31 @@ def test_worker_is_replaced_after_max_conversions(tmp_path, tiny_model, tiny_dat
     model.fit(x, y, epochs=1, verbose=0, callbacks=[cb], initial_epoch=0)
     pids = [c["worker_pid"] for c in cb.conversions if c["ok"]]
     assert len(pids) == 2 and pids[0] != pids[1]
+
+
+def test_idle_worker_quits_and_is_replaced(tmp_path, tiny_model, tiny_data, monkeypatch):
+    import time
+
+    from cvml_tflite import process
+
+    x, y = tiny_data
+    process.shutdown_workers()
+    monkeypatch.setenv("CVML_TFLITE_WORKER_IDLE", "1")  # read by the next worker at start
+    cb = TFLiteCallback(tmp_path, {"loss": "min"})
+    model = tiny_model()
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[cb])
+    idle_worker = process._shared
+    assert idle_worker is not None
+    deadline = time.monotonic() + 120
+    while idle_worker.alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert idle_worker.proc.returncode == process.IDLE_EXIT_CODE
+    monkeypatch.delenv("CVML_TFLITE_WORKER_IDLE")
+    # As if it quit just after being checked: the request meets a process that has
+    # exited for idleness, which is retried once on a new worker, not reported.
+    monkeypatch.setattr(process.ConverterProcess, "alive", lambda self: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TFLiteWarning)
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[cb])
+    first, second = cb.conversions
+    assert first["ok"] and second["ok"] and first["worker_pid"] != second["worker_pid"]

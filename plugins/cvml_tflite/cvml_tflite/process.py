@@ -6,7 +6,8 @@ callback saves a snapshot and a separate Python process (:mod:`cvml_tflite.worke
 converts it. The process is started on first use and shared by every
 ``TFLiteCallback`` of this Python process, one conversion at a time. It is replaced
 after ``max_conversions`` conversions or when its resident memory exceeds
-``max_rss_mb``, and after a crash. It sees no GPU (``CUDA_VISIBLE_DEVICES=-1``) so
+``max_rss_mb``, after a crash, and it quits by itself after an idle time (see
+:mod:`cvml_tflite.worker_main`). It sees no GPU (``CUDA_VISIBLE_DEVICES=-1``) so
 it never competes with training for GPU memory. No TensorFlow import here.
 """
 
@@ -21,9 +22,15 @@ import tempfile
 import threading
 from typing import IO, Any
 
+from cvml_tflite.worker_main import IDLE_EXIT_CODE
+
 
 class WorkerCrashedError(RuntimeError):
     """The worker process died while converting."""
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def _child_env(extra: dict[str, str] | None) -> dict[str, str]:
@@ -87,7 +94,8 @@ class ConverterProcess:
             self.close()
             raise WorkerCrashedError(
                 f"the tflite conversion worker (pid {self.pid}) died with exit code {code}"
-                + (f"; its last output:\n{tail}" if tail else "")
+                + (f"; its last output:\n{tail}" if tail else ""),
+                exit_code=code,
             )
         answer: dict[str, Any] = json.loads(line)
         self.conversions += 1
@@ -126,17 +134,21 @@ def run_conversion(
     """Run one conversion on the shared worker, starting or replacing it as needed."""
     global _shared
     with _lock:
-        if _shared is None or not _shared.alive():
-            if _shared is not None:
-                _shared.close()
-            _shared = ConverterProcess(env)
-            started_pids.append(_shared.pid)
-        worker = _shared
-        try:
-            answer = worker.request(payload)
-        except WorkerCrashedError:
-            _shared = None
-            raise
+        for attempt in (1, 2):
+            if _shared is None or not _shared.alive():
+                if _shared is not None:
+                    _shared.close()
+                _shared = ConverterProcess(env)
+                started_pids.append(_shared.pid)
+            worker = _shared
+            try:
+                answer = worker.request(payload)
+                break
+            except WorkerCrashedError as exc:
+                _shared = None
+                # It quit for being idle just as the request came: not a crash, retry once.
+                if exc.exit_code != IDLE_EXIT_CODE or attempt == 2:
+                    raise
         answer["worker_pid"] = worker.pid
         rss = worker.last_rss_mb
         if worker.conversions >= max_conversions or (

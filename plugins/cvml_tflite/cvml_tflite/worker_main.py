@@ -3,7 +3,9 @@
 Protocol: one JSON object per line. The parent writes requests to stdin; the
 worker answers each with one line on its original stdout. Anything else written to
 stdout (by TensorFlow or the converter) is sent to stderr, so it cannot corrupt
-the protocol. The worker exits when stdin closes.
+the protocol. The worker exits when stdin closes, or with :data:`IDLE_EXIT_CODE` after
+``CVML_TFLITE_WORKER_IDLE`` seconds (default 300) without a request, so that an idle
+notebook does not keep a TensorFlow process alive.
 
 Request::
 
@@ -19,12 +21,16 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import sys
 import time
 import traceback
 from typing import Any
 
 MESSAGE_LIMIT = 6000
+IDLE_ENV = "CVML_TFLITE_WORKER_IDLE"
+DEFAULT_IDLE_SECONDS = 300.0
+IDLE_EXIT_CODE = 75
 
 
 def _shorten(message: str) -> str:
@@ -106,7 +112,14 @@ def main() -> None:
     protocol = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
     os.dup2(2, 1)  # stray prints of TensorFlow go to stderr, not into the protocol
     sys.stdout = sys.stderr
-    for line in sys.stdin:
+    idle = float(os.environ.get(IDLE_ENV, DEFAULT_IDLE_SECONDS))
+    while True:
+        ready, _, _ = select.select([sys.stdin], [], [], idle)
+        if not ready:
+            sys.exit(IDLE_EXIT_CODE)  # idle: free the memory; the parent starts a new one
+        line = sys.stdin.readline()  # the parent sends one request, then waits: no 2nd line
+        if not line:
+            return  # the parent closed stdin or died
         if not line.strip():
             continue
         try:
