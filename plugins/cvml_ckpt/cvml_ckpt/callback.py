@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cvml_ckpt import files
-from cvml_ckpt.snapshot import ModelSnapshot, snapshot_supported, take_snapshot
+from cvml_ckpt.snapshot import ModelSnapshot, Snapshotter, snapshot_supported
 from cvml_ckpt.writer import read_tags, write_snapshot
 from cvml_core.artifact import Manifest
 from cvml_core.atomic import atomic_path
@@ -107,6 +107,7 @@ class CkptCallback(BasisCallback):
                     f"Received: basis_dict={dict(self.policy.basis)!r}"
                 )
         self.snapshots = self.background and snapshot_supported() and not uses_legacy_keras()
+        self._snapshotter = Snapshotter()
 
     # -- saving ------------------------------------------------------------------
 
@@ -120,7 +121,7 @@ class CkptCallback(BasisCallback):
             return
         tags = {"epoch": epoch}
         if self.snapshots:
-            snapshot = take_snapshot(
+            snapshot = self._snapshotter.take(
                 self.model, full=not self.save_weights_only,
                 include_optimizer=self.include_optimizer,
             )
@@ -157,7 +158,11 @@ class CkptCallback(BasisCallback):
         for key, final in targets:
             with atomic_path(final) as tmp:
                 if written is None:
-                    self._write_first(snapshot, tmp, epoch)
+                    try:
+                        self._write_first(snapshot, tmp, epoch)
+                    finally:
+                        if snapshot is not None:  # its buffers serve the next snapshot
+                            self._snapshotter.recycle(snapshot)
                 else:
                     _link_or_copy(written, tmp)
                 if key is not None and self.keep_top_k != 1:
@@ -220,6 +225,12 @@ class CkptCallback(BasisCallback):
         for entry in previous[: max(excess, 0)]:
             with contextlib.suppress(FileNotFoundError):
                 entry["file"].unlink()
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        try:
+            super().on_train_end(logs)
+        finally:
+            self._snapshotter.clear()  # the reusable buffers are as big as the model
 
     # -- resuming ------------------------------------------------------------------
 

@@ -6,11 +6,12 @@ and JSON strings of the snapshot.
 * ``.weights.h5``: the HDF5 layout of ``model.save_weights`` (``<path>/vars/<i>``
   datasets, a ``name`` attribute on each ``vars`` group), written straight to the file.
 * ``.keras``: the zip of ``model.save`` (``metadata.json``, ``config.json``,
-  ``model.weights.h5``, ``assets/...``), uncompressed like Keras'. The HDF5 member is
-  written in place inside the zip file (through :class:`_Window`) rather than built in
-  memory first and copied, which halves the memory and the bytes moved. Every member
-  is stored (not deflated), with zip64 fields for the weights member so files over
-  4 GiB work.
+  ``model.weights.h5``, ``assets/...``), uncompressed like Keras'. HDF5 writes the
+  weights member in place, inside the zip file, behind a 512-byte HDF5 user block that
+  holds the member's zip header, instead of building the HDF5 file in memory and
+  copying it into the zip as Keras does: half the memory and half the bytes moved.
+  Members are stored (not deflated), with zip64 fields for the weights member so
+  files over 4 GiB work.
 
 Both load with the public Keras API (``keras.models.load_model``, ``model.load_weights``).
 """
@@ -21,6 +22,7 @@ import io
 import json
 import os
 import struct
+import threading
 import time
 import zipfile
 import zlib
@@ -28,17 +30,32 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import h5py
+import numpy as np
 
 from cvml_ckpt.snapshot import TAG_KEY, ModelSnapshot
 
 WEIGHTS_MEMBER = "model.weights.h5"
 _CHUNK = 1 << 24
 _U32_MAX = 0xFFFFFFFF
+_USERBLOCK = 512  # HDF5's smallest user block: room for the weights member's zip header
+_LARGE = 1 << 20  # arrays from this size have their CRC computed from memory, in parallel
+_POLY = 0xEDB88320
+_PAD_ID = 0xCA5E  # the id of the padding extra field (unassigned by the zip spec)
 
 
-def _write_h5(snapshot: ModelSnapshot, target: str | os.PathLike[str] | BinaryIO) -> None:
-    """The layout ``keras.src.saving.saving_lib.H5IOStore`` writes, entry by entry."""
-    with h5py.File(target, "w") as h5:
+def _write_h5(
+    snapshot: ModelSnapshot,
+    target: str | os.PathLike[str],
+    userblock_size: int = 0,
+    placed: dict[int, int] | None = None,
+) -> None:
+    """The layout ``keras.src.saving.saving_lib.H5IOStore`` writes, entry by entry.
+
+    ``placed`` receives, for arrays in :func:`_large_arrays`, the file offset HDF5
+    stored their bytes at (by ``id`` of the array).
+    """
+    options = {"userblock_size": userblock_size} if userblock_size else {}
+    with h5py.File(target, "w", **options) as h5:
         if snapshot.tags:
             h5.attrs[TAG_KEY] = json.dumps(snapshot.tags, sort_keys=True)
         for entry in snapshot.entries:
@@ -50,56 +67,18 @@ def _write_h5(snapshot: ModelSnapshot, target: str | os.PathLike[str] | BinaryIO
             for key, value in (entry.metadata or {}).items():
                 group.attrs[key] = value
             for key, value in entry.values.items():
+                dataset = group.create_dataset(key, data=value)
                 if value.dtype.name == "bfloat16":
-                    dataset = group.create_dataset(key, data=value)
                     dataset.attrs["dtype"] = "bfloat16"
-                else:
-                    group[key] = value
+                elif placed is not None and _is_large(value):
+                    offset = dataset.id.get_offset()
+                    if offset is not None:
+                        placed[id(value)] = offset
 
 
 def write_weights_h5(snapshot: ModelSnapshot, path: str | os.PathLike[str]) -> None:
     """Write ``snapshot`` as a ``.weights.h5`` file at ``path``."""
     _write_h5(snapshot, path)
-
-
-class _Window(io.RawIOBase):
-    """A file seen from ``base`` on: h5py writes the zip member as if it were a file."""
-
-    def __init__(self, raw: BinaryIO, base: int) -> None:
-        super().__init__()
-        self._raw = raw
-        self._base = base
-        self._raw.seek(base)
-
-    def readable(self) -> bool:
-        return True
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        return self._raw.readinto(buffer)  # type: ignore[attr-defined,no-any-return]
-
-    def write(self, data: Any) -> int:
-        return self._raw.write(data)
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            return self._raw.seek(self._base + offset) - self._base
-        return self._raw.seek(offset, whence) - self._base
-
-    def tell(self) -> int:
-        return self._raw.tell() - self._base
-
-    def truncate(self, size: int | None = None) -> int:
-        end = self._raw.tell() if size is None else self._base + size
-        return self._raw.truncate(end) - self._base
-
-    def flush(self) -> None:
-        self._raw.flush()
 
 
 def _dos_time(when: float) -> tuple[int, int]:
@@ -111,32 +90,111 @@ def _dos_time(when: float) -> tuple[int, int]:
     )
 
 
-class _ZipWriter:
-    """A minimal writer of stored (uncompressed) zip members, zip64 where needed.
+def _fsync_into(fd: int, errors: list[BaseException]) -> None:
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        errors.append(exc)
 
-    Python's ``zipfile`` cannot hand a seekable member to h5py, so the weights member
-    is written here: a local header with room for the zip64 sizes, the data written
-    in place, then the header rewritten with the CRC and sizes.
+
+def _is_large(array: np.ndarray) -> bool:
+    return (
+        array.nbytes >= _LARGE and array.flags.c_contiguous and array.dtype.name != "bfloat16"
+    )
+
+
+def _large_arrays(snapshot: ModelSnapshot) -> list[np.ndarray]:
+    return [v for e in snapshot.entries for v in e.values.values() if _is_large(v)]
+
+
+def _crcs_of(arrays: list[np.ndarray], out: dict[int, int]) -> None:
+    for array in arrays:  # zlib releases the GIL: this overlaps HDF5's writing
+        out[id(array)] = zlib.crc32(memoryview(array).cast("B"))
+
+
+def _multmodp(a: int, b: int) -> int:
+    """``a * b`` modulo the CRC-32 polynomial (zlib's ``multmodp``)."""
+    m, p = 1 << 31, 0
+    while True:
+        if a & m:
+            p ^= b
+            if (a & (m - 1)) == 0:
+                return p
+        m >>= 1
+        b = (b >> 1) ^ _POLY if b & 1 else b >> 1
+
+
+_X2N = [1 << 30]  # x^(2^k) modulo the polynomial
+for _ in range(31):
+    _X2N.append(_multmodp(_X2N[-1], _X2N[-1]))
+
+
+def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
+    """The CRC-32 of ``A + B`` from ``crc32(A)``, ``crc32(B)`` and ``len(B)`` (zlib's)."""
+    p, k = 1 << 31, 3
+    while len2:
+        if len2 & 1:
+            p = _multmodp(_X2N[k & 31], p)
+        len2 >>= 1
+        k += 1
+    return _multmodp(p, crc1) ^ crc2
+
+
+def _crc_of(raw: BinaryIO, start: int, end: int, known: list[tuple[int, int, int]]) -> int:
+    """CRC-32 of the file's bytes ``[start, end)``.
+
+    ``known`` lists (offset, size, crc) of regions whose CRC is already computed (the
+    large arrays, from memory); only the bytes between them are read back.
+    """
+    crc, position = 0, start
+    buffer = bytearray(_CHUNK)
+    view = memoryview(buffer)
+    for offset, size, region_crc in sorted(known) + [(end, 0, 0)]:
+        if offset < position or offset + size > end:
+            continue  # not a usable region: its bytes are read back instead
+        raw.seek(position)
+        remaining = offset - position
+        while remaining:
+            got = raw.readinto(view[: min(remaining, len(buffer))])  # type: ignore[attr-defined]
+            if not got:
+                raise OSError(f"short read of the weights member ({remaining} bytes missing)")
+            crc = zlib.crc32(view[:got], crc)
+            remaining -= got
+        if size:
+            crc = crc32_combine(crc, region_crc, size)
+        position = offset + size
+    return crc
+
+
+class _ZipMembers:
+    """Local headers and the central directory of stored (uncompressed) zip members.
+
+    Python's ``zipfile`` cannot let HDF5 write a member in place, so the archive is
+    laid out here; zip64 fields are used where sizes or offsets need them.
     """
 
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw = raw
+    def __init__(self) -> None:
         self.when = _dos_time(time.time())
         self.central: list[bytes] = []
 
-    def _local_header(self, name: bytes, crc: int, size: int, zip64: bool) -> bytes:
+    def local_header(
+        self, name: bytes, crc: int, size: int, zip64: bool, pad_to: int = 0
+    ) -> bytes:
         if zip64:
             extra = struct.pack("<HHQQ", 1, 16, size, size)
             shown = _U32_MAX
         else:
             extra, shown = b"", size
+        if pad_to:  # an extra field of an unassigned id, skipped by readers
+            fill = pad_to - (30 + len(name) + len(extra) + 4)
+            extra += struct.pack("<HH", _PAD_ID, fill) + bytes(fill)
         version = 45 if zip64 else 20
         return struct.pack(
             "<4s2B4HL2L2H", b"PK\x03\x04", version, 0, 0, 0, *self.when,
             crc, shown, shown, len(name), len(extra),
         ) + name + extra
 
-    def _central_entry(self, name: bytes, crc: int, size: int, offset: int) -> bytes:
+    def add_central(self, name: bytes, crc: int, size: int, offset: int) -> None:
         zip64 = size >= _U32_MAX or offset >= _U32_MAX
         if zip64:
             extra = struct.pack("<HHQQQ", 1, 24, size, size, offset)
@@ -144,80 +202,85 @@ class _ZipWriter:
         else:
             extra, shown_size, shown_offset = b"", size, offset
         version = 45 if zip64 else 20
-        return struct.pack(
+        self.central.append(struct.pack(
             "<4s4B4HL2L5H2L", b"PK\x01\x02", version, 3, version, 0, 0, 0, *self.when,
             crc, shown_size, shown_size, len(name), len(extra), 0, 0, 0,
             0o100644 << 16, shown_offset,
-        ) + name + extra
+        ) + name + extra)
 
-    def add_bytes(self, name: str, data: bytes) -> None:
+    def write_member(self, raw: BinaryIO, name: str, data: bytes) -> None:
         encoded = name.encode("ascii")
-        offset = self.raw.tell()
+        offset = raw.tell()
         crc = zlib.crc32(data)
-        self.raw.write(self._local_header(encoded, crc, len(data), zip64=False))
-        self.raw.write(data)
-        self.central.append(self._central_entry(encoded, crc, len(data), offset))
+        raw.write(self.local_header(encoded, crc, len(data), zip64=False))
+        raw.write(data)
+        self.add_central(encoded, crc, len(data), offset)
 
-    def add_h5(self, name: str, snapshot: ModelSnapshot) -> int:
-        """Write the snapshot's HDF5 image as member ``name``; return its size."""
-        encoded = name.encode("ascii")
-        offset = self.raw.tell()
-        header = self._local_header(encoded, 0, 0, zip64=True)
-        self.raw.write(header)
-        start = offset + len(header)
-        _write_h5(snapshot, _Window(self.raw, start))
-        end = self.raw.seek(0, io.SEEK_END)
-        size = end - start
-        crc = 0
-        self.raw.seek(start)
-        remaining = size
-        buffer = bytearray(min(_CHUNK, max(size, 1)))
-        view = memoryview(buffer)
-        while remaining:
-            got = self.raw.readinto(view[: min(remaining, len(buffer))])  # type: ignore[attr-defined]
-            if not got:
-                raise OSError(f"short read of the weights member ({remaining} bytes missing)")
-            crc = zlib.crc32(view[:got], crc)
-            remaining -= got
-        self.raw.seek(offset)
-        self.raw.write(self._local_header(encoded, crc, size, zip64=True))
-        self.raw.seek(end)
-        self.central.append(self._central_entry(encoded, crc, size, offset))
-        return size
-
-    def finish(self) -> None:
-        cd_offset = self.raw.tell()
+    def write_end(self, raw: BinaryIO) -> None:
+        cd_offset = raw.tell()
         for entry in self.central:
-            self.raw.write(entry)
-        cd_size = self.raw.tell() - cd_offset
+            raw.write(entry)
+        cd_size = raw.tell() - cd_offset
         count = len(self.central)
         if cd_offset >= _U32_MAX:
-            zip64_offset = self.raw.tell()
-            self.raw.write(struct.pack(
+            zip64_offset = raw.tell()
+            raw.write(struct.pack(
                 "<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, count, count, cd_size, cd_offset
             ))
-            self.raw.write(struct.pack("<4sLQL", b"PK\x06\x07", 0, zip64_offset, 1))
-        self.raw.write(struct.pack(
+            raw.write(struct.pack("<4sLQL", b"PK\x06\x07", 0, zip64_offset, 1))
+        raw.write(struct.pack(
             "<4s4H2LH", b"PK\x05\x06", 0, 0, count, count, cd_size,
             min(cd_offset, _U32_MAX), 0,
         ))
 
 
 def write_keras(snapshot: ModelSnapshot, path: str | os.PathLike[str]) -> None:
-    """Write ``snapshot`` as a ``.keras`` model archive at ``path``."""
+    """Write ``snapshot`` as a ``.keras`` model archive at ``path``.
+
+    Layout: the weights member first, its data written by HDF5 itself (C I/O, no
+    copy in memory) after a user block that holds the member's zip header; then
+    ``metadata.json``, ``config.json``, assets and the central directory. HDF5 finds
+    its superblock at the start of the member when Keras reads it from the zip.
+    """
     if snapshot.config_json is None:
         raise ValueError("a .keras file needs the model config; this snapshot has none")
-    with open(path, "w+b") as raw:
-        zf = _ZipWriter(raw)
-        metadata = json.loads(snapshot.metadata_json or "{}")
-        if snapshot.tags:
-            metadata[TAG_KEY] = snapshot.tags
-        zf.add_bytes("metadata.json", json.dumps(metadata).encode("utf-8"))
-        zf.add_bytes("config.json", snapshot.config_json.encode("utf-8"))
-        zf.add_h5(WEIGHTS_MEMBER, snapshot)
-        for name, data in sorted(snapshot.assets.items()):
-            zf.add_bytes(name, data)
-        zf.finish()
+    metadata = json.loads(snapshot.metadata_json or "{}")
+    if snapshot.tags:
+        metadata[TAG_KEY] = snapshot.tags
+    large = _large_arrays(snapshot)
+    crcs: dict[int, int] = {}
+    placed: dict[int, int] = {}
+    hasher = threading.Thread(target=_crcs_of, args=(large, crcs), name="cvml-ckpt-crc")
+    hasher.start()
+    try:
+        _write_h5(snapshot, path, userblock_size=_USERBLOCK, placed=placed)
+    finally:
+        hasher.join()
+    known = [(placed[i], a.nbytes, crcs[i]) for a in large if (i := id(a)) in placed and i in crcs]
+    zf = _ZipMembers()
+    name = WEIGHTS_MEMBER.encode("ascii")
+    with open(path, "r+b") as raw:
+        end = raw.seek(0, io.SEEK_END)
+        size = end - _USERBLOCK
+        # The disk writes the data back while the rest of the CRC is computed.
+        flush_error: list[BaseException] = []
+        flusher = threading.Thread(target=_fsync_into, args=(raw.fileno(), flush_error))
+        flusher.start()
+        try:
+            crc = _crc_of(raw, _USERBLOCK, end, known)
+        finally:
+            flusher.join()
+        if flush_error:
+            raise flush_error[0]
+        raw.seek(0)
+        raw.write(zf.local_header(name, crc, size, zip64=True, pad_to=_USERBLOCK))
+        zf.add_central(name, crc, size, 0)
+        raw.seek(end)
+        zf.write_member(raw, "metadata.json", json.dumps(metadata).encode("utf-8"))
+        zf.write_member(raw, "config.json", snapshot.config_json.encode("utf-8"))
+        for member, data in sorted(snapshot.assets.items()):
+            zf.write_member(raw, member, data)
+        zf.write_end(raw)
 
 
 def write_snapshot(snapshot: ModelSnapshot, path: str | os.PathLike[str]) -> int:
