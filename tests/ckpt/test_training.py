@@ -160,3 +160,17 @@ def test_importing_the_package_and_its_plugin_does_not_import_tensorflow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_without_the_snapshot_it_saves_with_the_public_keras_api(
+    tmp_path, tiny_model, tiny_data, ck
+):
+    states = KeepStates()
+    cb = CkptCallback(tmp_path, {"loss": "min"}, save_weights_only=True)
+    cb.snapshots = False  # what happens on a Keras without the saving walk (e.g. tf_keras)
+    fit(tiny_model(), tiny_data, [states, cb], epochs=2)
+    fresh = tiny_model(seed=4)
+    assert CkptCallback.restore(fresh, tmp_path) == 2
+    assert_same(fresh.get_weights(), states.weights[2])
+    details = ck.manifest(tmp_path)["artifacts"][-1]["details"]
+    assert details["background"] is False and details["includes_optimizer"] is True

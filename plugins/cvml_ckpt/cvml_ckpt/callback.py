@@ -56,8 +56,8 @@ class CkptCallback(BasisCallback):
     :param save_weights_only: write ``.weights.h5`` (``model.save_weights``'s format)
         instead of a full ``.keras`` model.
     :param include_optimizer: include the optimizer state, so training resumes exactly.
-    :param background: write on the background thread (default); False writes on the
-        training thread.
+    :param background: write on the background thread (default); False writes the same
+        file on the training thread.
 
     Example::
 
@@ -106,7 +106,8 @@ class CkptCallback(BasisCallback):
                     f"{files.best_name(key, self.ext)!r}; rename one of them. "
                     f"Received: basis_dict={dict(self.policy.basis)!r}"
                 )
-        self.snapshots = self.background and snapshot_supported() and not uses_legacy_keras()
+        #: Whether saves go through a snapshot (else Keras' public save, on this thread).
+        self.snapshots = snapshot_supported() and not uses_legacy_keras()
         self._snapshotter = Snapshotter()
 
     # -- saving ------------------------------------------------------------------
@@ -119,21 +120,22 @@ class CkptCallback(BasisCallback):
             targets.append((None, self.folder / files.last_name(self.ext)))
         if not targets:
             return
-        tags = {"epoch": epoch}
-        if self.snapshots:
-            snapshot = self._snapshotter.take(
-                self.model, full=not self.save_weights_only,
-                include_optimizer=self.include_optimizer,
-            )
-            snapshot.tags = tags
+        if not self.snapshots:
+            self._write(None, epoch, logs, targets, None)
+            return
+        snapshot = self._snapshotter.take(
+            self.model, full=not self.save_weights_only, include_optimizer=self.include_optimizer
+        )
+        snapshot.tags = {"epoch": epoch}
+        if self.background:
             self.run_in_background(
                 f"checkpoint of epoch {epoch}",
                 lambda state: self._write(state, epoch, logs, targets, snapshot),
             )
         else:
-            self._write(None, epoch, logs, targets, None)
+            self._write(None, epoch, logs, targets, snapshot)
 
-    def _write_first(self, snapshot: ModelSnapshot | None, tmp: Path, epoch: int) -> None:
+    def _write_first(self, snapshot: ModelSnapshot | None, tmp: Path) -> None:
         if snapshot is not None:
             write_snapshot(snapshot, tmp)
         elif self.save_weights_only:
@@ -159,7 +161,7 @@ class CkptCallback(BasisCallback):
             with atomic_path(final) as tmp:
                 if written is None:
                     try:
-                        self._write_first(snapshot, tmp, epoch)
+                        self._write_first(snapshot, tmp)
                     finally:
                         if snapshot is not None:  # its buffers serve the next snapshot
                             self._snapshotter.recycle(snapshot)
@@ -173,10 +175,10 @@ class CkptCallback(BasisCallback):
             details = {
                 "role": files.ROLE_BEST if key is not None else files.ROLE_LAST,
                 "format": self.ext.lstrip("."),
-                "includes_optimizer": self.include_optimizer,
+                "includes_optimizer": self._includes_optimizer(snapshot),
                 "size_bytes": size,
                 "write_seconds": round(time.perf_counter() - started, 6),
-                "background": snapshot is not None,
+                "background": state is not None,
             }
             artifacts.append(self.artifact(files.KIND, final, epoch, logs, key, **details))
         self.record(artifacts, state)
@@ -184,6 +186,13 @@ class CkptCallback(BasisCallback):
             for key, _ in targets:
                 if key is not None:
                     self._prune(key)
+
+    def _includes_optimizer(self, snapshot: ModelSnapshot | None) -> bool:
+        if snapshot is not None or uses_legacy_keras():
+            return self.include_optimizer and not (
+                snapshot is None and self.save_weights_only  # tf_keras: no optimizer in h5
+            )
+        return True  # Keras 3's public save always includes it
 
     def _previous_entries(self, key: str) -> list[dict[str, Any]]:
         with self._lock:
