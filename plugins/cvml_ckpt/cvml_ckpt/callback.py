@@ -195,10 +195,10 @@ class CkptCallback(BasisCallback):
         return True  # Keras 3's public save always includes it
 
     def _previous_entries(self, key: str) -> list[dict[str, Any]]:
-        with self._lock:
-            artifacts = list(self.manifest.artifacts)
+        # Only _write (one at a time: on the worker, or on the training thread with
+        # background=False) changes the manifest, and only _write calls this.
         return [
-            e for e in files.current_checkpoints(self.folder, artifacts)
+            e for e in files.current_checkpoints(self.folder, self.manifest.artifacts)
             if e.get("basis_key") == key
         ]
 
