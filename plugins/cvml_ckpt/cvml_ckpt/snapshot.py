@@ -115,7 +115,7 @@ if _saving_lib is not None:
 
         def make(self, path: str) -> str:
             self.calls.append((path, _caller_saveable()))
-            return super().make(path)  # type: ignore[no-any-return]
+            return str(super().make(path))
 
 
 def _own_variables(owner: Any) -> dict[str, Any]:

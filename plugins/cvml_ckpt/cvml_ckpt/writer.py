@@ -109,7 +109,7 @@ def _large_arrays(snapshot: ModelSnapshot) -> list[np.ndarray]:
 
 def _crcs_of(arrays: list[np.ndarray], out: dict[int, int]) -> None:
     for array in arrays:  # zlib releases the GIL: this overlaps HDF5's writing
-        out[id(array)] = zlib.crc32(memoryview(array).cast("B"))
+        out[id(array)] = zlib.crc32(memoryview(array.data).cast("B"))
 
 
 def _multmodp(a: int, b: int) -> int:
