@@ -52,7 +52,7 @@ def thirdparty(session: nox.Session) -> None:
         *TEST_DEPS,
     )
     session.env["CVML_REQUIRE_FIXTURES"] = "1"
-    _pytest(session, "-m", "thirdparty", "tests")
+    _pytest(session, "-m", "thirdparty", str(ROOT / "tests" / "test_thirdparty.py"))
 
 
 @nox.session
