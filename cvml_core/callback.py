@@ -169,6 +169,11 @@ class BasisCallback(Callback):
             self.manifest.write()
             self._unannounced.extend(artifacts)
 
+    def manifest_artifacts(self) -> list[dict[str, Any]]:
+        """A copy of the manifest's artifact entries, safe while the worker records."""
+        with self._lock:
+            return [dict(entry) for entry in self.manifest.artifacts]
+
     def run_in_background(
         self, name: str, job: Callable[[dict[str, Any]], Any], supersede: bool = False
     ) -> None:

@@ -195,10 +195,8 @@ class CkptCallback(BasisCallback):
         return True  # Keras 3's public save always includes it
 
     def _previous_entries(self, key: str) -> list[dict[str, Any]]:
-        # Only _write (one at a time: on the worker, or on the training thread with
-        # background=False) changes the manifest, and only _write calls this.
         return [
-            e for e in files.current_checkpoints(self.folder, self.manifest.artifacts)
+            e for e in files.current_checkpoints(self.folder, self.manifest_artifacts())
             if e.get("basis_key") == key
         ]
 

@@ -235,7 +235,7 @@ class TensorboardCallback(BasisCallback):
         weights = None
         if self.histogram_freq and (epoch + 1) % self.histogram_freq == 0:
             weights = [
-                (str(getattr(w, "path", w.name)).replace(":", "_"), np.array(w))
+                (str(getattr(w, "path", w.name)).replace(":", "_"), np.asarray(w.numpy()))
                 for w in self.model.weights
             ]
         outputs = None
