@@ -10,7 +10,7 @@ import pytest
 from cvml_ckpt import CkptCallback
 from cvml_ckpt.writer import read_tags
 
-from cvml_core import LogDirError, MissingMetricError
+from cvml_core import BackgroundJobError, LogDirError, MissingMetricError
 
 
 @pytest.fixture
@@ -182,3 +182,27 @@ def test_every_written_file_is_announced(tmp_path, drive, model, announced, ck):
     latest = {Path(e["path"]).name: e for e in manifest}  # the last entry per path
     for name, entry in latest.items():
         assert entry["details"]["size_bytes"] == (tmp_path / "ckpt" / name).stat().st_size
+
+
+def test_a_failure_partway_through_an_epoch_leaves_the_manifest_matching_the_files(
+    tmp_path, drive, model, ck
+):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    # Epoch 2 improves both keys; keeping loss's epoch-1 best fails (a folder blocks the
+    # name) after val_loss's best file is already replaced by epoch 2.
+    (folder / "best_loss.epoch0001.keras").mkdir()
+    cb = CkptCallback(tmp_path, {"val_loss": "min", "loss": "min"}, keep_top_k=2)
+    with pytest.raises(BackgroundJobError, match="checkpoint of epoch 2"):
+        drive(cb, [{"val_loss": 2.0, "loss": 2.0}, {"val_loss": 1.0, "loss": 1.0}], model=model)
+    assert read_tags(folder / "best_val_loss.keras")["epoch"] == 2
+    assert read_tags(folder / "best_loss.keras")["epoch"] == 1
+    best = ck.manifest(tmp_path)["basis"]["best"]
+    assert best == {"val_loss": {"value": 1.0, "epoch": 2}, "loss": {"value": 2.0, "epoch": 1}}
+    assert ck.saves(tmp_path) == {"val_loss": [1, 2], "loss": [1]}
+    # A resumed run replaces each file only with an epoch better than what it holds.
+    (folder / "best_loss.epoch0001.keras").rmdir()
+    resumed = CkptCallback(tmp_path, {"val_loss": "min", "loss": "min"}, keep_top_k=2)
+    drive(resumed, [{"val_loss": 1.5, "loss": 1.5}], model=model, start_epoch=2)
+    assert read_tags(folder / "best_val_loss.keras")["epoch"] == 2
+    assert read_tags(folder / "best_loss.keras")["epoch"] == 3

@@ -8,7 +8,7 @@ import zlib
 import h5py
 import numpy as np
 from cvml_ckpt.snapshot import Snapshotter
-from cvml_ckpt.writer import crc32_combine, read_tags, write_snapshot
+from cvml_ckpt.writer import check_file, crc32_combine, read_tags, write_snapshot
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -57,6 +57,27 @@ def test_keras_file_is_a_valid_zip_that_load_model_reads(tmp_path):
         np.testing.assert_array_equal(got.numpy(), want.numpy())
     assert loaded.layers[0].get_vocabulary() == model.layers[0].get_vocabulary()
     assert read_tags(path) == {"epoch": 3}
+    assert check_file(path, snapshot) is None
+
+
+def test_check_file_names_what_does_not_read_back(tmp_path, tiny_model, tiny_data):
+    model = tiny_model()
+    model.fit(*tiny_data, epochs=1, verbose=0)
+    snapshot = Snapshotter().take(model)
+    write_snapshot(snapshot, tmp_path / "m.keras")
+    write_snapshot(snapshot, tmp_path / "m.weights.h5")
+    assert check_file(tmp_path / "m.keras", snapshot) is None
+    assert check_file(tmp_path / "m.weights.h5", snapshot) is None
+    entry = next(e for e in snapshot.entries if e.values)
+    key = next(iter(entry.values))
+    entry.values[key] = entry.values[key].reshape(-1)[:1]  # as if written with another shape
+    for name in ("m.keras", "m.weights.h5"):
+        problem = check_file(tmp_path / name, snapshot)
+        assert problem is not None and f"{entry.path}/vars/{key}" in problem
+    snapshot.config_json = "{}"
+    assert "config.json" in check_file(tmp_path / "m.keras", snapshot)
+    (tmp_path / "torn.keras").write_bytes((tmp_path / "m.keras").read_bytes()[:-100])
+    assert "reading it back failed" in check_file(tmp_path / "torn.keras", snapshot)
 
 
 def h5_layout(path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import shutil
 import time
@@ -13,7 +14,7 @@ from typing import Any
 
 from cvml_ckpt import files
 from cvml_ckpt.snapshot import ModelSnapshot, Snapshotter, snapshot_supported
-from cvml_ckpt.writer import read_tags, write_snapshot
+from cvml_ckpt.writer import check_file, read_tags, write_snapshot
 from cvml_core.artifact import Manifest
 from cvml_core.atomic import atomic_path
 from cvml_core.callback import BasisCallback
@@ -24,6 +25,10 @@ def _check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be True or False. Received: {name}={value!r}")
     return value
+
+
+class _UnreadableFile(RuntimeError):
+    """The first file of a run, written from a snapshot, fails :func:`check_file`."""
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -107,8 +112,54 @@ class CkptCallback(BasisCallback):
                     f"Received: basis_dict={dict(self.policy.basis)!r}"
                 )
         #: Whether saves go through a snapshot (else Keras' public save, on this thread).
+        #: Turned off for the rest of the run, with a warning, when a snapshot fails or
+        #: the first file written from one does not read back as Keras would read it.
         self.snapshots = snapshot_supported() and not uses_legacy_keras()
         self._snapshotter = Snapshotter()
+        #: Each key's best as the files on disk hold it (what the manifest records).
+        self._recorded_best: dict[str, Any] = copy.deepcopy(self.policy.state_dict()["best"])
+        self._checked = False  # whether a file written from a snapshot was checked this run
+        self._writer_problem: str | None = None  # set by the worker, handled on this thread
+        self._writer_problem_handled = False
+        self._last_epoch = 0
+
+    # -- falling back to Keras' public save -----------------------------------------
+
+    def _stop_snapshots(self, reason: str) -> None:
+        """Save with Keras' public API from now on; warn (once) why."""
+        if self.snapshots:
+            self.snapshots = False
+            warnings.warn(
+                f"cvml-ckpt: {reason}; saving with Keras' model.save on the training thread "
+                "for the rest of the run",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    def _handle_writer_problem(self) -> bool:
+        """On the training thread: act on a first file the worker found unreadable.
+
+        Its epoch (and any snapshot queued after it) was not saved, so the bests are set
+        back to those the files hold, and public saves take over. True if it happened.
+        """
+        if self._writer_problem is None or self._writer_problem_handled:
+            return False
+        self._writer_problem_handled = True
+        self.worker.wait(raise_error=False)  # later queued jobs only drop their snapshot
+        self._stop_snapshots(f"a checkpoint file written in the background {self._writer_problem}")
+        state = self.policy.state_dict()
+        state["best"] = copy.deepcopy(self._recorded_best)
+        self.policy.load_state_dict(state)
+        return True
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        super().on_train_begin(logs)
+        self._checked = False
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._handle_writer_problem()
+        self._last_epoch = epoch + 1
+        super().on_epoch_end(epoch, logs)
 
     # -- saving ------------------------------------------------------------------
 
@@ -120,12 +171,21 @@ class CkptCallback(BasisCallback):
             targets.append((None, self.folder / files.last_name(self.ext)))
         if not targets:
             return
-        if not self.snapshots:
+        snapshot = None
+        if self.snapshots:
+            try:
+                snapshot = self._snapshotter.take(
+                    self.model, full=not self.save_weights_only,
+                    include_optimizer=self.include_optimizer,
+                )
+            except Exception as exc:  # Keras internals changed: the public save still works
+                self._snapshotter.clear()
+                self._stop_snapshots(f"the snapshot failed ({type(exc).__name__}: {exc})")
+        if snapshot is None:
+            if self.worker.busy:  # one writer of the files and the manifest at a time
+                self.wait_for_background()
             self._write(None, epoch, logs, targets, None)
             return
-        snapshot = self._snapshotter.take(
-            self.model, full=not self.save_weights_only, include_optimizer=self.include_optimizer
-        )
         snapshot.tags = {"epoch": epoch}
         if self.background:
             self.run_in_background(
@@ -135,15 +195,38 @@ class CkptCallback(BasisCallback):
         else:
             self._write(None, epoch, logs, targets, snapshot)
 
-    def _write_first(self, snapshot: ModelSnapshot | None, tmp: Path) -> None:
-        if snapshot is not None:
-            write_snapshot(snapshot, tmp)
-        elif self.save_weights_only:
+    def _public_save(self, tmp: Path) -> None:
+        if self.save_weights_only:
             self.model.save_weights(tmp)
         elif uses_legacy_keras():
             self.model.save(tmp, include_optimizer=self.include_optimizer)
         else:
             self.model.save(tmp)
+
+    def _write_first(self, snapshot: ModelSnapshot | None, tmp: Path, background: bool) -> bool:
+        """Write the epoch's file to ``tmp``; return whether it holds the optimizer state.
+
+        The first file a run writes from a snapshot is checked (:func:`check_file`). If
+        it fails, on the training thread the same epoch is saved again with Keras'
+        public save; on the worker :class:`_UnreadableFile` drops the epoch's files.
+        """
+        if snapshot is None:
+            self._public_save(tmp)
+            return self._includes_optimizer(None)
+        try:
+            write_snapshot(snapshot, tmp)
+            problem = None if self._checked else check_file(tmp, snapshot)
+        finally:  # its buffers serve the next snapshot
+            self._snapshotter.recycle(snapshot)
+        if problem is None:
+            self._checked = True
+            return self._includes_optimizer(snapshot)
+        if background:
+            raise _UnreadableFile(problem)
+        self._stop_snapshots(f"a checkpoint file written from a snapshot {problem}")
+        tmp.unlink()
+        self._public_save(tmp)
+        return self._includes_optimizer(None)
 
     def _write(
         self,
@@ -153,39 +236,49 @@ class CkptCallback(BasisCallback):
         targets: list[tuple[str | None, Path]],
         snapshot: ModelSnapshot | None,
     ) -> None:
-        """Write the epoch's files (the first one, then links to it) and record them."""
+        """Write the epoch's files (the first one, then links to it), recording each.
+
+        Each file is recorded right after its rename, with the basis state of the keys
+        whose files are written so far: the manifest never claims a best whose file
+        is not written, nor lags behind a file that is replaced, whichever write fails.
+        """
+        background = state is not None
+        if snapshot is not None and self._writer_problem is not None:
+            self._snapshotter.recycle(snapshot)  # queued behind an unreadable file: dropped
+            return
+        base = state if state is not None else self.policy.state_dict()
         started = time.perf_counter()
-        artifacts = []
         written: Path | None = None
+        includes_optimizer = False
         for key, final in targets:
-            with atomic_path(final) as tmp:
-                if written is None:
-                    try:
-                        self._write_first(snapshot, tmp)
-                    finally:
-                        if snapshot is not None:  # its buffers serve the next snapshot
-                            self._snapshotter.recycle(snapshot)
-                else:
-                    _link_or_copy(written, tmp)
-                if key is not None and self.keep_top_k != 1:
-                    artifacts.extend(self._keep_previous(key, final))
+            artifacts = []
+            try:
+                with atomic_path(final) as tmp:
+                    if written is None:
+                        includes_optimizer = self._write_first(snapshot, tmp, background)
+                    else:
+                        _link_or_copy(written, tmp)
+                    if key is not None and self.keep_top_k != 1:
+                        artifacts.extend(self._keep_previous(key, final))
+            except _UnreadableFile as exc:  # nothing renamed nor recorded: the epoch is dropped
+                self._writer_problem = str(exc)
+                return
             if written is None:
                 written = final
-            size = final.stat().st_size
             details = {
                 "role": files.ROLE_BEST if key is not None else files.ROLE_LAST,
                 "format": self.ext.lstrip("."),
-                "includes_optimizer": self._includes_optimizer(snapshot),
-                "size_bytes": size,
+                "includes_optimizer": includes_optimizer,
+                "size_bytes": final.stat().st_size,
                 "write_seconds": round(time.perf_counter() - started, 6),
-                "background": state is not None,
+                "background": background,
             }
             artifacts.append(self.artifact(files.KIND, final, epoch, logs, key, **details))
-        self.record(artifacts, state)
-        if self.keep_top_k is not None:
-            for key, _ in targets:
-                if key is not None:
-                    self._prune(key)
+            if key is not None:
+                self._recorded_best[key] = copy.deepcopy(base["best"][key])
+            self.record(artifacts, dict(base, best=copy.deepcopy(self._recorded_best)))
+            if key is not None and self.keep_top_k is not None:
+                self._prune(key)
 
     def _includes_optimizer(self, snapshot: ModelSnapshot | None) -> bool:
         if snapshot is not None or uses_legacy_keras():
@@ -236,6 +329,12 @@ class CkptCallback(BasisCallback):
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         try:
             super().on_train_end(logs)
+            if self._handle_writer_problem() and self.chief and self._last_epoch:
+                # The model still holds the last epoch: save it if it beats the files.
+                epoch, logs = self._last_epoch, dict(self.last_logs)
+                if self.policy.is_due(epoch):
+                    self.on_due(epoch, self.policy.update(epoch, logs), logs)
+                self.announce()
         finally:
             self._snapshotter.clear()  # the reusable buffers are as big as the model
 

@@ -18,7 +18,9 @@ What keeps the training thread's share small:
 The walk uses Keras 3 internals (``keras.src.saving.saving_lib``), isolated in this
 module. :func:`snapshot_supported` says whether they are present; when they are not
 (another Keras, ``tf_keras``), :class:`~cvml_ckpt.callback.CkptCallback` saves with the
-public ``model.save`` on the training thread instead.
+public ``model.save`` on the training thread instead, and it does the same when
+:meth:`Snapshotter.take` raises (e.g. :class:`SnapshotError`: a Keras whose walk no
+longer shows which object stores what).
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ except ImportError:  # pragma: no cover - depends on the installed Keras
     _BaseOptimizer = None
 
 TAG_KEY = "cvml_ckpt"
+
+
+class SnapshotError(RuntimeError):
+    """The installed Keras' saving walk does not work the way the snapshot needs."""
 
 
 @dataclass
@@ -76,6 +82,18 @@ def snapshot_supported() -> bool:
         hasattr(_saving_lib, name)
         for name in ("_save_state", "_serialize_model_as_json", "DiskIOStore", "NpzIOStore")
     )
+
+
+def keras_archive_names() -> dict[str, str] | None:
+    """The member names Keras reads in a ``.keras`` zip, or None if this Keras has none."""
+    names = {
+        "weights": getattr(_saving_lib, "_VARS_FNAME_H5", None),
+        "config": getattr(_saving_lib, "_CONFIG_FILENAME", None),
+        "metadata": getattr(_saving_lib, "_METADATA_FILENAME", None),
+    }
+    if not all(isinstance(name, str) for name in names.values()):
+        return None
+    return names  # type: ignore[return-value]
 
 
 def _caller_saveable() -> Any:
@@ -232,10 +250,16 @@ class Snapshotter:
         plan = self._plans.get(signature)
         if plan is None:
             plan = self._walk(model, full, include_optimizer)
-            if all(owner is not None for _, _, owner in plan.weights) and all(
-                owner is not None for _, owner in plan.assets
-            ):
-                self._plans = {signature: plan}
+            unknown = [path for path, _, owner in plan.weights if owner is None] + [
+                path for path, owner in plan.assets if owner is None
+            ]
+            if unknown:
+                raise SnapshotError(
+                    f"Keras' saving walk did not show which object stores {unknown[0]!r} "
+                    "(keras.src.saving.saving_lib._save_state no longer has the local "
+                    "'saveable' the snapshot reads)"
+                )
+            self._plans = {signature: plan}
         entries = []
         for path, meta, owner in plan.weights:
             stored = _own_variables(owner)
@@ -282,5 +306,6 @@ def take_snapshot(model: Any, full: bool = True, include_optimizer: bool = True)
 
 
 __all__ = [
-    "TAG_KEY", "Entry", "ModelSnapshot", "Snapshotter", "snapshot_supported", "take_snapshot",
+    "TAG_KEY", "Entry", "ModelSnapshot", "SnapshotError", "Snapshotter", "keras_archive_names",
+    "snapshot_supported", "take_snapshot",
 ]

@@ -14,6 +14,10 @@ and JSON strings of the snapshot.
   files over 4 GiB work.
 
 Both load with the public Keras API (``keras.models.load_model``, ``model.load_weights``).
+:func:`check_file` checks a written file against what the installed Keras reads (member
+names) and against the snapshot (config, every array's shape and dtype), without loading
+a model: the callback checks the first file of a run, so a Keras whose format drifted
+from this writer is noticed at once.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from typing import Any, BinaryIO
 import h5py
 import numpy as np
 
-from cvml_ckpt.snapshot import TAG_KEY, ModelSnapshot
+from cvml_ckpt.snapshot import TAG_KEY, ModelSnapshot, keras_archive_names
 
 WEIGHTS_MEMBER = "model.weights.h5"
 _CHUNK = 1 << 24
@@ -292,6 +296,61 @@ def write_snapshot(snapshot: ModelSnapshot, path: str | os.PathLike[str]) -> int
     return Path(path).stat().st_size
 
 
+def _check_h5(h5: h5py.File, snapshot: ModelSnapshot) -> str | None:
+    """Whether the HDF5 weights hold every array of ``snapshot`` with its shape and dtype."""
+    expected = 0
+    for entry in snapshot.entries:
+        for key, value in entry.values.items():
+            expected += 1
+            name = f"{entry.path}/vars/{key}" if entry.path else f"vars/{key}"
+            dataset = h5.get(name)
+            if not isinstance(dataset, h5py.Dataset):
+                return f"the weights have no dataset {name!r}"
+            dtype = dataset.attrs.get("dtype", dataset.dtype.name)
+            if dataset.shape != value.shape or dtype != value.dtype.name:
+                return (
+                    f"{name!r} reads back as {dtype}{list(dataset.shape)}, "
+                    f"written as {value.dtype.name}{list(value.shape)}"
+                )
+    found: list[str] = []
+    h5.visititems(lambda n, obj: found.append(n) if isinstance(obj, h5py.Dataset) else None)
+    if len(found) != expected:
+        return f"the weights hold {len(found)} arrays, {expected} were written"
+    return None
+
+
+def check_file(path: str | os.PathLike[str], snapshot: ModelSnapshot) -> str | None:
+    """What is wrong with the file :func:`write_snapshot` wrote from ``snapshot``, or None.
+
+    ``.keras``: the members the installed Keras reads are there, ``config.json`` is the
+    snapshot's, and the weights member holds every array with its shape and dtype.
+    ``.weights.h5``: the arrays. Reads only metadata (no model is built); any error
+    reading the file is reported as the problem.
+    """
+    try:
+        if not str(path).endswith(".keras"):
+            with h5py.File(path, "r") as h5:
+                return _check_h5(h5, snapshot)
+        names = keras_archive_names()
+        if names is None:
+            return "this Keras does not say which members a .keras file has"
+        with zipfile.ZipFile(path) as archive:
+            members = set(archive.namelist())
+            missing = sorted(set(names.values()) - members)
+            if missing:
+                return (
+                    f"the installed Keras reads the members {missing} that the file lacks "
+                    f"(it has {sorted(members)})"
+                )
+            if archive.read(names["config"]).decode("utf-8") != snapshot.config_json:
+                return f"{names['config']} differs from the model config"
+            json.loads(archive.read(names["metadata"]))
+            with archive.open(names["weights"]) as member, h5py.File(member, "r") as h5:
+                return _check_h5(h5, snapshot)
+    except Exception as exc:  # a file that cannot be read is the finding itself
+        return f"reading it back failed ({type(exc).__name__}: {exc})"
+
+
 def read_tags(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The tags a checkpoint file carries (``{}`` if none), e.g. ``{"epoch": 7}``."""
     if str(path).endswith(".keras"):
@@ -305,4 +364,4 @@ def read_tags(path: str | os.PathLike[str]) -> dict[str, Any]:
     return dict(tags) if isinstance(tags, dict) else {}
 
 
-__all__ = ["read_tags", "write_keras", "write_snapshot", "write_weights_h5"]
+__all__ = ["check_file", "read_tags", "write_keras", "write_snapshot", "write_weights_h5"]
