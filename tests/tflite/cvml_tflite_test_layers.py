@@ -28,3 +28,21 @@ class CrashInWorker(keras.layers.Layer):
 
     def call(self, x):
         return x
+
+
+@keras.saving.register_keras_serializable(package="cvml_tflite_tests")
+class FailInWorker(keras.layers.Layer):
+    """An identity layer whose rebuild in the conversion worker fails while ``fail`` is set
+    (the flag is in its config, so each snapshot carries the value it had)."""
+
+    def __init__(self, fail=False, **kwargs):
+        super().__init__(**kwargs)
+        if fail and in_conversion_worker():
+            raise ValueError("FailInWorker was asked to fail in the conversion worker")
+        self.fail = fail
+
+    def call(self, x):
+        return x
+
+    def get_config(self):
+        return {**super().get_config(), "fail": self.fail}

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from cvml_core.basis import KeyBest
 from cvml_core.callback import BasisCallback
 from cvml_tflite import QUANTIZATION_MODES
 from cvml_tflite.convert import SNAPSHOT_CONFIG, SNAPSHOT_WEIGHTS
@@ -86,6 +87,37 @@ def _file_stem(key: str) -> str:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _walk_layers(layer: Any) -> list[Any]:
+    """``layer`` and every layer nested in it, depth first, each once (public API only)."""
+    found: list[Any] = []
+    seen: set[int] = set()
+    stack = [layer]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        found.append(current)
+        stack.extend(reversed(list(getattr(current, "layers", None) or [])))
+    return found
+
+
+def _all_layers(model: Any) -> list[Any]:
+    """The model and its nested layers: Keras' private walk if present, else our own."""
+    flatten = getattr(model, "_flatten_layers", None)
+    if callable(flatten):
+        try:
+            return list(flatten())
+        except Exception:  # a private API that changed: fall back to the public one
+            pass
+    return _walk_layers(model)
+
+
+def _best_of(state: Mapping[str, Any], key: str) -> KeyBest:
+    entry = state.get("best", {}).get(key) or {}
+    return KeyBest(entry.get("value"), entry.get("epoch"))
 
 
 class TFLiteCallback(BasisCallback):
@@ -210,8 +242,17 @@ class TFLiteCallback(BasisCallback):
         self.conversions: list[dict[str, Any]] = []
         #: Seconds the training thread spent taking each snapshot.
         self.snapshot_seconds: list[float] = []
-        self._pending: dict[str, tuple[_Snapshot, dict[str, Any]]] = {}
-        self._pending_lock = threading.Lock()
+        # Per key: the snapshot to convert next, its logs and the basis state taken with it.
+        self._pending: dict[str, tuple[_Snapshot, dict[str, Any], dict[str, Any]]] = {}
+        self._pending_lock = threading.Lock()  # guards _pending, _queued, _written, _failed
+        # Per key: the best whose file is on disk (what the manifest may claim) ...
+        self._written: dict[str, KeyBest] = {
+            key: KeyBest(best.value, best.epoch) for key, best in self.policy.best.items()
+        }
+        # ... the best of the newest snapshot handed to a conversion not finished yet ...
+        self._queued: dict[str, KeyBest] = {}
+        # ... and (key, best) of failed conversions, to roll back on the training thread.
+        self._failed: list[tuple[str, KeyBest]] = []
         self._scratch: Path | None = None
         self._sample_file: Path | None = None
         self._last_epoch = 0
@@ -260,6 +301,7 @@ class TFLiteCallback(BasisCallback):
                 count = max(count, self.calibration_samples)
             x = np.asarray(self.sample_data[0])[:count]
             path = self._scratch_dir() / "sample.npy"
+            # Saved as given (float64 as float32); the worker casts to the input dtype.
             np.save(path, x.astype(np.float32) if x.dtype == np.float64 else x)
             self._sample_file = path
         return str(self._sample_file)
@@ -267,7 +309,7 @@ class TFLiteCallback(BasisCallback):
     def _snapshot(self, epoch: int) -> _Snapshot:
         """Copy what the worker needs to rebuild the model as it is now (fast: no disk)."""
         start = time.perf_counter()
-        layers = list(self.model._flatten_layers())
+        layers = _all_layers(self.model)
         modules = {type(layer).__module__ for layer in layers}
         snapshot = _Snapshot(
             epoch=epoch,
@@ -289,32 +331,91 @@ class TFLiteCallback(BasisCallback):
         super().on_epoch_end(epoch, logs)
 
     def on_improved(self, epoch: int, improved_keys: list[str], logs: dict[str, Any]) -> None:
-        snapshot = self._snapshot(epoch)
+        try:
+            snapshot = self._snapshot(epoch)
+        except Exception as exc:
+            self._snapshot_failed(epoch, improved_keys, exc)
+            return
         self._scratch_dir()
+        state = self.policy.state_dict()
         with self._pending_lock:
             replaced = [self._pending[k][0] for k in improved_keys if k in self._pending]
             for key in improved_keys:
-                self._pending[key] = (snapshot, dict(logs))
-            still_used = {id(s) for s, _ in self._pending.values()}
+                self._pending[key] = (snapshot, dict(logs), state)
+                self._queued[key] = _best_of(state, key)
+            still_used = {id(entry[0]) for entry in self._pending.values()}
         for old in replaced:
             if id(old) not in still_used:
                 old.discard()
         self.run_in_background(f"tflite epoch {epoch}", self._convert_pending, supersede=True)
 
+    def _snapshot_failed(self, epoch: int, keys: list[str], exc: Exception) -> None:
+        """No snapshot, no file: the epoch's keys keep the best that has (or gets) one."""
+        with self._pending_lock:
+            for key in keys:
+                if key in self.policy.best:
+                    self._roll_back(key, self.policy.best[key])
+        message = (
+            f"tflite: cannot snapshot the model of epoch {epoch} (for {', '.join(keys)}), "
+            f"no file is written: {type(exc).__name__}: {exc}"
+        )
+        if isinstance(exc, NotImplementedError) or "get_config" in str(exc):
+            message += (
+                "\nThe worker rebuilds the model from model.to_json(): a subclassed model "
+                "needs get_config/from_config."
+            )
+        if self.strict:
+            raise TFLiteConversionError(message) from exc
+        warnings.warn(message, TFLiteWarning, stacklevel=3)
+
+    def _roll_back(self, key: str, failed: KeyBest) -> None:
+        """If ``key``'s best is still ``failed`` (no file for it), restore the best of the
+        conversion still to come or, if none, of the file on disk. Hold ``_pending_lock``."""
+        if self.policy.best[key] != failed:
+            return  # a newer epoch improved since: its own conversion decides
+        target = self._queued.get(key) or self._written[key]
+        self.policy.best[key] = KeyBest(target.value, target.epoch)
+
+    def _roll_back_failures(self) -> None:
+        with self._pending_lock:
+            failed, self._failed = self._failed, []
+            for key, best in failed:
+                self._roll_back(key, best)
+
+    def _written_state(self) -> dict[str, Any]:
+        """The basis state with, per key, the best whose file is written. Hold ``_pending_lock``."""
+        return {
+            "basis": dict(self.policy.basis),
+            "skip_from_start": self.policy.skip_from_start,
+            "frequency": self.policy.frequency,
+            "min_delta": self.policy.min_delta,
+            "best": {
+                key: {"value": best.value, "epoch": best.epoch}
+                for key, best in self._written.items()
+            },
+        }
+
     def on_finished(self, logs: dict[str, Any]) -> None:
         if not self.at_train_end or self.model is None:
             return
-        snapshot = self._snapshot(self._last_epoch)
+        try:
+            snapshot = self._snapshot(self._last_epoch)
+        except Exception as exc:
+            self._snapshot_failed(self._last_epoch, ["final"], exc)
+            return
         self._scratch_dir()
         entry = _Entry(None, self.folder / "final.tflite", dict(logs))
-        self.run_in_background(
-            "tflite final", lambda state: self._convert(snapshot, [entry], state)
-        )
+        self.run_in_background("tflite final", lambda _: self._convert(snapshot, [entry], {}))
 
     def announce(self) -> None:
-        """Raise a background failure, announce new files, warn about failed conversions."""
-        super().announce()
-        for message in self.worker.drain():
+        """Raise a background failure, announce new files, warn about failed conversions;
+        roll back the bests of failed conversions (their files were not written)."""
+        try:
+            super().announce()
+            messages = self.worker.drain()
+        finally:
+            self._roll_back_failures()
+        for message in messages:
             warnings.warn(message, TFLiteWarning, stacklevel=2)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
@@ -328,24 +429,31 @@ class TFLiteCallback(BasisCallback):
 
     # -- background worker thread ----------------------------------------------
 
-    def _convert_pending(self, state: dict[str, Any]) -> str | None:
+    def _convert_pending(self, _queued_state: dict[str, Any]) -> str | None:
+        # The state captured at submit may be older than the snapshots taken now: each
+        # key's best comes from the state stored with the snapshot converted for it.
         with self._pending_lock:
             pending, self._pending = self._pending, {}
         groups: dict[int, tuple[_Snapshot, list[_Entry]]] = {}
-        for key, (snapshot, logs) in pending.items():
+        bests: dict[str, KeyBest] = {}
+        for key, (snapshot, logs, state) in pending.items():
             entry = _Entry(key, self.folder / f"best_{_file_stem(key)}.tflite", logs)
             groups.setdefault(id(snapshot), (snapshot, []))[1].append(entry)
+            bests[key] = _best_of(state, key)
         messages = []
         for snapshot, entries in sorted(groups.values(), key=lambda g: g[0].epoch):
-            message = self._convert(snapshot, entries, state)
+            message = self._convert(snapshot, entries, bests)
             if message:
                 messages.append(message)
         return "\n".join(messages) or None
 
     def _convert(
-        self, snapshot: _Snapshot, entries: Sequence[_Entry], state: dict[str, Any]
+        self, snapshot: _Snapshot, entries: Sequence[_Entry], bests: Mapping[str, KeyBest]
     ) -> str | None:
-        """Convert one snapshot to every entry's file; return a warning, if any."""
+        """Convert one snapshot to every entry's file; return a warning, if any.
+
+        ``bests`` holds, per basis key of ``entries``, the best reached by ``snapshot``.
+        """
         payload = {
             "snapshot": str(snapshot.write(self._scratch_dir())),
             "imports": snapshot.imports,
@@ -367,6 +475,16 @@ class TFLiteCallback(BasisCallback):
              **{k: answer.get(k) for k in ("ok", "started_at", "finished_at", "worker_pid")},
              "worker_rss_mb": answer.get("rss_mb")}
         )
+        basis_keys = [entry.key for entry in entries if entry.key is not None]
+        with self._pending_lock:
+            for key in basis_keys:
+                if self._queued.get(key) == bests[key]:
+                    del self._queued[key]  # nothing newer is on its way for this key
+                if answer["ok"]:
+                    self._written[key] = bests[key]
+                else:
+                    self._failed.append((key, bests[key]))
+            state = self._written_state()
         if not answer["ok"]:
             return self._failure(snapshot, keys, answer)
         return self._record(snapshot, entries, answer, state)

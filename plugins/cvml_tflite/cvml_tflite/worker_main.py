@@ -52,11 +52,21 @@ def rss_mb() -> float | None:
     return None
 
 
+def _as_input(model: Any, x: Any) -> Any:
+    """``x`` in the dtype of the model's (single) input, e.g. uint8 images as float32:
+    the converter's calibration feeds samples to the input as they are."""
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) != 1:
+        return x
+    dtype = getattr(inputs[0].dtype, "name", inputs[0].dtype)
+    return x if x.dtype == dtype else x.astype(dtype)
+
+
 def _sample_for(model: Any, path: str | None, count: int) -> tuple[Any, str]:
     import numpy as np
 
     if path:
-        return np.load(path)[:count], "data"
+        return _as_input(model, np.load(path)[:count]), "data"
     shape = tuple(model.inputs[0].shape)[1:]
     if any(dim is None for dim in shape):
         raise ValueError(
@@ -81,7 +91,7 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
         if request.get("sample"):
             import numpy as np
 
-            calibration = np.load(request["sample"])
+            calibration = _as_input(model, np.load(request["sample"]))
         data = convert.convert(model, request.get("quantization"), calibration)
         stage = "write"
         for final in request["outputs"]:
