@@ -9,15 +9,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cvml_tb.callback import TensorboardCallback
+    from cvml_tb.callback import TensorboardCallback, TensorboardStepWarning
 
-__all__ = ["TensorboardCallback"]
+__all__ = ["TensorboardCallback", "TensorboardStepWarning"]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "TensorboardCallback":
-        from cvml_tb.callback import TensorboardCallback
+    if name in __all__:
+        from cvml_tb import callback
 
-        globals()[name] = TensorboardCallback
-        return TensorboardCallback
+        value = getattr(callback, name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'cvml_tb' has no attribute {name!r}")

@@ -11,13 +11,16 @@ Writes under ``log_dir/tb`` (the callback's folder), in two TensorBoard runs:
 
 ``best/<key>`` (the best value so far) and ``best_epoch/<key>`` go to the run of
 the key (``val_*`` keys to ``validation``). The step of every epoch summary is the
-1-based epoch number; see the package README.
+1-based epoch number; steps never repeat, also across callback objects (a resumed
+run in a new process reads the last written steps from the event files); see the
+package README.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,10 +30,15 @@ import tensorflow as tf
 from cvml_core.callback import BasisCallback
 from cvml_tb import images as img
 from cvml_tb import summaries
+from cvml_tb.steps import last_written_steps
 
 TRAIN, VALIDATION = "train", "validation"
 IMAGE_TAG, LABELS_TAG = "samples/grid", "samples/labels"
 ARTIFACT_KIND = "tensorboard-images"
+
+
+class TensorboardStepWarning(UserWarning):
+    """A fit's steps were shifted after the steps already written, to avoid duplicates."""
 
 
 def _is_int(value: Any) -> bool:
@@ -134,8 +142,13 @@ class TensorboardCallback(BasisCallback):
         self._writers: dict[str, Any] = {}
         self._writers_lock = threading.Lock()
         self._samples: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
-        self._last_step = 0  # the highest epoch step written by this instance
+        self._steps_read = False  # the event files already in the folder were read
+        self._last_step = 0  # the highest epoch step written (by any callback object)
         self._step_offset = 0
+        self._wrote_epochs = False  # this object wrote epoch steps
+        self._last_batch_step = 0  # the highest batch step written
+        self._batch_offset = 0
+        self._fit_batches = 0  # batches seen in the current fit
         self._fit_epochs = 0  # epochs seen in the current fit
         self._improved: list[str] = []
         self._texts_written = False
@@ -210,6 +223,13 @@ class TensorboardCallback(BasisCallback):
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         super().on_train_begin(logs)
         self._fit_epochs = 0
+        self._fit_batches = 0
+        if self.chief and not self._steps_read:
+            # What an earlier callback object (a crashed or finished process) wrote here.
+            written = last_written_steps(self.run_dirs.values())
+            self._last_step = max(self._last_step, written.epoch)
+            self._last_batch_step = max(self._last_batch_step, written.batch)
+            self._steps_read = True
         if self.log_images:
             self._prepare_samples()
         if self.chief and self.write_model_summary and not self._texts_written:
@@ -219,9 +239,20 @@ class TensorboardCallback(BasisCallback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Snapshot what the epoch logs on the training thread; the worker writes it."""
-        if self._fit_epochs == 0:
+        if self._fit_epochs == 0 and self.chief:
             # A fit that numbers its epochs from below what is written continues after it.
             self._step_offset = max(0, self._last_step - epoch)
+            if self._step_offset and (epoch > 0 or not self._wrote_epochs):
+                # Not for another fit of this object from epoch 1 (the documented use).
+                warnings.warn(
+                    f"{type(self).__name__}: {self.folder} already holds epoch steps up "
+                    f"to {self._last_step}, and this fit starts at epoch {epoch + 1}; to "
+                    f"write no step twice, its epochs go to steps {self._last_step + 1}, "
+                    f"{self._last_step + 2}, ... (epoch + {self._step_offset}). Use a new "
+                    "log_dir to keep steps equal to epochs.",
+                    TensorboardStepWarning,
+                    stacklevel=2,
+                )
         self._fit_epochs += 1
         self._improved = []
         super().on_epoch_end(epoch, logs)  # runs the basis policy, may call on_improved
@@ -229,6 +260,7 @@ class TensorboardCallback(BasisCallback):
             return
         step = epoch + 1 + self._step_offset
         self._last_step = max(self._last_step, step)
+        self._wrote_epochs = True
         logs = dict(logs or {})
         improved = list(self._improved)
         scalars = self._epoch_scalars(logs)
@@ -247,7 +279,7 @@ class TensorboardCallback(BasisCallback):
             artifacts = []
             pictures: list[Any] = []
             if outputs is not None:
-                artifact, pictures = self._draw(step, logs, outputs, improved)
+                artifact, pictures = self._draw(epoch + 1, step, logs, outputs, improved)
                 artifacts.append(artifact)
             self._write(TRAIN, step, summaries.scalars(scalars[TRAIN]))
             self._write(VALIDATION, step, summaries.scalars(scalars[VALIDATION]), *pictures)
@@ -275,13 +307,29 @@ class TensorboardCallback(BasisCallback):
         if not self.chief:
             return
         self._batches += 1
+        self._fit_batches += 1
         optimizer = getattr(self.model, "optimizer", None)
         iterations = getattr(optimizer, "iterations", None)
         # The optimizer's iteration continues across fits and resumes; a plain count
         # of batches stands in for a model without one.
-        step = int(np.asarray(iterations)) if iterations is not None else self._batches
-        if step % int(self.update_freq) != 0:
+        iteration = int(np.asarray(iterations)) if iterations is not None else self._batches
+        if self._fit_batches == 1:
+            # A model restored from an earlier checkpoint than the last batch written
+            # (a resume after a crash) continues after it, as the epoch steps do.
+            self._batch_offset = max(0, self._last_batch_step - iteration + 1)
+            if self._batch_offset:
+                warnings.warn(
+                    f"{type(self).__name__}: {self.folder} already holds batch steps up "
+                    f"to {self._last_batch_step}, and the optimizer's iteration restarts "
+                    f"at {iteration}; to write no step twice, batch scalars go to step "
+                    f"iteration + {self._batch_offset}.",
+                    TensorboardStepWarning,
+                    stacklevel=2,
+                )
+        if iteration % int(self.update_freq) != 0:
             return
+        step = iteration + self._batch_offset
+        self._last_batch_step = max(self._last_batch_step, step)
         values = {}
         for key, value in (logs or {}).items():
             number = _scalar(value)
@@ -325,7 +373,7 @@ class TensorboardCallback(BasisCallback):
         return runs
 
     def _draw(
-        self, step: int, logs: dict[str, Any], outputs: Any, improved: list[str]
+        self, number: int, step: int, logs: dict[str, Any], outputs: Any, improved: list[str]
     ) -> tuple[Any, list[Any]]:
         """The grid and label table summaries of ``outputs`` (on the worker), and the artifact."""
         assert self._samples is not None
@@ -338,7 +386,9 @@ class TensorboardCallback(BasisCallback):
         picture = img.grid(samples.cells, samples.colors)
         why = f"improved: {', '.join(improved)}" if improved else "first epoch of fit"
         legend = (
-            f"{len(samples.cells)} samples at epoch {step} ({why}). "
+            f"{len(samples.cells)} samples at epoch {number}"
+            + (f" (step {step})" if step != number else "")
+            + f" ({why}). "
             + samples.table.splitlines()[0]
         )
         parts = [
@@ -348,7 +398,7 @@ class TensorboardCallback(BasisCallback):
         artifact = self.artifact(
             ARTIFACT_KIND,
             self.run_dirs[VALIDATION],
-            step,
+            number,
             logs,
             improved[0] if improved else None,
             tags=[IMAGE_TAG, LABELS_TAG],
