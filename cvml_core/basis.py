@@ -39,7 +39,8 @@ class KeyBest:
     epoch: int | None = None
 
 
-def _is_int(value: Any) -> bool:
+def is_integer(value: Any) -> bool:
+    """An int or numpy integer, not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
@@ -86,12 +87,12 @@ class BasisPolicy:
         min_delta: float = 0.0,
     ) -> None:
         self.basis = validate_basis_dict(basis_dict)
-        if not _is_int(skip_from_start) or skip_from_start < 0:
+        if not is_integer(skip_from_start) or skip_from_start < 0:
             raise ValueError(
                 "skip_from_start must be an integer >= 0 (the number of first epochs "
                 f"that are never due). Received: skip_from_start={skip_from_start!r}"
             )
-        if not _is_int(frequency) or frequency < 1:
+        if not is_integer(frequency) or frequency < 1:
             raise ValueError(
                 "frequency must be an integer >= 1 (an epoch e is due when "
                 f"e % frequency == 0). Received: frequency={frequency!r}"

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -103,7 +104,10 @@ class BasisCallback(Callback):
         self._check_writable()
         self.manifest = Manifest(self.folder, self.name)
         if self.manifest.basis_state:
-            self.policy.load_state_dict(self.manifest.basis_state)
+            try:
+                self.policy.load_state_dict(self.manifest.basis_state)
+            except ValueError as exc:
+                raise ValueError(f"{exc} (saved in {self.manifest.path})") from exc
         self.worker = BackgroundWorker(f"cvml-{self.name}")
         self.sample_data: tuple[Any, Any] | None = None
         self.last_logs: dict[str, Any] = {}
@@ -158,9 +162,10 @@ class BasisCallback(Callback):
         """Add ``artifacts`` and the basis ``state`` to the manifest and write it.
 
         Safe from the background worker. ``state`` defaults to the current basis
-        state; background jobs pass the state captured when they were submitted,
-        so the manifest never claims a best whose file is not written yet. The
-        artifacts are announced to plugins on the training thread.
+        state; :meth:`run_in_background` hands its job the state as of submission,
+        which is the state to record when the job writes every key that improved by
+        then. The artifacts are announced to plugins on the training thread, at the
+        next epoch end or at train end.
         """
         with self._lock:
             for artifact in artifacts:
@@ -195,15 +200,22 @@ class BasisCallback(Callback):
         self.worker.raise_if_failed()
 
     def wait_for_background(self, raise_error: bool = True) -> None:
-        """Wait for background work, announce what it wrote, raise its failure."""
+        """Wait for background work, announce what it wrote, raise its failure.
+
+        With ``raise_error=False`` (the caller is already handling another error) a
+        background failure is reported as a warning instead, never dropped.
+        """
         self.worker.wait(raise_error=False)
-        if raise_error:
+        try:
             self.announce()
-        else:
-            try:
-                self.announce()
-            except Exception:  # the caller is already handling another error
-                pass
+        except Exception as exc:
+            if raise_error:
+                raise
+            warnings.warn(
+                f"callback {self.name!r}: {type(exc).__name__}: {exc}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     # -- Keras hooks ---------------------------------------------------------------
 

@@ -8,15 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from cvml_core.plugins import load_registry
-
-
-def _table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=True)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    for row in rows:
-        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-    return "\n".join(lines)
+from cvml_core.table import format_table
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -28,7 +20,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         return 0
     if callbacks:
         rows = [[c.name, c.distribution, c.version, c.summary] for c in callbacks]
-        print(_table(rows, ["name", "distribution", "version", "summary"]))
+        print(format_table(rows, ["name", "distribution", "version", "summary"]))
     else:
         print("No cvml callbacks installed. Install one, e.g. pip install ./plugins/cvml_ckpt")
     if registry.errors:

@@ -44,8 +44,9 @@ def cvml_register_callbacks(register: Any) -> None:
 def cvml_artifact_saved(artifact: Any) -> None:
     """React to a file a callback has written (a checkpoint, a ``.tflite`` file ...).
 
-    Called on the training thread, after the file is complete under its final name:
-    for work done in the background, at the next epoch end or at train end.
+    Called on the training thread after the file is complete under its final name,
+    at the next epoch end or at train end (also for files written on the training
+    thread: announcements are made at those two points only).
 
     :param artifact: a :class:`cvml_core.artifact.Artifact` with ``kind``, ``path``,
         ``epoch`` (1-based), ``metrics``, ``basis_key`` (or None), ``callback`` (the

@@ -160,14 +160,23 @@ def _target_problem(target: str) -> str | None:
     except (OSError, SyntaxError, ValueError) as exc:
         return f"target module {module_name!r} cannot be read: {exc}"
     defined: set[str] = set()
-    for node in tree.body:
-        if isinstance(node, (ast.ClassDef, ast.FunctionDef)):
+    nodes = list(tree.body)
+    while nodes:  # module level, including the bodies of if/try/with blocks
+        node = nodes.pop()
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             defined.add(node.name)
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             defined.update(t.id for t in targets if isinstance(t, ast.Name))
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            if any(a.name == "*" for a in node.names):
+                return None  # a star import may define it: only importing can tell
             defined.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.If, ast.Try, ast.With)):
+            for block in ("body", "orelse", "finalbody"):
+                nodes.extend(getattr(node, block, []))
+            for handler in getattr(node, "handlers", []):
+                nodes.extend(handler.body)
     if attr not in defined and "__getattr__" not in defined:
         return f"target {target!r}: module {module_name!r} defines no {attr!r}"
     return None
@@ -200,11 +209,16 @@ class Registry:
             stacklevel=3,
         )
 
-    def _register_from(self, source: PluginSource, plugin: Any) -> None:
-        """Call one plugin's ``cvml_register_callbacks`` with a checking ``register``."""
+    def _register_from(self, source: PluginSource, plugin: Any, plugin_name: str) -> None:
+        """Call one plugin's ``cvml_register_callbacks`` with a checking ``register``.
+
+        Its names are added only if the whole hook succeeds; otherwise the plugin is
+        unregistered (skipped, as the warning says) and reported.
+        """
         impl = getattr(plugin, "cvml_register_callbacks", None)
         if impl is None:
             return
+        staged: dict[str, tuple[CallbackInfo, type | None]] = {}
 
         def register(name: str, target: Any, summary: str = "") -> None:
             if not isinstance(name, str) or not NAME_PATTERN.match(name):
@@ -231,22 +245,26 @@ class Registry:
             if name in self.conflicts:
                 self.conflicts[name].append(info)
                 raise ValueError(self._conflict_message(name))
+            if name in staged:
+                raise ValueError(f"callback name {name!r} is registered twice")
             if name in self.callbacks:
-                other = self.callbacks[name]
-                if other.distribution == source.distribution:
-                    raise ValueError(f"callback name {name!r} is registered twice")
-                del self.callbacks[name]
+                other = self.callbacks.pop(name)
                 self.classes.pop(name, None)
                 self.conflicts[name] = [other, info]
                 raise ValueError(self._conflict_message(name))
-            self.callbacks[name] = info
-            if isinstance(target, type):
-                self.classes[name] = target
+            staged[name] = (info, target if isinstance(target, type) else None)
 
         try:
             impl(register=register)
         except Exception as exc:
+            self.pm.unregister(name=plugin_name)
+            self.distributions.pop(plugin_name, None)
             self.fail(source.distribution, f"cvml_register_callbacks: {exc}", exc)
+            return
+        for name, (info, cls) in staged.items():
+            self.callbacks[name] = info
+            if cls is not None:
+                self.classes[name] = cls
 
     def _conflict_message(self, name: str) -> str:
         owners = ", ".join(f"{i.distribution} {i.version}" for i in self.conflicts[name])
@@ -285,7 +303,7 @@ class Registry:
             self.fail(source.distribution, f"plugin {source.name!r}: {exc}", exc)
             return
         self.distributions[plugin_name] = source.distribution
-        self._register_from(source, plugin)
+        self._register_from(source, plugin, plugin_name)
 
     # -- lookups -------------------------------------------------------------------
 

@@ -25,43 +25,29 @@ Basis bests come back by themselves: each callback reloads its ``manifest.json``
 
 from __future__ import annotations
 
-import math
 import os
 import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 from cvml_core.artifact import Artifact
-from cvml_core.basis import validate_basis_dict
+from cvml_core.basis import BasisPolicy, is_integer, validate_basis_dict
 from cvml_core.callback import is_chief
 from cvml_core.keras_compat import Callback
 from cvml_core.plugins import call_hook, get_registry
 from cvml_core.run import RunInfo
+from cvml_core.table import format_table
 from cvml_core.teams import validate_webhook_url
 
 #: How many dev examples a callback that wants sample data receives.
 SAMPLE_SIZE = 32
 _ARTIFACT_FIELDS = {f.name for f in fields(Artifact)}
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _table(rows: list[list[str]], headers: list[str]) -> str:
-    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=True)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += [
-        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
-    return "\n".join(lines)
 
 
 # -- data ----------------------------------------------------------------------------
@@ -290,12 +276,6 @@ class _RunRecorder(Callback):
         self.epoch_logs.append((epoch + 1, numbers))
 
 
-def _better(mode: str, value: float, best: float | None) -> bool:
-    if not math.isfinite(value):
-        return False
-    return best is None or (value < best if mode == "min" else value > best)
-
-
 # -- TrainInfer ----------------------------------------------------------------------
 
 
@@ -381,20 +361,20 @@ class TrainInfer:
         background work is awaited and ``cvml_train_end`` is called with the error,
         then the error is re-raised.
         """
-        if not _is_int(epochs) or epochs < 1:
+        if not is_integer(epochs) or epochs < 1:
             raise ValueError(f"epochs must be an integer >= 1. Received: epochs={epochs!r}")
-        if not _is_int(start_epoch) or not 0 <= start_epoch < epochs:
+        if not is_integer(start_epoch) or not 0 <= start_epoch < epochs:
             raise ValueError(
                 "start_epoch must be an integer >= 0 and < epochs (the number of epochs "
                 f"already done). Received: start_epoch={start_epoch!r} with epochs={epochs!r}"
             )
-        if batch_size is not None and (not _is_int(batch_size) or batch_size < 1):
+        if batch_size is not None and (not is_integer(batch_size) or batch_size < 1):
             raise ValueError(
                 f"batch_size must be an integer >= 1 or None. Received: batch_size={batch_size!r}"
             )
         if isinstance(show_results, bool):
             show_results = int(show_results)
-        if not _is_int(show_results) or show_results not in (0, 1, 2):
+        if not is_integer(show_results) or show_results not in (0, 1, 2):
             raise ValueError(
                 "show_results must be 0 (silent), 1 (progress bar) or 2 (one line per "
                 f"epoch). Received: show_results={show_results!r}"
@@ -410,6 +390,9 @@ class TrainInfer:
             else _prepare(dev_dataset, batch_size, "dev_dataset", self.model)
         )
         cbs = resolve_callbacks(callbacks, run_log_dir, run_basis)
+        _check_folders(cbs)
+        if not start_epoch:
+            _warn_earlier_bests(cbs)
         basis = dict(run_basis or {})
         for cb in cbs:
             policy = getattr(cb, "policy", None)
@@ -450,16 +433,13 @@ class TrainInfer:
                 epochs=int(epochs),
                 initial_epoch=int(start_epoch),
                 verbose=int(show_results),
-                callbacks=[*cbs, recorder],
+                callbacks=[recorder, *cbs],  # first: an epoch is recorded even if a callback raises
             )
         except BaseException as exc:
             for cb in cbs:
                 wait = getattr(cb, "wait_for_background", None)
                 if callable(wait):
-                    try:
-                        wait(raise_error=False)
-                    except Exception:  # the training error is what the caller must see
-                        pass
+                    wait(raise_error=False)  # warns about its own failure, never hides exc
             try:
                 self._finish(run, recorder, cbs, manifest_sizes, exc)
             except Exception as hook_exc:
@@ -545,20 +525,29 @@ class TrainInfer:
 
     @staticmethod
     def _bests(run: RunInfo, recorder: _RunRecorder, cbs: list[Any]) -> dict[str, dict[str, Any]]:
-        """Per basis key, the best over this run's epochs and the callbacks' bests."""
+        """Per basis key, the best as the callbacks' basis policies decided it.
+
+        A key no callback tracks is judged by the same policy over every epoch run.
+        """
         bests: dict[str, dict[str, Any]] = {}
         for key, mode in run.basis_dict.items():
-            value: float | None = None
-            epoch: int | None = None
-            for number, logs in recorder.epoch_logs:
-                v = logs.get(key)
-                if v is not None and _better(mode, v, value):
-                    value, epoch = v, number
-            for cb in cbs:
-                kb = getattr(getattr(cb, "policy", None), "best", {}).get(key)
-                if kb is not None and kb.value is not None and _better(mode, kb.value, value):
-                    value, epoch = kb.value, kb.epoch
-            bests[key] = {"value": value, "epoch": epoch}
+            tracked = [
+                cb.policy.best[key] for cb in cbs
+                if key in getattr(getattr(cb, "policy", None), "best", {})
+            ]
+            if not tracked:
+                policy = BasisPolicy({key: mode})
+                for number, logs in recorder.epoch_logs:
+                    if key in logs:
+                        policy.update(number, logs)
+                tracked = [policy.best[key]]
+            found = [kb for kb in tracked if kb.value is not None]
+            if not found:
+                bests[key] = {"value": None, "epoch": None}
+                continue
+            pick = min if mode == "min" else max
+            best = pick(found, key=lambda kb: kb.value)
+            bests[key] = {"value": best.value, "epoch": best.epoch}
         return bests
 
     def summary(self) -> str:
@@ -585,7 +574,7 @@ class TrainInfer:
         lines = [f"Training finished: epochs {run.start_epoch + 1}-{run.epochs_done} "
                  f"in {run.duration or 0.0:.1f} s"]
         if rows:
-            lines.append(_table(rows, ["basis key", "mode", "best", "epoch", "artifacts"]))
+            lines.append(format_table(rows, ["basis key", "mode", "best", "epoch", "artifacts"]))
         others = [a for a in latest.values() if a.basis_key is None]
         for artifact in others:
             lines.append(f"{artifact.callback} {artifact.kind} (epoch {artifact.epoch}): "
@@ -629,7 +618,44 @@ class TrainInfer:
         return {k: float(v) for k, v in result.items()}
 
 
+def _check_folders(cbs: list[Any]) -> None:
+    """Two callbacks writing one folder would overwrite each other's manifest."""
+    seen: dict[str, Any] = {}
+    for cb in cbs:
+        folder = getattr(cb, "folder", None)
+        if folder is None:
+            continue
+        key = os.path.abspath(folder)
+        if key in seen:
+            raise ValueError(
+                f"callbacks {callback_label(seen[key])!r} and {callback_label(cb)!r} both "
+                f"write to {folder}; give one its own folder, e.g. "
+                f"{{'name': {callback_label(cb)!r}, 'folder': '{Path(folder).name}_2'}}"
+            )
+        seen[key] = cb
+
+
+def _warn_earlier_bests(cbs: list[Any]) -> None:
+    """A new run (start_epoch=0) into a used log_dir keeps that log_dir's bests: say so."""
+    for cb in cbs:
+        best = getattr(getattr(cb, "policy", None), "best", {})
+        kept = {k: kb for k, kb in best.items() if kb.value is not None}
+        if kept:
+            described = ", ".join(
+                f"{k}={kb.value:.4g} (epoch {kb.epoch})" for k, kb in kept.items()
+            )
+            warnings.warn(
+                f"{callback_label(cb)!r}: {cb.folder} holds the bests of an earlier run "
+                f"({described}); they are kept, so a file is written only when it beats "
+                "them. Use a new log_dir to start afresh, or start_epoch to resume.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+
 def _manifest_entries(callback: Any) -> list[Any]:
+    if callable(getattr(callback, "manifest_artifacts", None)):
+        return list(callback.manifest_artifacts())
     return list(getattr(getattr(callback, "manifest", None), "artifacts", None) or [])
 
 

@@ -34,7 +34,7 @@ class BackgroundWorker:
         self._pending: _Job | None = None
         self._running: _Job | None = None
         self._results: list[Any] = []
-        self._error: tuple[str, BaseException] | None = None
+        self._errors: list[tuple[str, BaseException]] = []
         self._thread: threading.Thread | None = None
         self.superseded: list[str] = []
 
@@ -57,8 +57,7 @@ class BackgroundWorker:
                 result = job.fn()
             except BaseException as exc:  # kept and re-raised on the training thread
                 with self._cond:
-                    if self._error is None:
-                        self._error = (job.name, exc)
+                    self._errors.append((job.name, exc))
             else:
                 with self._cond:
                     if result is not None:
@@ -93,14 +92,18 @@ class BackgroundWorker:
             self._cond.notify_all()
 
     def raise_if_failed(self) -> None:
-        """Raise :class:`BackgroundJobError` if a job has failed since the last call."""
+        """Raise :class:`BackgroundJobError` if jobs failed since the last call.
+
+        The first failure is the ``__cause__``; the message names every one.
+        """
         with self._cond:
-            error, self._error = self._error, None
-        if error is not None:
-            name, exc = error
-            raise BackgroundJobError(
-                f"background job {name!r} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            errors, self._errors = self._errors, []
+        if errors:
+            name, exc = errors[0]
+            message = f"background job {name!r} failed: {type(exc).__name__}: {exc}"
+            for other_name, other in errors[1:]:
+                message += f"; and job {other_name!r}: {type(other).__name__}: {other}"
+            raise BackgroundJobError(message) from exc
 
     def drain(self) -> list[Any]:
         """Return and forget the results of the jobs finished so far."""

@@ -33,6 +33,10 @@ def test_the_demo_trains_with_every_installed_callback(tmp_path, capsys):
     if "tflite" in names:
         assert re.search(r"\.tflite: float32, [\d.]+ KiB, max abs error", out)
         assert "verified" in out
+    # a second demo into the same folder replaces the first run (it holds the marker)
+    (log_dir / "stale.txt").write_text("from the first run")
+    assert cli.main(["demo", "--log-dir", str(log_dir), "--epochs", "1"]) == 0
+    assert not (log_dir / "stale.txt").exists() and ", 1 epoch," in capsys.readouterr().out
 
 
 def test_the_demo_replaces_its_own_run_but_refuses_other_folders(tmp_path, capsys):

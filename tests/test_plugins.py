@@ -277,3 +277,37 @@ def test_listing_callbacks_imports_no_tensorflow_keras_or_callback_module():
 
     result = json.loads(out.strip().splitlines()[-1])
     assert result["heavy"] == []
+
+
+def test_a_plugin_whose_register_hook_fails_is_skipped_whole():
+    class HalfRegisters:
+        @cvml_core.hookimpl
+        def cvml_register_callbacks(self, register):
+            register("first", _Direct)
+            register("Bad Name", _Direct)
+
+        @cvml_core.hookimpl
+        def cvml_artifact_saved(self, artifact):
+            raise AssertionError("a skipped plugin must not receive hooks")
+
+    with pytest.warns(RuntimeWarning, match="skipped"):
+        registry = load_registry({}, [source(HalfRegisters(), distribution="dist-half")])
+    assert "first" not in {c.name for c in registry.available()}
+    registry.call_hook("cvml_artifact_saved", artifact=None)
+
+
+@pytest.mark.parametrize(
+    "module_text",
+    [
+        "from os.path import *\n",
+        "try:\n    from os import sep as Target\nexcept ImportError:\n    Target = None\n",
+        "import sys\nif sys.version_info >= (3,):\n    class Target:\n        pass\n",
+    ],
+)
+def test_targets_defined_in_blocks_or_by_star_imports_are_accepted(
+    tmp_path, monkeypatch, module_text
+):
+    (tmp_path / "cvml_block_target.py").write_text(module_text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = load_registry({}, [source(Registers(("t", "cvml_block_target:Target")))])
+    assert registry.errors == [] and [c.name for c in registry.available()] == ["t"]

@@ -134,3 +134,23 @@ def test_a_background_failure_is_raised_on_the_calling_thread():
     worker.submit("next", lambda: "ok")
     worker.wait()
     assert worker.drain() == ["ok"]
+
+
+def test_every_background_failure_is_named():
+    worker = BackgroundWorker()
+    release = threading.Event()
+
+    def fails(name, wait=False):
+        def run():
+            if wait:
+                release.wait()
+            raise OSError(f"{name} broke")
+
+        return run
+
+    worker.submit("save epoch 2", fails("save epoch 2", wait=True))
+    worker.submit("save epoch 3", fails("save epoch 3"))  # waits behind the first
+    release.set()
+    with pytest.raises(BackgroundJobError) as info:
+        worker.wait()
+    assert "save epoch 2 broke" in str(info.value) and "save epoch 3 broke" in str(info.value)
