@@ -137,3 +137,40 @@ def test_sample_data_given_by_the_user_wins(tmp_path):
     cb.set_sample_data("user x", "user y")
     cb.set_sample_data("dev x", "dev y")
     assert cb.sample_data == ("user x", "user y")
+
+
+class _Resolver:
+    """The cluster_resolver of a multi-worker strategy; running two TF workers is out of
+    scope for a unit test, so the chief rule is checked against the resolver alone."""
+
+    def __init__(self, task_type, task_id, jobs):
+        self.task_type, self.task_id, self._jobs = task_type, task_id, jobs
+
+    def cluster_spec(self):
+        return type("Spec", (), {"as_dict": lambda _self: self._jobs})()
+
+
+@pytest.mark.parametrize(
+    "task_type,task_id,jobs,chief",
+    [
+        ("worker", 1, {"worker": ["a", "b"]}, False),
+        ("worker", 0, {"worker": ["a", "b"]}, True),
+        ("worker", 0, {"chief": ["c"], "worker": ["a"]}, False),
+        ("chief", 0, {"chief": ["c"], "worker": ["a"]}, True),
+    ],
+)
+def test_only_the_chief_writes_but_every_worker_decides_alike(
+    tmp_path, drive, task_type, task_id, jobs, chief
+):
+    from types import SimpleNamespace
+
+    model = SimpleNamespace(
+        distribute_strategy=SimpleNamespace(cluster_resolver=_Resolver(task_type, task_id, jobs))
+    )
+    logs = [{"val_loss": 1.0}, {"val_loss": 0.5}, {"val_loss": 0.7}]
+    cb = drive(Notes(tmp_path / "w", {"val_loss": "min"}), logs, model=model)
+    reference = drive(Notes(tmp_path / "single", {"val_loss": "min"}), logs)
+    assert cb.policy.state_dict() == reference.policy.state_dict()
+    assert cb.chief is chief
+    assert (cb.folder / "best_val_loss.txt").exists() is chief
+    assert bool(cb.improved_calls) is chief
