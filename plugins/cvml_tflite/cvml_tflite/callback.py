@@ -137,11 +137,13 @@ class TFLiteCallback(BasisCallback):
     :param at_train_end: also convert the final model to ``final.tflite``.
     :param quantization: None (float32), ``"float16"``, ``"dynamic"`` (dynamic-range)
         or ``"int8"`` (full integer, int8 inputs/outputs, calibrated on ``sample_data``).
-    :param sample_data: input samples (an array, first axis = samples) for
-        verification and int8 calibration. ``TrainInfer`` hands over dev samples when
-        none are given; without any, float files are verified on random inputs.
-    :param strict: raise a conversion failure on the training thread (stopping
-        training) instead of warning.
+    :param sample_data: input samples (an array, first axis = samples, any numeric
+        dtype: cast to the model's input dtype) for verification and int8 calibration.
+        ``TrainInfer`` hands over dev samples when none are given; without any, float
+        files are verified on random inputs.
+    :param strict: raise a conversion or snapshot failure on the training thread
+        (stopping training) instead of warning. Either way, a key whose file was not
+        written keeps the best of its file on disk (the failed best is rolled back).
     :param max_error: the largest max-abs-error between file and Keras outputs for a
         file to count as verified; default per mode (:data:`DEFAULT_MAX_ERROR`).
     :param min_top1_agreement: the smallest top-1 agreement (classifier outputs).
