@@ -146,7 +146,10 @@ class CkptCallback(BasisCallback):
             return False
         self._writer_problem_handled = True
         self.worker.wait(raise_error=False)  # later queued jobs only drop their snapshot
-        self._stop_snapshots(f"a checkpoint file written in the background {self._writer_problem}")
+        self._stop_snapshots(
+            "a checkpoint file written in the background does not read back as Keras reads "
+            f"it: {self._writer_problem}"
+        )
         state = self.policy.state_dict()
         state["best"] = copy.deepcopy(self._recorded_best)
         self.policy.load_state_dict(state)
@@ -223,7 +226,10 @@ class CkptCallback(BasisCallback):
             return self._includes_optimizer(snapshot)
         if background:
             raise _UnreadableFile(problem)
-        self._stop_snapshots(f"a checkpoint file written from a snapshot {problem}")
+        self._stop_snapshots(
+            "a checkpoint file written from a snapshot does not read back as Keras reads "
+            f"it: {problem}"
+        )
         tmp.unlink()
         self._public_save(tmp)
         return self._includes_optimizer(None)
