@@ -149,6 +149,7 @@ def test_strict_raises_the_converters_message(tmp_path):
                   callbacks=[cb])
     assert "TFLiteConversionError" in str(info.value)
     assert "tf.Erfinv" in str(info.value)
+    assert cb.policy.best["val_loss"].epoch is None  # rolled back: the file was not written
 
 
 def test_worker_crash_is_reported_and_a_new_worker_converts_next(tmp_path, tiny_model,

@@ -443,10 +443,17 @@ class TFLiteCallback(BasisCallback):
             groups.setdefault(id(snapshot), (snapshot, []))[1].append(entry)
             bests[key] = _best_of(state, key)
         messages = []
+        error: TFLiteConversionError | None = None
         for snapshot, entries in sorted(groups.values(), key=lambda g: g[0].epoch):
-            message = self._convert(snapshot, entries, bests)
+            try:
+                message = self._convert(snapshot, entries, bests)
+            except TFLiteConversionError as exc:  # strict: convert the other keys first
+                error = error or exc
+                continue
             if message:
                 messages.append(message)
+        if error is not None:
+            raise error
         return "\n".join(messages) or None
 
     def _convert(
@@ -456,18 +463,20 @@ class TFLiteCallback(BasisCallback):
 
         ``bests`` holds, per basis key of ``entries``, the best reached by ``snapshot``.
         """
-        payload = {
-            "snapshot": str(snapshot.write(self._scratch_dir())),
-            "imports": snapshot.imports,
-            "quantization": self.quantization,
-            "sample": self._sample_path(),
-            "verify_samples": self.verify_samples,
-            "outputs": [str(entry.path) for entry in entries],
-        }
+        stage = "writing the snapshot"
         try:
+            payload = {
+                "snapshot": str(snapshot.write(self._scratch_dir())),
+                "imports": snapshot.imports,
+                "quantization": self.quantization,
+                "sample": self._sample_path(),
+                "verify_samples": self.verify_samples,
+                "outputs": [str(entry.path) for entry in entries],
+            }
+            stage = "worker"
             answer = run_conversion(payload, self.worker_max_conversions, self.worker_max_rss_mb)
-        except WorkerCrashedError as exc:
-            answer = {"ok": False, "stage": "worker", "error_type": type(exc).__name__,
+        except (WorkerCrashedError, OSError) as exc:  # e.g. a full disk: no file either
+            answer = {"ok": False, "stage": stage, "error_type": type(exc).__name__,
                       "message": str(exc)}
         finally:
             snapshot.discard()
