@@ -107,11 +107,13 @@ class _RacingCallback(TFLiteCallback):
     def run_in_background(self, name, job, supersede=False):
         if name == self.race_before:
             self.release.set()
-            while True:  # until the waiting job has taken the pending snapshots
+            for _ in range(12000):  # until the waiting job has taken the pending snapshots
                 with self._pending_lock:
                     if not self._pending:
                         break
                 threading.Event().wait(0.01)
+            else:  # a guard against a hang, not a timing check
+                raise AssertionError("the waiting job never started")
         super().run_in_background(name, job, supersede)
 
 
@@ -126,7 +128,9 @@ def test_a_job_records_the_state_of_what_it_converted(tmp_path, read_manifest, r
     cb.on_train_begin({})
     # The worker is busy, so epoch 1's job waits; it is still waiting when epoch 2's
     # snapshot is pending and starts then: it converts epoch 2, submitted with epoch 1's state.
-    cb.run_in_background("hold", lambda state: cb.release.wait(60) and None)
+    holding = threading.Event()
+    cb.run_in_background("hold", lambda state: holding.set() or cb.release.wait(120) and None)
+    assert holding.wait(120)  # running, so that epoch 1's job waits rather than replaces it
     for epoch, loss in [(1, 0.9), (2, 0.8)]:
         _set_epoch_weights(model, epoch)
         cb.on_epoch_end(epoch - 1, {"val_loss": loss})
