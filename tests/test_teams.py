@@ -226,7 +226,7 @@ def test_a_failure_card_carries_the_error(tmp_path, tiny_model, webhook):
     text = card_text(failure["json"])
     assert "Training failed" in text
     assert "RuntimeError: bad batch in epoch 2" in text and "Traceback" in text
-    assert "Epochs done: 1 of 3" in text
+    assert "Epochs done: 2 of 3" in text  # epoch 2 ended; a callback raised at its end
 
 
 @pytest.mark.parametrize("failing_webhook", [500], indirect=True)
