@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,11 @@ from cvml_core.atomic import atomic_write_text
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
+
+
+def file_stem(key: str) -> str:
+    """A basis key as part of a file name: other than letters, digits, ``_ . -`` -> ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", key)
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,11 @@ and ``.`` replaced by ``_``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from cvml_core.artifact import file_stem
 
 KIND = "checkpoint"
 ROLE_BEST = "best"
@@ -26,16 +27,12 @@ EXT_FULL = ".keras"
 EXT_WEIGHTS = ".weights.h5"
 
 
-def safe_key(key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", key)
-
-
 def best_name(key: str, ext: str) -> str:
-    return f"best_{safe_key(key)}{ext}"
+    return f"best_{file_stem(key)}{ext}"
 
 
 def previous_name(key: str, epoch: int, ext: str) -> str:
-    return f"best_{safe_key(key)}.epoch{epoch:04d}{ext}"
+    return f"best_{file_stem(key)}.epoch{epoch:04d}{ext}"
 
 
 def last_name(ext: str) -> str:

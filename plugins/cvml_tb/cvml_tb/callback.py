@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from cvml_core.basis import is_integer
 from cvml_core.callback import BasisCallback
 from cvml_tb import images as img
 from cvml_tb import summaries
@@ -39,10 +40,6 @@ ARTIFACT_KIND = "tensorboard-images"
 
 class TensorboardStepWarning(UserWarning):
     """A fit's steps were shifted after the steps already written, to avoid duplicates."""
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _scalar(value: Any) -> float | None:
@@ -105,7 +102,7 @@ class TensorboardCallback(BasisCallback):
     ) -> None:
         super().__init__(log_dir, basis_dict, skip_from_start, frequency, min_delta)
         self.image_shape = img.check_image_shape(image_shape)
-        if not _is_int(max_images) or max_images < 0:
+        if not is_integer(max_images) or max_images < 0:
             raise ValueError(
                 "max_images must be an integer >= 0 (0 turns images off). "
                 f"Received: max_images={max_images!r}"
@@ -117,12 +114,12 @@ class TensorboardCallback(BasisCallback):
             )
         if update_freq == "batch":
             update_freq = 1
-        if update_freq != "epoch" and (not _is_int(update_freq) or update_freq < 1):
+        if update_freq != "epoch" and (not is_integer(update_freq) or update_freq < 1):
             raise ValueError(
                 "update_freq must be 'epoch', 'batch' or an integer >= 1 (write batch "
                 f"scalars every N batches). Received: update_freq={update_freq!r}"
             )
-        if not _is_int(histogram_freq) or histogram_freq < 0:
+        if not is_integer(histogram_freq) or histogram_freq < 0:
             raise ValueError(
                 "histogram_freq must be an integer >= 0 (0: no histograms). "
                 f"Received: histogram_freq={histogram_freq!r}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import numbers
 import os
-import re
 import shutil
 import tempfile
 import threading
@@ -19,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from cvml_core.basis import KeyBest
+from cvml_core.artifact import file_stem
+from cvml_core.basis import KeyBest, is_integer
 from cvml_core.callback import BasisCallback
 from cvml_tflite import QUANTIZATION_MODES
 from cvml_tflite.convert import SNAPSHOT_CONFIG, SNAPSHOT_WEIGHTS
@@ -79,14 +79,6 @@ class _Entry:
     key: str | None
     path: Path
     logs: dict[str, Any] = field(default_factory=dict)
-
-
-def _file_stem(key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", key)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _walk_layers(layer: Any) -> list[Any]:
@@ -211,7 +203,7 @@ class TFLiteCallback(BasisCallback):
             ("calibration_samples", calibration_samples),
             ("worker_max_conversions", worker_max_conversions),
         ):
-            if not _is_int(value) or value < 1:
+            if not is_integer(value) or value < 1:
                 raise ValueError(f"{arg} must be an integer >= 1. Received: {arg}={value!r}")
         if worker_max_rss_mb is not None and (
             isinstance(worker_max_rss_mb, bool)
@@ -386,16 +378,11 @@ class TFLiteCallback(BasisCallback):
 
     def _written_state(self) -> dict[str, Any]:
         """The basis state with, per key, the best whose file is written. Hold ``_pending_lock``."""
-        return {
-            "basis": dict(self.policy.basis),
-            "skip_from_start": self.policy.skip_from_start,
-            "frequency": self.policy.frequency,
-            "min_delta": self.policy.min_delta,
-            "best": {
-                key: {"value": best.value, "epoch": best.epoch}
-                for key, best in self._written.items()
-            },
+        state = self.policy.state_dict()
+        state["best"] = {
+            key: {"value": best.value, "epoch": best.epoch} for key, best in self._written.items()
         }
+        return state
 
     def on_finished(self, logs: dict[str, Any]) -> None:
         if not self.at_train_end or self.model is None:
@@ -439,7 +426,7 @@ class TFLiteCallback(BasisCallback):
         groups: dict[int, tuple[_Snapshot, list[_Entry]]] = {}
         bests: dict[str, KeyBest] = {}
         for key, (snapshot, logs, state) in pending.items():
-            entry = _Entry(key, self.folder / f"best_{_file_stem(key)}.tflite", logs)
+            entry = _Entry(key, self.folder / f"best_{file_stem(key)}.tflite", logs)
             groups.setdefault(id(snapshot), (snapshot, []))[1].append(entry)
             bests[key] = _best_of(state, key)
         messages = []
