@@ -1,46 +1,76 @@
-"""CkptCallback vs keras.callbacks.ModelCheckpoint(save_best_only=True), side by side.
+"""CkptCallback vs Keras' own checkpointing, side by side, for two models, in one run.
 
-For two models (MobileNetV2 with ``weights=None``, and a Dense stack of about 200 MB of
-weights), both with Adam (so a full save holds about three times the weights):
+Models (both compiled with Adam, so a full save holds about three times the weights):
+MobileNetV2 (``keras.applications.MobileNetV2(weights=None)``, 1000 classes, built on a
+96x96x3 input: the variables are the same as at 224x224x3, the steps are faster) and a
+Dense stack of about 200 MB of weights (3 x Dense(4096) on a 4096 input, plus Dense(10)).
 
-* blocking: the time ``on_epoch_end`` holds the training thread on an epoch that saves;
-* throughput: bytes per second of CkptCallback's background write (the file's size over
-  the job's time, from the manifest), next to a plain sequential write (``write`` +
-  ``fsync``) of the same bytes in the same folder, alternating one and the other;
-  and, for reference, the same figure for the background writes that overlapped the
-  training steps.
+Measured, all in this process (except the RSS figure, below):
 
-Run: ``python benchmarks/bench_ckpt.py [--saves 5] [--steps 2] [--dir DIR]``.
-Each measurement has one warm-up round first (reported apart for blocking), then the
-median of ``--saves`` rounds.
-Between saves the model trains ``--steps`` real steps; CkptCallback's write of one save
-runs during them, and before the next timed save the benchmark waits for it (that
-wait is printed, not counted as blocking). Targets: blocking <= 0.25 of
-ModelCheckpoint's, throughput >= 0.5 of the plain write.
+* blocking per save: the time ``on_epoch_end`` holds the training thread on an epoch
+  that saves, for CkptCallback, ``keras.callbacks.ModelCheckpoint(save_best_only=True)``
+  (``.keras``), ``keras.callbacks.OrbaxCheckpoint(save_on_background=True)`` (when the
+  installed Keras has it and ``orbax-checkpoint`` imports), and a bare
+  ``model.get_weights()``. Each round saves once with each contender, in a rotating
+  order, with ``--steps`` real ``train_on_batch`` steps after each save (a background
+  write overlaps them). Before a timed save every background write still running is
+  waited for; that wait is printed, not counted as blocking. Every epoch "improves":
+  the callbacks get decreasing fake ``val_loss`` logs. First save (warm-up) reported
+  apart, then the median of ``--saves`` rounds.
+* background write: CkptCallback's ``write_seconds`` from its manifest, for saves made
+  with the training thread idle, alternating with ``model.save`` of the same model to
+  the same folder (``log_dir/ckpt``); median of ``--saves`` pairs after one warm-up.
+  The write times of the saves that overlapped training are printed for reference.
+* RSS growth of the training process (psutil) over ``--rss-saves`` CkptCallback saves
+  (training steps in between, background write done at the end), next to one model
+  copy (bytes of the model's variables + the optimizer's variables). Measured in a fresh
+  child process per model, so memory freed by the other contenders does not hide it.
+
+Targets (issue): CkptCallback blocking <= 0.1x ModelCheckpoint and <= 2x get_weights();
+background write no slower than model.save (ratio <= 1.0); RSS growth <= one model copy.
+
+Run: ``python benchmarks/bench_ckpt.py [--saves 5] [--steps 2] [--rss-saves 10] [--dir DIR]``
+or ``nox -s bench -- benchmarks/bench_ckpt.py`` (defaults).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")  # orbax imports jax: no accelerator probing
 
 import numpy as np  # noqa: E402
+import psutil  # noqa: E402
 from cvml_ckpt import CkptCallback  # noqa: E402
 
 from cvml_core.keras_compat import keras  # noqa: E402
 
+MOBILENET_INPUT = (96, 96, 3)
+KEY = "val_loss"
+BEST_FILE = f"best_{KEY}.keras"
+
+
+# -- models --------------------------------------------------------------------------
+
 
 def mobilenet():
-    model = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3), classes=10)
-    x = np.random.default_rng(0).random((2, 224, 224, 3)).astype("float32")
-    return model, x, np.array([1, 2])
+    model = keras.applications.MobileNetV2(  # logits out: same variables, one loss
+        weights=None, input_shape=MOBILENET_INPUT, classifier_activation=None
+    )
+    x = np.random.default_rng(0).random((4, *MOBILENET_INPUT)).astype("float32")
+    return model, x, np.array([1, 2, 3, 4])
 
 
 def dense_stack():
@@ -53,137 +83,379 @@ def dense_stack():
     return model, x, np.arange(8) % 10
 
 
-def plain_write(path: Path, data: bytes) -> float:
-    start = time.perf_counter()
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    seconds = time.perf_counter() - start
-    path.unlink()
-    return seconds
+MODELS = {
+    f"mobilenet_v2 {MOBILENET_INPUT[0]}x{MOBILENET_INPUT[1]}": mobilenet,
+    "dense ~200MB": dense_stack,
+}
 
 
-def run(name, factory, saves, steps, root):
+def build(factory):
     keras.utils.set_random_seed(0)
     model, x, y = factory()
     model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(True))
-    model.train_on_batch(x, y)  # builds the optimizer state
-    weights_mb = sum(w.nbytes for w in model.get_weights()) / 1e6
-    log_dir = root / name
-    # The first save of each callback is a warm-up, reported apart (CkptCallback's first
-    # save also runs Keras' saving walk, which later saves replay).
-    logs = [{"val_loss": 100.0 - i, "loss": 100.0 - i} for i in range(saves + 1)]
+    for _ in range(3):  # builds the optimizer state; warms the train step up
+        model.train_on_batch(x, y)
+    return model, x, y
 
-    keras_cb = keras.callbacks.ModelCheckpoint(
-        str(log_dir / "keras" / "best.keras"), monitor="val_loss", save_best_only=True
-    )
-    keras_cb.set_model(model)
-    keras_cb.on_train_begin({})
-    keras_block = []
-    for epoch, epoch_logs in enumerate(logs):
+
+def copy_bytes(model) -> int:
+    """One copy of the model: its variables (weights) plus the optimizer's variables."""
+    weights = sum(np.asarray(v).nbytes for v in model.get_weights())
+    optimizer = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize
+                    for v in model.optimizer.variables)
+    return weights + optimizer
+
+
+def rss() -> int:
+    return psutil.Process().memory_info().rss
+
+
+def med(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+# -- CkptCallback's manifest -----------------------------------------------------------
+
+
+def write_seconds(cb, epoch: int) -> float | None:
+    """``write_seconds`` of the ``best_val_loss`` file written for (0-based) ``epoch``."""
+    try:
+        data = json.loads((Path(cb.folder) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    for entry in reversed(data.get("artifacts", [])):
+        if Path(str(entry.get("path", ""))).name == BEST_FILE and entry.get("epoch") == epoch + 1:
+            value = (entry.get("details") or {}).get("write_seconds")
+            return float(value) if value is not None else None
+    return None
+
+
+# -- contenders --------------------------------------------------------------------
+
+
+class Contender:
+    """One way of saving: ``save(epoch, logs)`` is timed; ``wait()`` is not."""
+
+    def __init__(self, name: str, save, wait=lambda: None, end=lambda: None):
+        self.name, self._save, self.wait, self.end = name, save, wait, end
+        self.block: list[float] = []  # [0] is the warm-up
+        self.waits: list[float] = []
+        self.error: str | None = None
+
+    def timed_save(self, epoch: int, logs: dict[str, float]) -> None:
         start = time.perf_counter()
-        keras_cb.on_epoch_end(epoch, dict(epoch_logs))
-        keras_block.append(time.perf_counter() - start)
-        for _ in range(steps):
-            model.train_on_batch(x, y)
-    keras_cb.on_train_end({})
+        self._save(epoch, logs)
+        self.block.append(time.perf_counter() - start)
 
-    cb = CkptCallback(log_dir, {"val_loss": "min"})
+
+def orbax_contender(model, folder: Path) -> Contender | str:
+    """OrbaxCheckpoint, or the reason it is unavailable."""
+    if not hasattr(keras.callbacks, "OrbaxCheckpoint"):
+        return f"keras {keras.__version__} has no keras.callbacks.OrbaxCheckpoint"
+    try:
+        import orbax.checkpoint  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken jax install
+        return f"orbax-checkpoint does not import ({type(exc).__name__}: {exc})"
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)  # per-save OCDBT merge notes
+    except ImportError:
+        pass
+    try:
+        cb = keras.callbacks.OrbaxCheckpoint(
+            str(folder), monitor=KEY, mode="min", save_best_only=True, save_on_background=True
+        )
+        cb.set_model(model)
+        cb.on_train_begin({})
+    except Exception as exc:
+        return f"OrbaxCheckpoint failed to start ({type(exc).__name__}: {exc})"
+    return Contender("OrbaxCheckpoint", cb.on_epoch_end, cb.wait_until_finished,
+                     lambda: cb.on_train_end({}))
+
+
+def run(name: str, factory, args, root: Path) -> dict[str, Any]:
+    print(f"[{name}] building", flush=True)
+    model, x, y = build(factory)
+    out: dict[str, Any] = {"copy_mb": copy_bytes(model) / 1e6}
+    log_dir = root / name.split()[0]
+
+    cb = CkptCallback(log_dir, {KEY: "min"})
     cb.set_model(model)
     cb.on_train_begin({})
-    ckpt_block, waits = [], []
-    for epoch, epoch_logs in enumerate(logs):
-        start = time.perf_counter()
-        cb.worker.wait(raise_error=True)
-        waits.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        cb.on_epoch_end(epoch, dict(epoch_logs))
-        ckpt_block.append(time.perf_counter() - start)
-        for _ in range(steps):
-            model.train_on_batch(x, y)
-    cb.on_train_end({})
-    manifest = json.loads((cb.folder / "manifest.json").read_text())
-    writes = [a["details"] for a in manifest["artifacts"]][1:]
-    size = writes[-1]["size_bytes"]
-    ckpt_rate = statistics.median(w["size_bytes"] / w["write_seconds"] for w in writes)
+    ckpt = Contender("CkptCallback", cb.on_epoch_end, cb.wait_for_background)
+    mc_cb = keras.callbacks.ModelCheckpoint(
+        str(log_dir / "keras" / "best.keras"), monitor=KEY, mode="min", save_best_only=True
+    )
+    mc_cb.set_model(model)
+    mc_cb.on_train_begin({})
+    mc = Contender("ModelCheckpoint .keras", mc_cb.on_epoch_end)
+    gw = Contender("model.get_weights()", lambda epoch, logs, m=model: m.get_weights())
+    orbax = orbax_contender(model, log_dir / "orbax")
+    contenders = [ckpt, mc, gw] + ([orbax] if isinstance(orbax, Contender) else [])
+    out["orbax_unavailable"] = orbax if isinstance(orbax, str) else None
 
-    # Throughput, alternating one background write with the training thread idle (as it
-    # is for the plain write) and one plain write of the file's bytes, so both meet the
-    # same disk conditions.
-    data = (cb.folder / "best_val_loss.keras").read_bytes()
-    idle_rates, plain_rates = [], []
-    cb.on_train_begin({})
-    for i in range(saves + 1):
-        cb.on_epoch_end(len(logs) + i, {"val_loss": -1.0 - i, "loss": -1.0 - i})
-        cb.wait_for_background()
-        manifest = json.loads((cb.folder / "manifest.json").read_text())
-        idle = manifest["artifacts"][-1]["details"]
-        idle_rates.append(idle["size_bytes"] / idle["write_seconds"])
-        plain_rates.append(len(data) / plain_write(cb.folder / f"plain-{i}.bin", data))
-    cb.on_train_end({})
-    idle_rate = statistics.median(idle_rates[1:])
-    plain_rate = statistics.median(plain_rates[1:])
-    keras_size = (log_dir / "keras" / "best.keras").stat().st_size
-    return {
-        "model": name,
-        "weights_mb": weights_mb,
-        "file_mb": size / 1e6,
-        "keras_file_mb": keras_size / 1e6,
-        "keras_block_s": statistics.median(keras_block[1:]),
-        "ckpt_block_s": statistics.median(ckpt_block[1:]),
-        "keras_first_s": keras_block[0],
-        "ckpt_first_s": ckpt_block[0],
-        "wait_s": max(waits),
-        "ckpt_mb_s_training": ckpt_rate / 1e6,
-        "ckpt_mb_s_idle": idle_rate / 1e6,
-        "plain_mb_s": plain_rate / 1e6,
+    # Blocking: one save per contender per round, rotating the order, training between.
+    overlapped: list[float] = []
+    rounds = args.saves + 1
+    epoch = 0
+    for r in range(rounds):
+        print(f"[{name}] blocking round {r + 1}/{rounds}", flush=True)
+        k = r % len(contenders)
+        for c in contenders[k:] + contenders[:k]:
+            if c.error:
+                continue
+            for other in contenders:  # no background write of anyone under a timed save
+                start = time.perf_counter()
+                try:
+                    other.wait()
+                except Exception as exc:
+                    other.error = f"{type(exc).__name__}: {exc}"
+                other.waits.append(time.perf_counter() - start)
+            try:
+                c.timed_save(r, {KEY: 1000.0 - r, "loss": 1000.0 - r})
+            except Exception as exc:
+                c.error = f"{type(exc).__name__}: {exc}"
+                continue
+            if c is ckpt:
+                epoch = r
+            for _ in range(args.steps):
+                model.train_on_batch(x, y)
+        ckpt.wait()
+        seconds = write_seconds(cb, epoch)
+        if seconds is not None and r > 0:
+            overlapped.append(seconds)
+    for c in contenders:
+        try:
+            c.wait()
+            c.end()
+        except Exception as exc:
+            c.error = c.error or f"{type(exc).__name__}: {exc}"
+    out["contenders"] = {
+        c.name: {
+            "first": c.block[0] if c.block else None,
+            "median": med(c.block[1:]),
+            "max_wait": max(c.waits) if c.waits else 0.0,
+            "error": c.error,
+        }
+        for c in contenders
     }
+    out["overlapped_write"] = med(overlapped)
+
+    # Background write (training thread idle) vs model.save, alternating, same folder.
+    idle, plain = [], []
+    target = Path(cb.folder) / "bench_model_save.keras"
+    write_error = ckpt.error
+    for i in range(args.saves + 1):
+        print(f"[{name}] write round {i + 1}/{args.saves + 1}", flush=True)
+        epoch = rounds + i
+        seconds = None
+        if write_error is None:
+            try:
+                cb.on_epoch_end(epoch, {KEY: -1.0 - i, "loss": -1.0 - i})
+                cb.wait_for_background()
+                seconds = write_seconds(cb, epoch)
+            except Exception as exc:
+                write_error = f"{type(exc).__name__}: {exc}"
+        start = time.perf_counter()
+        model.save(target)
+        plain_seconds = time.perf_counter() - start
+        if i > 0:
+            if seconds is not None:
+                idle.append(seconds)
+            plain.append(plain_seconds)
+        model.train_on_batch(x, y)
+    best = Path(cb.folder) / BEST_FILE
+    out["ckpt_file_mb"] = best.stat().st_size / 1e6 if best.exists() else None
+    out["save_file_mb"] = target.stat().st_size / 1e6
+    target.unlink()
+    try:
+        cb.on_train_end({})
+    except Exception as exc:
+        write_error = write_error or f"{type(exc).__name__}: {exc}"
+    out["write_error"] = write_error
+    out["idle_write"] = idle
+    out["model_save"] = plain
+    del model, cb, mc_cb, contenders, orbax, ckpt, mc, gw
+    keras.backend.clear_session()
+    gc.collect()
+    return out
+
+
+# -- RSS, in a child process -----------------------------------------------------------
+
+
+def rss_child(name: str, args) -> None:
+    model, x, y = build(MODELS[name])
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix="bench-ckpt-rss-") as tmp:
+        cb = CkptCallback(tmp, {KEY: "min"})
+        cb.set_model(model)
+        cb.on_train_begin({})
+        gc.collect()
+        base = peak = rss()
+        stop = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not stop.wait(0.01):
+                peak = max(peak, rss())
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        for i in range(args.rss_saves):
+            cb.wait_for_background()
+            cb.on_epoch_end(i, {KEY: 1000.0 - i, "loss": 1000.0 - i})
+            for _ in range(args.steps):
+                model.train_on_batch(x, y)
+        cb.wait_for_background()
+        gc.collect()
+        end = rss()
+        stop.set()
+        sampler.join()
+        peak = max(peak, end)
+        cb.on_train_end({})
+    print(json.dumps({"growth_mb": (end - base) / 1e6, "peak_mb": (peak - base) / 1e6,
+                      "copy_mb": copy_bytes(model) / 1e6}))
+
+
+def rss_growth(name: str, args) -> dict[str, Any]:
+    print(f"[{name}] RSS over {args.rss_saves} saves (child process)", flush=True)
+    cmd = [sys.executable, __file__, "--rss-child", name, "--rss-saves", str(args.rss_saves),
+           "--steps", str(args.steps)] + (["--dir", args.dir] if args.dir else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        return {"error": f"child exited {proc.returncode}: {proc.stderr.strip()[-400:]}"}
+    return json.loads(lines[-1])
+
+
+# -- report -----------------------------------------------------------------------------
+
+
+def fmt(value: float | None, spec: str = ".3f", suffix: str = "") -> str:
+    return "n/a" if value is None else f"{value:{spec}}{suffix}"
+
+
+def verdict(ratio: float | None, limit: float, noise: float = 0.0) -> str:
+    if ratio is None:
+        return "n/a"
+    text = f"{ratio:.3f}x {'PASS' if ratio <= limit else 'MISS'}"
+    if ratio > limit and ratio <= limit * (1 + noise):
+        text += " (noise?)"
+    return text
+
+
+def report(rows: dict[str, dict[str, Any]], args) -> None:
+    names = list(rows)
+    width = 26
+    lines: list[str] = []
+
+    def line(label: str, cells: list[str]) -> None:
+        lines.append(f"{label:<46}" + "".join(f"{c:>{width}}" for c in cells))
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    line("", names)
+    line("one model copy MB (weights + Adam state)",
+         [fmt(rows[n]["copy_mb"], ".1f") for n in names])
+    line("file MB: CkptCallback / model.save",
+         [f"{fmt(rows[n]['ckpt_file_mb'], '.1f')} / {fmt(rows[n]['save_file_mb'], '.1f')}"
+          for n in names])
+    lines.append(f"blocking per save, s: median of {args.saves} (first save)")
+    contenders = list(rows[names[0]]["contenders"])
+    for c in ["CkptCallback", "ModelCheckpoint .keras", "OrbaxCheckpoint", "model.get_weights()"]:
+        cells = []
+        for n in names:
+            r = rows[n]["contenders"].get(c)
+            if r is None:
+                cells.append("unavailable")
+            elif r["error"]:
+                cells.append("failed")
+            else:
+                cells.append(f"{fmt(r['median'], '.4f')} ({fmt(r['first'], '.3f')})")
+        line(f"  {c}", cells)
+    for c in ("CkptCallback", "OrbaxCheckpoint"):
+        if c in contenders:
+            line(f"  untimed wait, prev. write: {c}",
+                 [fmt(rows[n]["contenders"][c]["max_wait"], ".3f") for n in names])
+    lines.append(f"background write vs model.save, s: median (min-max) of {args.saves}")
+
+    def spread(values: list[float]) -> str:
+        if not values:
+            return "n/a"
+        return f"{med(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+
+    line("  CkptCallback write_seconds, idle", [spread(rows[n]["idle_write"]) for n in names])
+    line("  CkptCallback write_seconds, overlapping",
+         [fmt(rows[n]["overlapped_write"]) for n in names])
+    line("  model.save, same folder", [spread(rows[n]["model_save"]) for n in names])
+    def rss_cell(r: dict[str, Any]) -> str:
+        if "error" in r:
+            return "failed"
+        return f"{fmt(r.get('growth_mb'), '.1f')} ({fmt(r.get('peak_mb'), '.1f')})"
+
+    line(f"RSS growth over {args.rss_saves} saves MB (peak)",
+         [rss_cell(rows[n]["rss"]) for n in names])
+    lines.append("targets")
+
+    def block(n: str, c: str) -> float | None:
+        r = rows[n]["contenders"].get(c)
+        return None if r is None or r["error"] else r["median"]
+
+    line("  blocking <= 0.1x ModelCheckpoint",
+         [verdict(ratio(block(n, "CkptCallback"), block(n, "ModelCheckpoint .keras")), 0.1)
+          for n in names])
+    line("  blocking <= 2x get_weights()",
+         [verdict(ratio(block(n, "CkptCallback"), block(n, "model.get_weights()")), 2.0)
+          for n in names])
+    if "OrbaxCheckpoint" in contenders:
+        line("  (info) blocking / OrbaxCheckpoint",
+             [fmt(ratio(block(n, "CkptCallback"), block(n, "OrbaxCheckpoint")), ".3f", "x")
+              for n in names])
+    line("  background write <= 1.0x model.save",
+         [verdict(ratio(med(rows[n]["idle_write"]), med(rows[n]["model_save"])), 1.0, 0.1)
+          for n in names])
+    line("  RSS growth <= 1 model copy",
+         [verdict(ratio(rows[n]["rss"].get("growth_mb"), rows[n]["copy_mb"]), 1.0)
+          if "error" not in rows[n]["rss"] else "n/a" for n in names])
+    print("\n" + "\n".join(lines))
+    for n in names:
+        if rows[n]["orbax_unavailable"]:
+            print(f"{n}: OrbaxCheckpoint unavailable: {rows[n]['orbax_unavailable']}")
+        for c, r in rows[n]["contenders"].items():
+            if r["error"]:
+                print(f"{n}: {c} failed: {r['error']}")
+        if rows[n]["write_error"]:
+            print(f"{n}: CkptCallback write measurement failed: {rows[n]['write_error']}")
+        if "error" in rows[n]["rss"]:
+            print(f"{n}: RSS child failed: {rows[n]['rss']['error']}")
+    print(
+        f"Training steps between saves: {args.steps}. \"noise?\": a write ratio up to 1.1x; "
+        "compare the min-max spreads."
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--saves", type=int, default=5, help="timed saves per callback")
+    parser.add_argument("--saves", type=int, default=5, help="timed saves per contender")
     parser.add_argument("--steps", type=int, default=2, help="training steps between saves")
+    parser.add_argument("--rss-saves", type=int, default=10, help="saves for the RSS figure")
     parser.add_argument("--dir", default=None, help="where to write (default: a temp dir)")
+    parser.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rss_child:
+        rss_child(args.rss_child, args)
+        return
+    print(f"keras {keras.__version__} ({keras.backend.backend()} backend), "
+          f"{psutil.cpu_count()} CPUs; MobileNetV2 input {MOBILENET_INPUT}", flush=True)
+    rows = {}
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="bench-ckpt-") as tmp:
-        rows = [
-            run("mobilenet_v2", mobilenet, args.saves, args.steps, Path(tmp)),
-            run("dense_200mb", dense_stack, args.saves, args.steps, Path(tmp)),
-        ]
-    print(
-        f"\nsaves per callback: 1 warm-up + {args.saves} timed (medians), "
-        f"training steps between saves: {args.steps}"
-    )
-    head = (
-        f"{'model':<14}{'weights MB':>11}{'file MB':>9}{'MC block s':>11}{'ckpt block s':>13}"
-        f"{'block ratio':>12}{'bg MB/s idle':>13}{'bg MB/s train':>14}{'plain MB/s':>11}"
-        f"{'tput ratio':>11}"
-    )
-    print(head)
-    for r in rows:
-        print(
-            f"{r['model']:<14}{r['weights_mb']:>11.1f}{r['file_mb']:>9.1f}"
-            f"{r['keras_block_s']:>11.3f}{r['ckpt_block_s']:>13.3f}"
-            f"{r['ckpt_block_s'] / r['keras_block_s']:>12.3f}{r['ckpt_mb_s_idle']:>13.0f}"
-            f"{r['ckpt_mb_s_training']:>14.0f}{r['plain_mb_s']:>11.0f}"
-            f"{r['ckpt_mb_s_idle'] / r['plain_mb_s']:>11.2f}"
-        )
-    print(
-        "block ratio = CkptCallback / ModelCheckpoint blocking per save (target <= 0.25); "
-        "tput ratio = background write (idle) / plain write+fsync (target >= 0.5)."
-    )
-    for r in rows:
-        print(
-            f"{r['model']}: first (warm-up) save blocked {r['keras_first_s']:.3f} s "
-            f"(ModelCheckpoint) vs {r['ckpt_first_s']:.3f} s (CkptCallback); "
-            f"ModelCheckpoint file {r['keras_file_mb']:.1f} MB, written at "
-            f"{r['keras_file_mb'] / r['keras_block_s']:.0f} MB/s on the training thread; "
-            f"longest wait for the previous background write before a save: {r['wait_s']:.3f} s; "
-            f"background write during training: {r['ckpt_mb_s_training']:.0f} MB/s "
-            f"({r['ckpt_mb_s_training'] / r['plain_mb_s']:.2f} of plain)"
-        )
+        for name, factory in MODELS.items():
+            rows[name] = run(name, factory, args, Path(tmp))
+    for name in MODELS:
+        rows[name]["rss"] = rss_growth(name, args)
+    report(rows, args)
 
 
 if __name__ == "__main__":

@@ -42,13 +42,14 @@ from cvml_core.run import RunInfo
 from cvml_core.worker import BackgroundJobError, BackgroundWorker
 
 if TYPE_CHECKING:
-    from cvml_core.callback import BasisCallback, LogDirError
+    from cvml_core.callback import BasisCallback, LogDirError, SaveJob
     from cvml_core.train import TrainInfer
 
 # Names whose modules import Keras/TensorFlow: loaded on first use only.
 _LAZY = {
     "BasisCallback": "cvml_core.callback",
     "LogDirError": "cvml_core.callback",
+    "SaveJob": "cvml_core.callback",
     "TrainInfer": "cvml_core.train",
 }
 
@@ -64,6 +65,7 @@ __all__ = [
     "MissingMetricError",
     "PluginError",
     "RunInfo",
+    "SaveJob",
     "TrainInfer",
     "UnknownCallbackError",
     "atomic_path",

@@ -1,39 +1,53 @@
-"""The base class that joins a Keras callback to the basis policy.
+"""The base class that joins a Keras callback to the basis policy and owns the artifact lifecycle.
 
-Subclass :class:`BasisCallback` and override any of:
+A callback that writes a file per improved basis key gives two steps and nothing else:
 
-* ``on_improved(epoch, improved_keys, logs)``: a due epoch where basis keys improved.
-* ``on_due(epoch, improved_keys, logs)``: every due epoch (``improved_keys`` may be
-  empty); called before ``on_improved``.
-* ``on_finished(logs)``: training ended, before the background work is awaited.
+* ``snapshot(epoch, logs)``: on the training thread, a consistent and quick copy of
+  what the file needs (e.g. the variables as numpy arrays);
+* ``write(job)``: on the background worker, write the files of ``job.keys`` (basis
+  keys) and ``job.extras`` (other files, e.g. ``"last"``) from ``job.snapshot``, each
+  to a temporary name renamed into place (:func:`cvml_core.atomic.atomic_path`), and
+  yield an :class:`Artifact` for each file right after its rename.
 
-``epoch`` is 1-based, as Keras prints it. Slow work goes to :meth:`run_in_background`;
-files are written with :func:`cvml_core.atomic.atomic_path` and recorded with
-:meth:`record`, which keeps ``manifest.json`` and announces each file to plugins
-through ``cvml_artifact_saved``. Example::
+The core does the rest, the same way for every callback: it decides which keys
+improved, submits the job (a newer job replaces, per key, one still waiting), commits
+each key whose file landed, rolls back each key whose write failed (a warning, or an
+error with ``strict``), writes ``manifest.json`` with the committed bests only (a
+manifest never names a best without its file), announces each file to plugins on the
+training thread and waits for the worker at train end. Example::
 
-    class EpochLogger(BasisCallback):
-        name = "epoch-logger"
+    class BestNote(BasisCallback):
+        name = "best-note"
 
-        def on_improved(self, epoch, improved_keys, logs):
-            path = self.folder / f"best_{improved_keys[0]}.txt"
-            atomic_write_text(path, f"{epoch} {logs}")
-            self.record([self.artifact("note", path, epoch, logs, improved_keys[0])])
+        def snapshot(self, epoch, logs):
+            return dict(logs)
+
+        def write(self, job):
+            for key in job.keys:
+                path = self.folder / f"best_{key}.txt"
+                atomic_write_text(path, f"{job.epoch} {job.snapshot[key]}")
+                yield self.artifact("note", path, job.epoch, job.logs, key)
+
+A callback without ``write`` (e.g. one that only logs) still gets the policy: its
+improved keys are committed at once. Any callback may override ``on_due``,
+``on_improved`` and ``on_finished``; ``epoch`` is always 1-based, as Keras prints it.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from cvml_core.artifact import Artifact, Manifest
 from cvml_core.atomic import remove_stale_temps
-from cvml_core.basis import BasisPolicy
+from cvml_core.basis import BasisPolicy, KeyBest
 from cvml_core.keras_compat import Callback
 from cvml_core.plugins import call_hook
 from cvml_core.worker import BackgroundWorker
@@ -66,6 +80,25 @@ def is_chief(model: Any) -> bool:
     return task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
+@dataclass
+class SaveJob:
+    """What :meth:`BasisCallback.write` writes: the files of one snapshot.
+
+    ``keys`` are the basis keys whose best file to write, ``extras`` the other files
+    (names the callback chose, e.g. ``"last"``). ``bests`` holds each key's best as
+    decided with this snapshot. ``background`` is False when written on the training
+    thread.
+    """
+
+    epoch: int
+    logs: dict[str, Any]
+    snapshot: Any
+    keys: list[str] = field(default_factory=list)
+    extras: list[str] = field(default_factory=list)
+    bests: dict[str, KeyBest] = field(default_factory=dict)
+    background: bool = True
+
+
 class BasisCallback(Callback):
     """A Keras callback that acts on due epochs where basis keys improved.
 
@@ -82,9 +115,20 @@ class BasisCallback(Callback):
 
     #: The registered name, used as folder name and in artifacts.
     name: ClassVar[str] = "callback"
+    #: What a save is called in messages ("checkpoint of epoch 3 ... failed").
+    save_label: ClassVar[str] = "save"
+    #: The category of the warnings of failed saves (when not ``strict``).
+    warning_category: ClassVar[type[Warning]] = RuntimeWarning
     #: Whether ``TrainInfer`` should hand this callback a sample of the dev set;
     #: a class default that an instance may override (e.g. only when images are on).
     wants_sample_data: bool = False
+    #: A failed snapshot or write raises on the training thread (else: one warning).
+    strict: bool = False
+    #: Write on the background worker (else on the training thread, same files).
+    background: bool = True
+    #: A newer save replaces, per target, one still waiting (else it waits its turn,
+    #: and every decided best gets its file).
+    supersede: bool = False
 
     def __init__(
         self,
@@ -112,8 +156,14 @@ class BasisCallback(Callback):
         self.sample_data: tuple[Any, Any] | None = None
         self.last_logs: dict[str, Any] = {}
         self.chief = True
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the fields below (worker and training thread)
+        #: Per key, the best whose file is written (what the manifest records).
+        self.committed: dict[str, KeyBest] = copy.deepcopy(self.policy.best)
+        self._waiting: dict[tuple[str, str], SaveJob] = {}  # target -> newest job to write
+        self._failed: list[tuple[str, KeyBest]] = []  # rolled back on the training thread
+        self._messages: list[str] = []  # warnings to give on the training thread
         self._unannounced: list[Artifact] = []
+        self._state_dirty = False
 
     def _check_writable(self) -> None:
         try:
@@ -136,7 +186,26 @@ class BasisCallback(Callback):
         """A due epoch where at least one basis key improved."""
 
     def on_finished(self, logs: dict[str, Any]) -> None:
-        """Training ended; background work submitted here is awaited too."""
+        """Training ended; a save requested here is awaited too."""
+
+    def extras_due(self, epoch: int) -> list[str]:
+        """Files other than bests to write on due ``epoch`` (e.g. ``["last"]``)."""
+        return []
+
+    def snapshot(self, epoch: int, logs: dict[str, Any]) -> Any:
+        """On the training thread: what :meth:`write` needs, copied consistently."""
+        raise NotImplementedError
+
+    def write(self, job: SaveJob) -> Iterable[Artifact]:
+        """On the worker: write ``job``'s files; yield each artifact once its file landed.
+
+        An artifact of ``job.epoch`` whose ``basis_key`` is one of ``job.keys`` commits
+        that key; a key of the job with no such artifact is rolled back.
+        """
+        raise NotImplementedError
+
+    def release(self, snapshot: Any) -> None:
+        """Free a snapshot that is written, or replaced before being written."""
 
     def set_sample_data(self, x: Any, y: Any = None) -> None:
         """Give the callback sample inputs (and labels); data passed by the user wins."""
@@ -158,45 +227,186 @@ class BasisCallback(Callback):
             basis_key=basis_key, callback=self.name, details=details,
         )
 
-    def record(self, artifacts: list[Artifact], state: dict[str, Any] | None = None) -> None:
-        """Add ``artifacts`` and the basis ``state`` to the manifest and write it.
+    @property
+    def writes_files(self) -> bool:
+        """Whether this class writes files for its bests (it overrides :meth:`write`)."""
+        return type(self).write is not BasisCallback.write
 
-        Safe from the background worker. ``state`` defaults to the current basis
-        state; :meth:`run_in_background` hands its job the state as of submission,
-        which is the state to record when the job writes every key that improved by
-        then. The artifacts are announced to plugins on the training thread, at the
-        next epoch end or at train end.
+    # -- the lifecycle ---------------------------------------------------------------
+
+    def committed_state(self) -> dict[str, Any]:
+        """The basis state with, per key, the best whose file is written."""
+        with self._lock:
+            state = self.policy.state_dict()
+            state["best"] = {
+                key: {"value": best.value, "epoch": best.epoch}
+                for key, best in self.committed.items()
+            }
+            return state
+
+    def save(
+        self,
+        epoch: int,
+        logs: Mapping[str, Any],
+        keys: Iterable[str] = (),
+        extras: Iterable[str] = (),
+    ) -> None:
+        """Snapshot now (training thread) and write ``keys``' and ``extras``' files.
+
+        In the background (default) this waits while another save waits, or with
+        ``supersede`` replaces it per target; without ``background``, the files are
+        written before this returns.
         """
+        keys, extras = list(keys), list(extras)
+        if not keys and not extras:
+            return
+        if self.background and not self.supersede:
+            self.worker.wait_for_room()
+        with self._lock:
+            bests = {key: copy.copy(self.policy.best[key]) for key in keys}
+        try:
+            snapshot = self.snapshot(epoch, dict(logs))
+        except Exception as exc:
+            self._roll_back([(key, bests[key]) for key in keys])
+            message = self._failure_message(epoch, keys + extras, exc, "snapshot")
+            if self.strict:
+                raise
+            warnings.warn(message, self.warning_category, stacklevel=3)
+            return
+        job = SaveJob(epoch, dict(logs), snapshot, keys, extras, bests, self.background)
+        replaced = []
+        with self._lock:
+            for target in self._targets(job):
+                old = self._waiting.get(target)
+                if old is not None:
+                    replaced.append(old)
+                self._waiting[target] = job
+            waiting = {id(j) for j in self._waiting.values()}
+        for old in {id(j): j for j in replaced}.values():
+            if id(old) not in waiting:
+                self.release(old.snapshot)
+        name = f"{self.save_label} of epoch {epoch}"
+        if self.background:
+            self.worker.submit(name, self._write_waiting, supersede=self.supersede)
+        else:
+            self.worker.wait(raise_error=False)  # one writer of the files at a time
+            try:
+                self._write_waiting()
+            finally:
+                self.announce()
+
+    @staticmethod
+    def _targets(job: SaveJob) -> list[tuple[str, str]]:
+        return [("key", k) for k in job.keys] + [("extra", e) for e in job.extras]
+
+    def _write_waiting(self) -> None:
+        """Write every waiting job (worker); raise the first failure if ``strict``."""
+        with self._lock:
+            waiting, self._waiting = self._waiting, {}
+        jobs: dict[int, SaveJob] = {}
+        for (kind, target), job in waiting.items():
+            narrowed = jobs.setdefault(id(job), replace(job, keys=[], extras=[]))
+            (narrowed.keys if kind == "key" else narrowed.extras).append(target)
+        error: BaseException | None = None
+        for job in sorted(jobs.values(), key=lambda j: j.epoch):
+            try:
+                self._write_one(job)
+            except Exception as exc:
+                error = error or exc
+            finally:
+                self.release(job.snapshot)
+        if error is not None:
+            raise error
+
+    def _write_one(self, job: SaveJob) -> None:
+        landed: set[str] = set()
+        try:
+            for artifact in self.write(job):
+                key = artifact.basis_key
+                with self._lock:
+                    if key in job.keys and artifact.epoch == job.epoch:
+                        landed.add(key)
+                        old = self.committed[key].epoch
+                        if old is None or (job.bests[key].epoch or 0) >= old:
+                            self.committed[key] = copy.copy(job.bests[key])
+                self.record([artifact])
+        except Exception as exc:
+            failed = [k for k in job.keys if k not in landed]
+            self._roll_back([(k, job.bests[k]) for k in failed], deferred=job.background)
+            message = self._failure_message(
+                job.epoch, failed + job.extras, exc, self.save_label
+            )
+            if self.strict:
+                raise
+            self.warn_later(message)
+            return
+        missing = [k for k in job.keys if k not in landed]
+        if missing:
+            self._roll_back([(k, job.bests[k]) for k in missing], deferred=job.background)
+
+    def _failure_message(
+        self, epoch: int, targets: list[str], exc: BaseException, what: str
+    ) -> str:
+        return (
+            f"{self.name}: {what} of epoch {epoch} (for {', '.join(targets) or 'nothing'}) "
+            f"failed, no file was written for it: {type(exc).__name__}: {exc}"
+        )
+
+    def _roll_back(self, failed: list[tuple[str, KeyBest]], deferred: bool = False) -> None:
+        """Set each failed key's best back to its committed one, unless a newer epoch
+        decided since. From the worker (``deferred``), on the training thread later."""
+        with self._lock:
+            if deferred:
+                self._failed.extend(failed)
+                return
+            for key, best in failed:
+                if self.policy.best[key] == best:
+                    self.policy.best[key] = copy.copy(self.committed[key])
+
+    def warn_later(self, message: str) -> None:
+        """Give ``message`` as a warning on the training thread (safe from the worker)."""
+        with self._lock:
+            self._messages.append(message)
+
+    def record(self, artifacts: list[Artifact]) -> None:
+        """Add ``artifacts`` to the manifest with the committed basis state; write it.
+
+        Safe from the worker. The artifacts are announced to plugins on the training
+        thread, at the next epoch end or at train end.
+        """
+        state = self.committed_state()
         with self._lock:
             for artifact in artifacts:
                 self.manifest.add(artifact)
-            self.manifest.basis_state = state if state is not None else self.policy.state_dict()
+            self.manifest.basis_state = state
             self.manifest.write()
             self._unannounced.extend(artifacts)
+            self._state_dirty = False
 
     def manifest_artifacts(self) -> list[dict[str, Any]]:
         """A copy of the manifest's artifact entries, safe while the worker records."""
         with self._lock:
             return [dict(entry) for entry in self.manifest.artifacts]
 
-    def run_in_background(
-        self, name: str, job: Callable[[dict[str, Any]], Any], supersede: bool = False
-    ) -> None:
-        """Run ``job(state)`` on the worker; ``state`` is the basis state as of now.
+    def run_in_background(self, name: str, job: Callable[[], Any]) -> None:
+        """Run ``job()`` on the worker (work that is not a save, e.g. event files).
 
-        Call it from the training thread after taking a consistent snapshot of what
-        the job needs. The job should write with ``atomic_path`` and call
-        ``self.record(artifacts, state)``.
+        Call it from the training thread with what the job needs already copied.
         """
-        state = self.policy.state_dict()
-        self.worker.submit(name, lambda: job(state), supersede=supersede)
+        self.worker.submit(name, job)
 
     def announce(self) -> None:
-        """Re-raise a background failure, then call ``cvml_artifact_saved`` for new files."""
+        """On the training thread: roll back failed keys, give the warnings, announce
+        new files through ``cvml_artifact_saved``, raise a background failure."""
         with self._lock:
             artifacts, self._unannounced = self._unannounced, []
+            failed, self._failed = self._failed, []
+            messages, self._messages = self._messages, []
+        self._roll_back(failed)
         for artifact in artifacts:
             call_hook("cvml_artifact_saved", artifact=artifact)
+        for message in messages:
+            warnings.warn(message, self.warning_category, stacklevel=3)
         self.worker.raise_if_failed()
 
     def wait_for_background(self, raise_error: bool = True) -> None:
@@ -216,6 +426,9 @@ class BasisCallback(Callback):
                 RuntimeWarning,
                 stacklevel=2,
             )
+        finally:
+            if self._state_dirty and self.chief:
+                self.record([])
 
     # -- Keras hooks ---------------------------------------------------------------
 
@@ -231,12 +444,20 @@ class BasisCallback(Callback):
         number = epoch + 1
         if not self.policy.is_due(number):
             return
-        improved = self.policy.update(number, logs)
+        with self._lock:
+            improved = self.policy.update(number, logs)
         if not self.chief:
             return
         self.on_due(number, improved, logs)
         if improved:
             self.on_improved(number, improved, logs)
+        if self.writes_files:
+            self.save(number, logs, improved, self.extras_due(number))
+        elif improved:
+            with self._lock:  # a best without a file: committed at once
+                for key in improved:
+                    self.committed[key] = copy.copy(self.policy.best[key])
+                self._state_dirty = True
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         logs = dict(logs or self.last_logs)

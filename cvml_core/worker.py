@@ -1,8 +1,9 @@
 """A background worker for slow work that must not hold training.
 
 One job runs at a time. At most one more waits: :meth:`BackgroundWorker.submit`
-blocks until there is room, or, with ``supersede=True``, replaces the waiting job
-(a newer checkpoint or export makes an older, not yet started one pointless).
+blocks until there is room, or, with ``supersede=True``, replaces a waiting job that
+was itself submitted with ``supersede=True`` (the core's save jobs: a newer one makes
+an older, not yet started one pointless); any other waiting job is never dropped.
 A job's failure is kept and raised on the training thread by the next
 :meth:`raise_if_failed`, :meth:`submit` or :meth:`wait`, never swallowed.
 """
@@ -23,6 +24,7 @@ class BackgroundJobError(RuntimeError):
 class _Job:
     name: str
     fn: Callable[[], Any]
+    replaceable: bool = False
 
 
 class BackgroundWorker:
@@ -76,20 +78,27 @@ class BackgroundWorker:
     def submit(self, name: str, fn: Callable[[], Any], supersede: bool = False) -> None:
         """Queue ``fn``; its non-None return value is collected for :meth:`drain`.
 
-        Without ``supersede``, waits until no other job is waiting. With it, a job
-        that is waiting (not yet started) is dropped and its name kept in
-        :attr:`superseded`.
+        Waits until no other job is waiting, except that with ``supersede`` a waiting
+        (not yet started) job also submitted with ``supersede`` is dropped and its
+        name kept in :attr:`superseded`.
         """
         self.raise_if_failed()
         with self._cond:
-            if supersede and self._pending is not None:
-                self.superseded.append(self._pending.name)
-                self._pending = None
             while self._pending is not None:
+                if supersede and self._pending.replaceable:
+                    self.superseded.append(self._pending.name)
+                    self._pending = None
+                    break
                 self._cond.wait()
-            self._pending = _Job(name, fn)
+            self._pending = _Job(name, fn, supersede)
             self._ensure_thread()
             self._cond.notify_all()
+
+    def wait_for_room(self) -> None:
+        """Block until no job is waiting (one may be running)."""
+        with self._cond:
+            while self._pending is not None:
+                self._cond.wait()
 
     def raise_if_failed(self) -> None:
         """Raise :class:`BackgroundJobError` if jobs failed since the last call.

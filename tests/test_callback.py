@@ -19,6 +19,7 @@ class Notes(BasisCallback):
     """Writes best_<key>.txt in the background; remembers what it was called with."""
 
     name = "notes"
+    strict = True
 
     def __init__(self, *args, fail_at=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -32,20 +33,17 @@ class Notes(BasisCallback):
 
     def on_improved(self, epoch, improved_keys, logs):
         self.improved_calls.append((epoch, list(improved_keys)))
-        snapshot = dict(logs)
 
-        def job(state):
-            if epoch == self.fail_at:
-                raise OSError(28, "No space left on device")
-            written = []
-            for key in improved_keys:
-                path = self.folder / f"best_{key}.txt"
-                atomic_write_text(path, f"{epoch} {snapshot[key]}")
-                written.append(self.artifact("note", path, epoch, snapshot, key))
-            self.record(written, state)
-            return written
+    def snapshot(self, epoch, logs):
+        return dict(logs)
 
-        self.run_in_background(f"notes epoch {epoch}", job)
+    def write(self, job):
+        if job.epoch == self.fail_at:
+            raise OSError(28, "No space left on device")
+        for key in job.keys:
+            path = self.folder / f"best_{key}.txt"
+            atomic_write_text(path, f"{job.epoch} {job.snapshot[key]}")
+            yield self.artifact("note", path, job.epoch, job.logs, key)
 
     def on_finished(self, logs):
         self.finished = True

@@ -92,3 +92,7 @@ def test_the_third_party_callback_is_created_by_name_and_trains(tmp_path, tiny_m
     assert plugin.SEEN and all(a.callback == "best-epochs" for a in plugin.SEEN)
     manifest = json.loads((tmp_path / "best-epochs" / "manifest.json").read_text())
     assert len(manifest["artifacts"]) == len(plugin.SEEN)
+    # the core's lifecycle: the manifest records each key's best once its file landed
+    assert manifest["basis"]["best"] == {
+        key: {"value": best.value, "epoch": best.epoch} for key, best in cb.policy.best.items()
+    }

@@ -37,20 +37,18 @@ class RecordingCallback(cvml_core.BasisCallback):
 
     def on_improved(self, epoch, improved_keys, logs):
         self.improved.append((epoch, list(improved_keys)))
-        for key in improved_keys:
-            self.run_in_background(f"note-{key}", self._note_job(epoch, key, dict(logs)))
 
-    def _note_job(self, epoch, key, logs):
-        path = self.folder / f"best_{key}.txt"
+    def snapshot(self, epoch, logs):
+        return dict(logs)
 
-        def job(state):
-            if self.slow_event is not None:
-                self.slow_event.wait(10)
-                time.sleep(0.3)
-            cvml_core.atomic_write_text(path, f"{epoch} {logs[key]}")
-            self.record([self.artifact("note", path, epoch, logs, key)], state)
-
-        return job
+    def write(self, job):
+        if self.slow_event is not None:
+            self.slow_event.wait(10)
+            time.sleep(0.3)
+        for key in job.keys:
+            path = self.folder / f"best_{key}.txt"
+            cvml_core.atomic_write_text(path, f"{job.epoch} {job.snapshot[key]}")
+            yield self.artifact("note", path, job.epoch, job.logs, key)
 
     def restore_latest(self, model, max_epoch=None):
         epochs = sorted(
@@ -378,11 +376,10 @@ def test_a_background_failure_is_raised_and_reported(tmp_path, tiny_model, probe
     train, dev = make_sets()
 
     class Broken(RecordingCallback):
-        def on_improved(self, epoch, improved_keys, logs):
-            def job(state):
-                raise OSError("disk full")
+        strict = True
 
-            self.run_in_background("broken", job)
+        def write(self, job):
+            raise OSError("disk full")
 
     with pytest.raises(cvml_core.BackgroundJobError, match="disk full"):
         TrainInfer(tiny_model()).train(

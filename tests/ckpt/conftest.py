@@ -47,13 +47,25 @@ def saves(log_dir, role="best"):
     return found
 
 
+def file_epoch(path):
+    """The epoch the manifest beside ``path`` records for it (its last entry)."""
+    path = Path(path)
+    manifest = json.loads((path.parent / "manifest.json").read_text())
+    entries = [e for e in manifest["artifacts"] if Path(e["path"]).name == path.name]
+    assert entries, f"{path.name} is not in the manifest"
+    return entries[-1]["epoch"]
+
+
 def ckpt_files(log_dir):
     return sorted(p.name for p in (Path(log_dir) / "ckpt").iterdir() if p.name != "manifest.json")
 
 
 @pytest.fixture
 def ck():
-    """Helpers to read what the callback wrote: ``ck.manifest``, ``ck.saves``, ``ck.files``."""
+    """Helpers to read what the callback wrote: ``ck.manifest``, ``ck.saves``, ``ck.files``,
+    ``ck.epoch``."""
     import types
 
-    return types.SimpleNamespace(manifest=read_manifest, saves=saves, files=ckpt_files)
+    return types.SimpleNamespace(
+        manifest=read_manifest, saves=saves, files=ckpt_files, epoch=file_epoch
+    )

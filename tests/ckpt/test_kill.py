@@ -10,7 +10,6 @@ import sys
 import time
 
 from cvml_ckpt import CkptCallback
-from cvml_ckpt.writer import read_tags
 
 from cvml_core.keras_compat import keras
 
@@ -69,11 +68,6 @@ def test_sigkill_during_a_write_leaves_only_loadable_files(tmp_path, tiny_model)
         if path.name != "manifest.json":
             keras.models.load_model(path)  # raises on a truncated or corrupt file
     latest = {os.path.basename(a["path"]): a for a in manifest["artifacts"]}
-    for name, entry in latest.items():
-        if (folder / name).exists():
-            # the file is what its entry says, or newer if the kill fell between the
-            # rename and the manifest update
-            assert read_tags(folder / name)["epoch"] >= entry["epoch"]
     best = manifest["basis"]["best"]["loss"]
     assert (folder / "best_loss.keras").exists()
     assert latest["best_loss.keras"]["epoch"] == best["epoch"]

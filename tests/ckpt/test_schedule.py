@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from cvml_ckpt import CkptCallback
-from cvml_ckpt.writer import read_tags
 
 from cvml_core import BackgroundJobError, LogDirError, MissingMetricError
 
@@ -29,7 +28,7 @@ def test_skip_and_frequency_pick_the_due_epochs(tmp_path, drive, model, ck):
     assert ck.saves(tmp_path) == {"val_loss": [4, 8, 10]}
     assert ck.saves(tmp_path, role="last") == {None: [4, 6, 8, 10]}
     assert ck.files(tmp_path) == ["best_val_loss.keras", "last.keras"]
-    assert read_tags(tmp_path / "ckpt" / "best_val_loss.keras")["epoch"] == 10
+    assert ck.epoch(tmp_path / "ckpt" / "best_val_loss.keras") == 10
 
 
 def test_min_and_max_keys_each_keep_their_own_best(tmp_path, drive, model, ck):
@@ -44,8 +43,8 @@ def test_min_and_max_keys_each_keep_their_own_best(tmp_path, drive, model, ck):
     drive(cb, logs, model=model)
     assert ck.saves(tmp_path) == {"val_loss": [1, 2, 4], "val_accuracy": [1, 3, 5]}
     folder = tmp_path / "ckpt"
-    assert read_tags(folder / "best_val_loss.keras")["epoch"] == 4
-    assert read_tags(folder / "best_val_accuracy.keras")["epoch"] == 5
+    assert ck.epoch(folder / "best_val_loss.keras") == 4
+    assert ck.epoch(folder / "best_val_accuracy.keras") == 5
     state = ck.manifest(tmp_path)["basis"]["best"]
     assert state == {
         "val_loss": {"value": 0.7, "epoch": 4},
@@ -84,7 +83,7 @@ def test_resume_in_the_middle_keeps_the_best_of_the_first_run(tmp_path, drive, m
     assert best.read_bytes() == before
     drive(second, losses(3.5), model=model, start_epoch=7)  # epoch 8 improves
     assert ck.saves(tmp_path) == {"val_loss": [2, 3, 8]}
-    assert read_tags(best)["epoch"] == 8
+    assert ck.epoch(best) == 8
 
 
 def test_keep_top_k_keeps_the_k_latest_bests_and_nothing_else_is_touched(
@@ -109,9 +108,9 @@ def test_keep_top_k_keeps_the_k_latest_bests_and_nothing_else_is_touched(
     assert (folder / "notes.keras").read_text() == "user file"
     assert stranger.read_text() == "not in the manifest"
     assert outside.read_text() == "outside the folder"
-    assert read_tags(folder / "best_val_loss.keras")["epoch"] == 6
-    assert read_tags(folder / "best_val_loss.epoch0005.keras")["epoch"] == 5
-    assert read_tags(folder / "best_val_loss.epoch0004.keras")["epoch"] == 4
+    assert ck.epoch(folder / "best_val_loss.keras") == 6
+    assert ck.epoch(folder / "best_val_loss.epoch0005.keras") == 5
+    assert ck.epoch(folder / "best_val_loss.epoch0004.keras") == 4
 
 
 def test_keep_top_k_none_keeps_every_best(tmp_path, drive, model, ck):
@@ -195,8 +194,8 @@ def test_a_failure_partway_through_an_epoch_leaves_the_manifest_matching_the_fil
     cb = CkptCallback(tmp_path, {"val_loss": "min", "loss": "min"}, keep_top_k=2)
     with pytest.raises(BackgroundJobError, match="checkpoint of epoch 2"):
         drive(cb, [{"val_loss": 2.0, "loss": 2.0}, {"val_loss": 1.0, "loss": 1.0}], model=model)
-    assert read_tags(folder / "best_val_loss.keras")["epoch"] == 2
-    assert read_tags(folder / "best_loss.keras")["epoch"] == 1
+    assert ck.epoch(folder / "best_val_loss.keras") == 2
+    assert ck.epoch(folder / "best_loss.keras") == 1
     best = ck.manifest(tmp_path)["basis"]["best"]
     assert best == {"val_loss": {"value": 1.0, "epoch": 2}, "loss": {"value": 2.0, "epoch": 1}}
     assert ck.saves(tmp_path) == {"val_loss": [1, 2], "loss": [1]}
@@ -204,5 +203,5 @@ def test_a_failure_partway_through_an_epoch_leaves_the_manifest_matching_the_fil
     (folder / "best_loss.epoch0001.keras").rmdir()
     resumed = CkptCallback(tmp_path, {"val_loss": "min", "loss": "min"}, keep_top_k=2)
     drive(resumed, [{"val_loss": 1.5, "loss": 1.5}], model=model, start_epoch=2)
-    assert read_tags(folder / "best_val_loss.keras")["epoch"] == 2
-    assert read_tags(folder / "best_loss.keras")["epoch"] == 3
+    assert ck.epoch(folder / "best_val_loss.keras") == 2
+    assert ck.epoch(folder / "best_loss.keras") == 3

@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import shutil
+import tempfile
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cvml_ckpt import files
-from cvml_ckpt.snapshot import ModelSnapshot, Snapshotter, snapshot_supported
-from cvml_ckpt.writer import check_file, read_tags, write_snapshot
-from cvml_core.artifact import Manifest
+from cvml_ckpt.shadow import Shadow, copy_state, layout, state_variables
+from cvml_core.artifact import Artifact, Manifest
 from cvml_core.atomic import atomic_path
-from cvml_core.callback import BasisCallback
+from cvml_core.callback import BasisCallback, SaveJob
 from cvml_core.keras_compat import uses_legacy_keras
 
 
@@ -25,10 +27,6 @@ def _check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be True or False. Received: {name}={value!r}")
     return value
-
-
-class _UnreadableFile(RuntimeError):
-    """The first file of a run, written from a snapshot, fails :func:`check_file`."""
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -39,15 +37,31 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
+SHADOW_SOURCE = "shadow.keras"
+
+
+@dataclass
+class _Snapshot:
+    """The model at the end of an epoch: the ``model.save`` file to build the shadow
+    from, and numpy copies of the variables (None when that file holds this epoch)."""
+
+    source: Path
+    layout: list[tuple[Any, ...]]
+    values: list[np.ndarray] | None = None
+
+
 class CkptCallback(BasisCallback):
     """Saves a checkpoint when a basis key improves, without holding training.
 
-    On each due epoch (see the basis policy) where basis keys improve, the model is
-    copied on the training thread (weights and optimizer state as numpy arrays) and
-    written by a background thread, atomically, to ``log_dir/ckpt/best_<key>.keras``
-    for each improved key; the files of one epoch are hard links to one write.
-    ``manifest.json`` beside them records every file and the basis state, so a new
-    callback on the same ``log_dir`` keeps the bests of the previous run.
+    On each due epoch where basis keys improve, the model's and optimizer's variables
+    are copied to numpy on the training thread; a background thread assigns them into
+    a shadow copy of the model and writes it with Keras' own ``save`` (or
+    ``save_weights``), atomically, to ``log_dir/ckpt/best_<key>.keras`` for each
+    improved key; the files of one epoch are hard links to one write. The shadow is
+    built once per run from a ``model.save`` of the live model (the first save of a
+    run holds training about as long as ``keras.callbacks.ModelCheckpoint``).
+    ``manifest.json`` beside the files records every file, its epoch and the basis
+    state, so a new callback on the same ``log_dir`` keeps the bests of the previous run.
 
     :param log_dir: the run's folder; files go to ``log_dir/ckpt/``.
     :param basis_dict: ``{metric: "min"|"max"}``, e.g. ``{"val_loss": "min"}``.
@@ -61,8 +75,13 @@ class CkptCallback(BasisCallback):
     :param save_weights_only: write ``.weights.h5`` (``model.save_weights``'s format)
         instead of a full ``.keras`` model.
     :param include_optimizer: include the optimizer state, so training resumes exactly.
-    :param background: write on the background thread (default); False writes the same
-        file on the training thread.
+        In the background the file then holds the compiled loss and optimizer; without
+        it the file is an uncompiled model. (On the training thread, Keras 3's own
+        ``save`` always includes the optimizer.)
+    :param background: write on the background thread (default). False saves with the
+        live model's ``model.save`` / ``save_weights`` on the training thread, as
+        ``ModelCheckpoint`` does: for a model that ``keras.models.load_model`` cannot
+        rebuild, and always with ``tf_keras``.
 
     Example::
 
@@ -74,6 +93,8 @@ class CkptCallback(BasisCallback):
     """
 
     name = "ckpt"
+    save_label = "checkpoint"
+    strict = True  # a checkpoint that cannot be written stops training
 
     def __init__(
         self,
@@ -87,12 +108,13 @@ class CkptCallback(BasisCallback):
         save_weights_only: bool = False,
         include_optimizer: bool = True,
         background: bool = True,
+        folder: str | None = None,
     ) -> None:
-        super().__init__(log_dir, basis_dict, skip_from_start, frequency, min_delta)
+        super().__init__(log_dir, basis_dict, skip_from_start, frequency, min_delta, folder)
         self.save_last = _check_bool("save_last", save_last)
         self.save_weights_only = _check_bool("save_weights_only", save_weights_only)
         self.include_optimizer = _check_bool("include_optimizer", include_optimizer)
-        self.background = _check_bool("background", background)
+        self.background = _check_bool("background", background) and not uses_legacy_keras()
         if keep_top_k is not None and (
             isinstance(keep_top_k, bool) or not isinstance(keep_top_k, int) or keep_top_k < 1
         ):
@@ -111,164 +133,77 @@ class CkptCallback(BasisCallback):
                     f"{files.best_name(key, self.ext)!r}; rename one of them. "
                     f"Received: basis_dict={dict(self.policy.basis)!r}"
                 )
-        #: Whether saves go through a snapshot (else Keras' public save, on this thread).
-        #: Turned off for the rest of the run, with a warning, when a snapshot fails or
-        #: the first file written from one does not read back as Keras would read it.
-        self.snapshots = snapshot_supported() and not uses_legacy_keras()
-        self._snapshotter = Snapshotter()
-        #: Each key's best as the files on disk hold it (what the manifest records).
-        self._recorded_best: dict[str, Any] = copy.deepcopy(self.policy.state_dict()["best"])
-        self._checked = False  # whether a file written from a snapshot was checked this run
-        self._writer_problem: str | None = None  # set by the worker, handled on this thread
-        self._writer_problem_handled = False
-        self._last_epoch = 0
+        self._shadow: Shadow | None = None
+        self._source: _Snapshot | None = None  # the shadow's source of this run
+        self._scratch: Path | None = None
 
-    # -- falling back to Keras' public save -----------------------------------------
+    # -- training thread -----------------------------------------------------------
 
-    def _stop_snapshots(self, reason: str) -> None:
-        """Save with Keras' public API from now on; warn (once) why."""
-        if self.snapshots:
-            self.snapshots = False
-            warnings.warn(
-                f"cvml-ckpt: {reason}; saving with Keras' model.save on the training thread "
-                "for the rest of the run",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+    def extras_due(self, epoch: int) -> list[str]:
+        return [files.ROLE_LAST] if self.save_last else []
 
-    def _handle_writer_problem(self) -> bool:
-        """On the training thread: act on a first file the worker found unreadable.
+    def snapshot(self, epoch: int, logs: dict[str, Any]) -> _Snapshot | None:
+        if not self.background:
+            return None  # written from the live model, on this thread
+        variables = state_variables(self.model, self.include_optimizer)
+        current = layout(variables)
+        if self._source is None or current != self._source.layout:
+            # First save of this run, or the optimizer was built since: a new source.
+            if self._scratch is None:
+                self._scratch = Path(tempfile.mkdtemp(prefix="cvml-ckpt-"))
+            path = self._scratch / f"shadow-epoch{epoch}.keras"
+            self.model.save(path)
+            self._source = _Snapshot(path, current)
+            return _Snapshot(path, current)
+        return _Snapshot(self._source.source, current, copy_state(variables))
 
-        Its epoch (and any snapshot queued after it) was not saved, so the bests are set
-        back to those the files hold, and public saves take over. True if it happened.
-        """
-        if self._writer_problem is None or self._writer_problem_handled:
-            return False
-        self._writer_problem_handled = True
-        self.worker.wait(raise_error=False)  # later queued jobs only drop their snapshot
-        self._stop_snapshots(
-            "a checkpoint file written in the background does not read back as Keras reads "
-            f"it: {self._writer_problem}"
-        )
-        state = self.policy.state_dict()
-        state["best"] = copy.deepcopy(self._recorded_best)
-        self.policy.load_state_dict(state)
-        return True
+    def release(self, snapshot: _Snapshot | None) -> None:
+        if snapshot is not None:
+            snapshot.values = None  # the buffers are as big as the model
 
-    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        super().on_train_begin(logs)
-        self._checked = False
+    # -- worker --------------------------------------------------------------------
 
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._handle_writer_problem()
-        self._last_epoch = epoch + 1
-        super().on_epoch_end(epoch, logs)
-
-    # -- saving ------------------------------------------------------------------
-
-    def on_due(self, epoch: int, improved_keys: list[str], logs: dict[str, Any]) -> None:
-        targets: list[tuple[str | None, Path]] = [
-            (key, self.folder / files.best_name(key, self.ext)) for key in improved_keys
-        ]
-        if self.save_last:
-            targets.append((None, self.folder / files.last_name(self.ext)))
-        if not targets:
-            return
-        snapshot = None
-        if self.snapshots:
-            try:
-                snapshot = self._snapshotter.take(
-                    self.model, full=not self.save_weights_only,
-                    include_optimizer=self.include_optimizer,
-                )
-            except Exception as exc:  # Keras internals changed: the public save still works
-                self._snapshotter.clear()
-                self._stop_snapshots(f"the snapshot failed ({type(exc).__name__}: {exc})")
+    def _write_to(self, snapshot: _Snapshot | None, tmp: Path) -> bool:
+        """Write the epoch's file to ``tmp``; return whether it holds the optimizer."""
         if snapshot is None:
-            if self.worker.busy:  # one writer of the files and the manifest at a time
-                self.wait_for_background()
-            self._write(None, epoch, logs, targets, None)
-            return
-        snapshot.tags = {"epoch": epoch}
-        if self.background:
-            self.run_in_background(
-                f"checkpoint of epoch {epoch}",
-                lambda state: self._write(state, epoch, logs, targets, snapshot),
-            )
-        else:
-            self._write(None, epoch, logs, targets, snapshot)
-
-    def _public_save(self, tmp: Path) -> None:
+            if self.save_weights_only:
+                self.model.save_weights(tmp)
+            elif uses_legacy_keras():
+                self.model.save(tmp, include_optimizer=self.include_optimizer)
+            else:
+                self.model.save(tmp)
+            return self.include_optimizer if uses_legacy_keras() else True
+        if self._shadow is None or self._shadow.source != snapshot.source:
+            # Built once per source, also when the job of the source's epoch was replaced.
+            self._shadow = Shadow(snapshot.source, self.include_optimizer, snapshot.layout)
+        if snapshot.values is not None:
+            self._shadow.assign(snapshot.values)
+            snapshot.values = None
         if self.save_weights_only:
-            self.model.save_weights(tmp)
-        elif uses_legacy_keras():
-            self.model.save(tmp, include_optimizer=self.include_optimizer)
+            self._shadow.model.save_weights(tmp)
         else:
-            self.model.save(tmp)
+            self._shadow.model.save(tmp)
+        return self._shadow.includes_optimizer
 
-    def _write_first(self, snapshot: ModelSnapshot | None, tmp: Path, background: bool) -> bool:
-        """Write the epoch's file to ``tmp``; return whether it holds the optimizer state.
-
-        The first file a run writes from a snapshot is checked (:func:`check_file`). If
-        it fails, on the training thread the same epoch is saved again with Keras'
-        public save; on the worker :class:`_UnreadableFile` drops the epoch's files.
-        """
-        if snapshot is None:
-            self._public_save(tmp)
-            return self._includes_optimizer(None)
-        try:
-            write_snapshot(snapshot, tmp)
-            problem = None if self._checked else check_file(tmp, snapshot)
-        finally:  # its buffers serve the next snapshot
-            self._snapshotter.recycle(snapshot)
-        if problem is None:
-            self._checked = True
-            return self._includes_optimizer(snapshot)
-        if background:
-            raise _UnreadableFile(problem)
-        self._stop_snapshots(
-            "a checkpoint file written from a snapshot does not read back as Keras reads "
-            f"it: {problem}"
-        )
-        tmp.unlink()
-        self._public_save(tmp)
-        return self._includes_optimizer(None)
-
-    def _write(
-        self,
-        state: dict[str, Any] | None,
-        epoch: int,
-        logs: dict[str, Any],
-        targets: list[tuple[str | None, Path]],
-        snapshot: ModelSnapshot | None,
-    ) -> None:
-        """Write the epoch's files (the first one, then links to it), recording each.
-
-        Each file is recorded right after its rename, with the basis state of the keys
-        whose files are written so far: the manifest never claims a best whose file
-        is not written, nor lags behind a file that is replaced, whichever write fails.
-        """
-        background = state is not None
-        if snapshot is not None and self._writer_problem is not None:
-            self._snapshotter.recycle(snapshot)  # queued behind an unreadable file: dropped
-            return
-        base = state if state is not None else self.policy.state_dict()
+    def write(self, job: SaveJob) -> Iterator[Artifact]:
+        """Write the first file, then link the others to it; yield each once renamed."""
         started = time.perf_counter()
+        targets: list[tuple[str | None, Path]] = [
+            (key, self.folder / files.best_name(key, self.ext)) for key in job.keys
+        ]
+        if files.ROLE_LAST in job.extras:
+            targets.append((None, self.folder / files.last_name(self.ext)))
         written: Path | None = None
         includes_optimizer = False
         for key, final in targets:
-            artifacts = []
-            try:
-                with atomic_path(final) as tmp:
-                    if written is None:
-                        includes_optimizer = self._write_first(snapshot, tmp, background)
-                    else:
-                        _link_or_copy(written, tmp)
-                    if key is not None and self.keep_top_k != 1:
-                        artifacts.extend(self._keep_previous(key, final))
-            except _UnreadableFile as exc:  # nothing renamed nor recorded: the epoch is dropped
-                self._writer_problem = str(exc)
-                return
+            kept: list[Artifact] = []
+            with atomic_path(final) as tmp:
+                if written is None:
+                    includes_optimizer = self._write_to(job.snapshot, tmp)
+                else:
+                    _link_or_copy(written, tmp)
+                if key is not None and self.keep_top_k != 1:
+                    kept = self._keep_previous(key, final)
             if written is None:
                 written = final
             details = {
@@ -277,21 +212,13 @@ class CkptCallback(BasisCallback):
                 "includes_optimizer": includes_optimizer,
                 "size_bytes": final.stat().st_size,
                 "write_seconds": round(time.perf_counter() - started, 6),
-                "background": background,
+                "background": job.background,
             }
-            artifacts.append(self.artifact(files.KIND, final, epoch, logs, key, **details))
-            if key is not None:
-                self._recorded_best[key] = copy.deepcopy(base["best"][key])
-            self.record(artifacts, dict(base, best=copy.deepcopy(self._recorded_best)))
+            if kept:
+                self.record(kept)
+            yield self.artifact(files.KIND, final, job.epoch, job.logs, key, **details)
             if key is not None and self.keep_top_k is not None:
                 self._prune(key)
-
-    def _includes_optimizer(self, snapshot: ModelSnapshot | None) -> bool:
-        if snapshot is not None or uses_legacy_keras():
-            return self.include_optimizer and not (
-                snapshot is None and self.save_weights_only  # tf_keras: no optimizer in h5
-            )
-        return True  # Keras 3's public save always includes it
 
     def _previous_entries(self, key: str) -> list[dict[str, Any]]:
         return [
@@ -299,7 +226,7 @@ class CkptCallback(BasisCallback):
             if e.get("basis_key") == key
         ]
 
-    def _keep_previous(self, key: str, final: Path) -> list[Any]:
+    def _keep_previous(self, key: str, final: Path) -> list[Artifact]:
         """Before ``final`` (the key's best file) is replaced, keep its content by name."""
         if not final.exists():
             return []
@@ -335,14 +262,12 @@ class CkptCallback(BasisCallback):
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         try:
             super().on_train_end(logs)
-            if self._handle_writer_problem() and self.chief and self._last_epoch:
-                # The model still holds the last epoch: save it if it beats the files.
-                epoch, logs = self._last_epoch, dict(self.last_logs)
-                if self.policy.is_due(epoch):
-                    self.on_due(epoch, self.policy.update(epoch, logs), logs)
-                self.announce()
         finally:
-            self._snapshotter.clear()  # the reusable buffers are as big as the model
+            # The shadow is as big as the model; the next fit builds a new one.
+            self._shadow = self._source = None
+            if self._scratch is not None:
+                shutil.rmtree(self._scratch, ignore_errors=True)
+                self._scratch = None
 
     # -- resuming ------------------------------------------------------------------
 
@@ -359,14 +284,16 @@ class CkptCallback(BasisCallback):
         ``which="latest"`` loads the most recent checkpoint (of any key, or ``last``);
         a basis key loads that key's best. ``max_epoch`` leaves out later epochs.
         Weights are loaded, and the optimizer state when the file has it (the
-        optimizer is built first if needed). Returns 0, loading nothing, when there is
-        no such checkpoint; pass the result as ``initial_epoch`` to ``model.fit``.
+        optimizer is built first if needed). The epoch comes from the manifest, the
+        record of every file. Returns 0, loading nothing, when there is no such
+        checkpoint; pass the result as ``initial_epoch`` to ``model.fit``.
         """
         folder = Path(log_dir) / cls.name
         if not (folder / "manifest.json").exists():
             return 0
         manifest = Manifest(folder, cls.name)
-        return cls._restore_from(model, folder, manifest, which, max_epoch)
+        return cls._restore_from(model, folder, manifest.artifacts,
+                                 manifest.basis_state, which, max_epoch)
 
     def restore_latest(self, model: Any | None = None, max_epoch: int | None = None) -> int:
         """Load the most recent checkpoint of this callback's folder (epoch <= ``max_epoch``).
@@ -377,11 +304,18 @@ class CkptCallback(BasisCallback):
         """
         self.wait_for_background()
         model = model if model is not None else self.model
-        return self._restore_from(model, self.folder, self.manifest, "latest", max_epoch)
+        return self._restore_from(model, self.folder, self.manifest_artifacts(),
+                                  self.manifest.basis_state, "latest", max_epoch)
 
     @classmethod
     def _restore_from(
-        cls, model: Any, folder: Path, manifest: Manifest, which: str, max_epoch: int | None
+        cls,
+        model: Any,
+        folder: Path,
+        artifacts: list[dict[str, Any]],
+        basis_state: Mapping[str, Any] | None,
+        which: str,
+        max_epoch: int | None,
     ) -> int:
         if max_epoch is not None and (
             isinstance(max_epoch, bool) or not isinstance(max_epoch, int) or max_epoch < 0
@@ -389,13 +323,13 @@ class CkptCallback(BasisCallback):
             raise ValueError(
                 f"max_epoch must be an integer >= 0. Received: max_epoch={max_epoch!r}"
             )
-        keys = sorted((manifest.basis_state or {}).get("basis", {}))
+        keys = sorted((basis_state or {}).get("basis", {}))
         if which != "latest" and which not in keys:
             raise ValueError(
                 f"which must be 'latest' or a basis key of {folder}: {keys}. "
                 f"Received: which={which!r}"
             )
-        entry = files.select(folder, manifest.artifacts, which, max_epoch)
+        entry = files.select(folder, artifacts, which, max_epoch)
         if entry is None:
             return 0
         path: Path = entry["file"]
@@ -407,4 +341,4 @@ class CkptCallback(BasisCallback):
             if not has_optimizer:  # Keras warns that the file has no optimizer state: we know
                 warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
             model.load_weights(path)
-        return int(read_tags(path).get("epoch", entry["epoch"]))
+        return int(entry["epoch"])

@@ -231,7 +231,7 @@ class TensorboardCallback(BasisCallback):
             self._prepare_samples()
         if self.chief and self.write_model_summary and not self._texts_written:
             texts = self._texts()
-            self.run_in_background("tb-texts", lambda state: self._write_texts(texts))
+            self.run_in_background("tb-texts", lambda: self._write_texts(texts))
             self._texts_written = True
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -272,7 +272,7 @@ class TensorboardCallback(BasisCallback):
             assert self._samples is not None
             outputs = self.model.predict_on_batch(self._samples[0])
 
-        def job(state: dict[str, Any]) -> None:
+        def job() -> None:
             artifacts = []
             pictures: list[Any] = []
             if outputs is not None:
@@ -286,7 +286,7 @@ class TensorboardCallback(BasisCallback):
                         tf.summary.histogram(f"{tag}/histogram", value, step=step)
             self._flush()
             if artifacts or improved:  # improved: keep the bests for a resumed run
-                self.record(artifacts, state)
+                self.record(artifacts)
 
         self.run_in_background(f"tb-epoch-{step}", job)
 

@@ -1,0 +1,95 @@
+"""A copy of the model that the background worker saves, through Keras' public API only.
+
+The training thread copies the variables to numpy (:func:`copy_state`, about the cost
+of ``model.get_weights()``); the worker assigns them into the shadow and writes it with
+the shadow's own ``save`` / ``save_weights``. The shadow is built once per run, from a
+``model.save`` of the live model reloaded with ``keras.models.load_model``: whatever
+Keras restores from a ``.keras`` file (custom registered layers, assets such as a
+``StringLookup`` vocabulary, subclassed models with ``get_config``, mixed precision,
+the compiled loss and optimizer) the shadow has, and what it cannot restore a
+checkpoint could not restore either.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cvml_core.keras_compat import keras
+
+
+def state_variables(model: Any, include_optimizer: bool) -> list[Any]:
+    """The variables a checkpoint holds: the model's weights, then the optimizer's
+    (once it is built: before the first step it has no state to keep)."""
+    variables = list(model.weights)
+    optimizer = getattr(model, "optimizer", None)
+    if include_optimizer and optimizer is not None and getattr(optimizer, "built", True):
+        variables += list(optimizer.variables)
+    return variables
+
+
+def layout(variables: list[Any]) -> list[tuple[Any, ...]]:
+    """``(path, shape, dtype)`` of each variable."""
+    return [
+        (str(getattr(v, "path", v.name)), tuple(v.shape), str(v.dtype)) for v in variables
+    ]
+
+
+def _host_copy(variable: Any) -> np.ndarray:
+    array = keras.ops.convert_to_numpy(variable)
+    # A view of backend memory (JAX, torch) may be reused by the next step: copy it.
+    if array.base is not None or not array.flags.writeable:
+        array = array.copy()
+    return array
+
+
+def copy_state(variables: list[Any]) -> list[np.ndarray]:
+    """The values of ``variables`` as numpy arrays that nothing else shares."""
+    return [_host_copy(v) for v in variables]
+
+
+class ShadowMismatchError(RuntimeError):
+    """The reloaded model's variables do not line up with the live model's."""
+
+
+class Shadow:
+    """The reloaded copy of a model, and the order of its variables."""
+
+    def __init__(self, source: Path, include_optimizer: bool, live: list[tuple[Any, ...]]) -> None:
+        """Load ``source`` (a ``model.save`` file); check its variables line up, in
+        order, with ``live`` (the :func:`layout` of the live model's variables).
+
+        Variables are matched by position and shape, not by path: paths differ, e.g.
+        under a ``tf.distribute`` strategy."""
+        self.source = source
+        self.model = keras.models.load_model(source, compile=include_optimizer)
+        self.variables = list(self.model.weights)
+        optimizer = getattr(self.model, "optimizer", None)
+        if len(live) > len(self.variables) and optimizer is not None:
+            self.variables += list(optimizer.variables)
+        mine = layout(self.variables)
+        if [m[1:] for m in mine] != [theirs[1:] for theirs in live]:
+            diff = next(
+                (i for i, (a, b) in enumerate(zip(mine, live, strict=False)) if a[1:] != b[1:]),
+                min(len(mine), len(live)),
+            )
+            raise ShadowMismatchError(
+                "the model reloaded from model.save does not have the live model's "
+                f"variables: {len(mine)} vs {len(live)}, first difference at "
+                f"#{diff}: {mine[diff:diff + 1]} vs {live[diff:diff + 1]}"
+            )
+
+    @property
+    def includes_optimizer(self) -> bool:
+        return getattr(self.model, "optimizer", None) is not None
+
+    def assign(self, values: list[np.ndarray]) -> None:
+        """Give the shadow the values of a :func:`copy_state` snapshot."""
+        if len(values) != len(self.variables):
+            raise ShadowMismatchError(
+                f"a snapshot of {len(values)} variables for a shadow of {len(self.variables)}"
+            )
+        for variable, value in zip(self.variables, values, strict=True):
+            variable.assign(value)
