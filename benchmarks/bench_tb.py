@@ -103,12 +103,13 @@ def time_hooks(callback):
 
     Default hooks stay unwrapped, so Keras keeps dispatching batches the way it would.
     """
-    from keras.src import utils
+    import keras
 
     spent = {"total": 0.0, "worker": 0.0}
     for name in HOOKS:
         method = getattr(callback, name)
-        if utils.is_default(method):
+        default = getattr(keras.callbacks.Callback, name)
+        if name not in vars(callback) and getattr(type(callback), name) is default:
             continue
 
         def timed(*args, _method=method, **kwargs):
@@ -122,15 +123,15 @@ def time_hooks(callback):
     if isinstance(callback, TensorboardCallback):  # and the jobs it hands to its worker
         submit = callback.run_in_background
 
-        def timed_submit(name, job, supersede=False):
-            def timed_job(state):
+        def timed_submit(name, job):
+            def timed_job():
                 start = time.thread_time()  # CPU time: what competes with training
                 try:
-                    return job(state)
+                    return job()
                 finally:
                     spent["worker"] += time.thread_time() - start
 
-            return submit(name, timed_job, supersede)
+            return submit(name, timed_job)
 
         callback.run_in_background = timed_submit
     return spent
