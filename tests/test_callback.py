@@ -172,3 +172,27 @@ def test_only_the_chief_writes_but_every_worker_decides_alike(
     assert cb.chief is chief
     assert (cb.folder / "best_val_loss.txt").exists() is chief
     assert bool(cb.improved_calls) is chief
+
+
+def test_the_readme_plugin_author_example_runs_and_gets_the_lifecycle(
+    tmp_path, tiny_model, tiny_data
+):
+    import json
+    import re
+    from pathlib import Path
+
+    import numpy as np
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    code = re.search(r"```python\n(# my_package/callback.py\n.*?)```", readme, re.S).group(1)
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    cb = namespace["MyCallback"](tmp_path, {"val_loss": "min"})
+    x, y = tiny_data
+    model = tiny_model()
+    model.fit(x, y, validation_split=0.25, epochs=3, verbose=0, callbacks=[cb])
+    saved = np.load(tmp_path / "my-cb" / "best_val_loss.npz")
+    assert len(saved.files) == len(model.get_weights())
+    manifest = json.loads((tmp_path / "my-cb" / "manifest.json").read_text())
+    assert manifest["basis"] == cb.policy.state_dict()
+    assert manifest["artifacts"][-1]["epoch"] == cb.policy.best["val_loss"].epoch
