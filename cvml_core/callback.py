@@ -159,6 +159,8 @@ class BasisCallback(Callback):
         self._lock = threading.Lock()  # guards the fields below (worker and training thread)
         #: Per key, the best whose file is written (what the manifest records).
         self.committed: dict[str, KeyBest] = copy.deepcopy(self.policy.best)
+        #: Per key, the best of the newest save not written yet (what a rollback keeps).
+        self._writing: dict[str, KeyBest] = {}
         self._waiting: dict[tuple[str, str], SaveJob] = {}  # target -> newest job to write
         self._failed: list[tuple[str, KeyBest]] = []  # rolled back on the training thread
         self._messages: list[str] = []  # warnings to give on the training thread
@@ -281,6 +283,7 @@ class BasisCallback(Callback):
                 if old is not None:
                     replaced.append(old)
                 self._waiting[target] = job
+            self._writing.update(bests)
             waiting = {id(j) for j in self._waiting.values()}
         for old in {id(j): j for j in replaced}.values():
             if id(old) not in waiting:
@@ -331,6 +334,7 @@ class BasisCallback(Callback):
                             self.committed[key] = copy.copy(job.bests[key])
                 self.record([artifact])
         except Exception as exc:
+            self._done_writing(job)
             failed = [k for k in job.keys if k not in landed]
             self._roll_back([(k, job.bests[k]) for k in failed], deferred=job.background)
             message = self._failure_message(
@@ -340,9 +344,16 @@ class BasisCallback(Callback):
                 raise
             self.warn_later(message)
             return
+        self._done_writing(job)
         missing = [k for k in job.keys if k not in landed]
         if missing:
             self._roll_back([(k, job.bests[k]) for k in missing], deferred=job.background)
+
+    def _done_writing(self, job: SaveJob) -> None:
+        with self._lock:
+            for key in job.keys:
+                if self._writing.get(key) == job.bests[key]:
+                    del self._writing[key]
 
     def _failure_message(
         self, epoch: int, targets: list[str], exc: BaseException, what: str
@@ -353,15 +364,17 @@ class BasisCallback(Callback):
         )
 
     def _roll_back(self, failed: list[tuple[str, KeyBest]], deferred: bool = False) -> None:
-        """Set each failed key's best back to its committed one, unless a newer epoch
-        decided since. From the worker (``deferred``), on the training thread later."""
+        """Set each failed key's best back to that of a save still being written for
+        it, else to its committed one, unless a newer epoch decided since. From the
+        worker (``deferred``), on the training thread later."""
         with self._lock:
             if deferred:
                 self._failed.extend(failed)
                 return
             for key, best in failed:
                 if self.policy.best[key] == best:
-                    self.policy.best[key] = copy.copy(self.committed[key])
+                    target = self._writing.get(key, self.committed[key])
+                    self.policy.best[key] = copy.copy(target)
 
     def warn_later(self, message: str) -> None:
         """Give ``message`` as a warning on the training thread (safe from the worker)."""

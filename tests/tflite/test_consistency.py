@@ -97,48 +97,30 @@ def test_a_later_job_records_only_bests_with_files(tmp_path, read_manifest):
     assert read_manifest(tmp_path)["basis"]["best"]["val_loss"] == {"value": 0.7, "epoch": 3}
 
 
-class _RacingCallback(TFLiteCallback):
-    """Lets the waiting job start between ``on_improved`` filling the pending snapshots
-    and its submit, as a real worker thread may do."""
-
-    race_before: str | None = None
-    release: threading.Event
-
-    def run_in_background(self, name, job, supersede=False):
-        if name == self.race_before:
-            self.release.set()
-            for _ in range(12000):  # until the waiting job has taken the pending snapshots
-                with self._pending_lock:
-                    if not self._pending:
-                        break
-                threading.Event().wait(0.01)
-            else:  # a guard against a hang, not a timing check
-                raise AssertionError("the waiting job never started")
-        super().run_in_background(name, job, supersede)
-
-
 def test_a_job_records_the_state_of_what_it_converted(tmp_path, read_manifest, run_tflite):
+    """Epoch 1's conversion waits behind a busy worker and epoch 2's replaces it: the
+    job that runs converts epoch 2 and records epoch 2's best, not epoch 1's."""
     import keras
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
-    cb = _RacingCallback(tmp_path, {"val_loss": "min"})
-    cb.release = threading.Event()
-    cb.race_before = "tflite epoch 2"
+    cb = TFLiteCallback(tmp_path, {"val_loss": "min"})
     cb.set_model(model)
     cb.on_train_begin({})
-    # The worker is busy, so epoch 1's job waits; it is still waiting when epoch 2's
-    # snapshot is pending and starts then: it converts epoch 2, submitted with epoch 1's state.
-    holding = threading.Event()
-    cb.run_in_background("hold", lambda state: holding.set() or cb.release.wait(120) and None)
-    assert holding.wait(120)  # running, so that epoch 1's job waits rather than replaces it
-    for epoch, loss in [(1, 0.9), (2, 0.8)]:
-        _set_epoch_weights(model, epoch)
-        cb.on_epoch_end(epoch - 1, {"val_loss": loss})
+    holding, release = threading.Event(), threading.Event()
+    cb.run_in_background("hold", lambda: holding.set() or release.wait(120) and None)
+    assert holding.wait(120)  # running, so that epoch 1's conversion waits behind it
+    try:
+        for epoch, loss in [(1, 0.9), (2, 0.8)]:
+            _set_epoch_weights(model, epoch)
+            cb.on_epoch_end(epoch - 1, {"val_loss": loss})
+        assert cb.worker.superseded == ["conversion of epoch 1"]
+    finally:
+        release.set()
     cb.on_train_end({})
 
     manifest = read_manifest(tmp_path)
     assert [a["epoch"] for a in manifest["artifacts"]] == [2]
-    assert [c["epoch"] for c in cb.conversions] == [2]  # epoch 2's own job found nothing
+    assert [c["epoch"] for c in cb.conversions] == [2]  # epoch 1's snapshot was dropped
     assert manifest["basis"]["best"]["val_loss"] == {"value": 0.8, "epoch": 2}
     out, _ = run_tflite(tmp_path / "tflite" / "best_val_loss.tflite", np.ones((1, 3)))
     np.testing.assert_allclose(out, [[13.0 * 2]], rtol=1e-6)
@@ -227,7 +209,8 @@ def test_int8_calibrates_on_uint8_images(tmp_path, read_manifest, run_tflite):
     assert np.max(np.abs(out - model.predict(x, verbose=0))) <= 0.1
 
 
-def test_layer_walk_without_the_private_api_finds_nested_layers():
+def test_layer_walk_finds_nested_layers():
+    """The public walk reaches a layer nested in a sub-model, so its module is imported."""
     import keras
     from cvml_tflite_test_layers import FailInWorker
 
@@ -235,9 +218,8 @@ def test_layer_walk_without_the_private_api_finds_nested_layers():
     inputs = keras.Input((3,))
     model = keras.Model(inputs, keras.layers.Dense(1)(inner(inputs)))
     walked = _walk_layers(model)
-    private = model._flatten_layers()
-    assert {id(layer) for layer in walked} <= {id(layer) for layer in private}
-    missed = [layer for layer in private if all(layer is not w for w in walked)]
-    # Only the InputLayer that Sequential.layers hides: no module to import is missed.
-    assert [type(layer).__name__ for layer in missed] == ["InputLayer"]
+    assert len({id(layer) for layer in walked}) == len(walked)  # each once
+    assert walked[0] is model and any(layer is inner for layer in walked)
+    assert [type(layer).__name__ for layer in walked[1:] if layer is not inner] == [
+        "InputLayer", "FailInWorker", "Dense", "Dense"]
     assert "cvml_tflite_test_layers" in {type(layer).__module__ for layer in walked}

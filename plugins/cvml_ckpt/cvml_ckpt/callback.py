@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from cvml_ckpt import files
-from cvml_ckpt.shadow import Shadow, copy_state, layout, state_variables
+from cvml_ckpt.shadow import Shadow, state_variables
+from cvml_ckpt.state import StateCopy
 from cvml_core.artifact import Artifact, Manifest
 from cvml_core.atomic import atomic_path
 from cvml_core.callback import BasisCallback, SaveJob
@@ -47,7 +48,7 @@ class _Snapshot:
 
     source: Path
     layout: list[tuple[Any, ...]]
-    values: list[np.ndarray] | None = None
+    values: dict[str, np.ndarray] | None = None
 
 
 class CkptCallback(BasisCallback):
@@ -134,7 +135,8 @@ class CkptCallback(BasisCallback):
                     f"Received: basis_dict={dict(self.policy.basis)!r}"
                 )
         self._shadow: Shadow | None = None
-        self._source: _Snapshot | None = None  # the shadow's source of this run
+        self._copy: StateCopy | None = None  # reads the live model's variables
+        self._source: Path | None = None  # the model.save file the shadow is loaded from
         self._scratch: Path | None = None
 
     # -- training thread -----------------------------------------------------------
@@ -146,16 +148,17 @@ class CkptCallback(BasisCallback):
         if not self.background:
             return None  # written from the live model, on this thread
         variables = state_variables(self.model, self.include_optimizer)
-        current = layout(variables)
-        if self._source is None or current != self._source.layout:
+        if self._copy is None or len(variables) != len(self._copy.variables):
             # First save of this run, or the optimizer was built since: a new source.
+            self._copy = StateCopy(variables)
             if self._scratch is None:
                 self._scratch = Path(tempfile.mkdtemp(prefix="cvml-ckpt-"))
             path = self._scratch / f"shadow-epoch{epoch}.keras"
             self.model.save(path)
-            self._source = _Snapshot(path, current)
-            return _Snapshot(path, current)
-        return _Snapshot(self._source.source, current, copy_state(variables))
+            self._source = path
+            return _Snapshot(path, self._copy.layout)
+        assert self._source is not None
+        return _Snapshot(self._source, self._copy.layout, self._copy.read())
 
     def release(self, snapshot: _Snapshot | None) -> None:
         if snapshot is not None:
@@ -264,7 +267,7 @@ class CkptCallback(BasisCallback):
             super().on_train_end(logs)
         finally:
             # The shadow is as big as the model; the next fit builds a new one.
-            self._shadow = self._source = None
+            self._shadow = self._copy = self._source = None
             if self._scratch is not None:
                 shutil.rmtree(self._scratch, ignore_errors=True)
                 self._scratch = None

@@ -1,11 +1,11 @@
 """A copy of the model that the background worker saves, through Keras' public API only.
 
-The training thread copies the variables to numpy (:func:`copy_state`, about the cost
-of ``model.get_weights()``); the worker assigns them into the shadow and writes it with
-the shadow's own ``save`` / ``save_weights``. The shadow is built once per run, from a
-``model.save`` of the live model reloaded with ``keras.models.load_model``: whatever
-Keras restores from a ``.keras`` file (custom registered layers, assets such as a
-``StringLookup`` vocabulary, subclassed models with ``get_config``, mixed precision,
+The training thread copies the variables to numpy (:class:`cvml_ckpt.state.StateCopy`,
+less than ``model.get_weights()`` costs); the worker assigns them into the shadow and
+writes it with the shadow's own ``save`` / ``save_weights``. The shadow is built once per
+run, from a ``model.save`` of the live model reloaded with ``keras.models.load_model``:
+whatever Keras restores from a ``.keras`` file (custom registered layers, assets such as
+a ``StringLookup`` vocabulary, subclassed models with ``get_config``, mixed precision,
 the compiled loss and optimizer) the shadow has, and what it cannot restore a
 checkpoint could not restore either.
 """
@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from cvml_ckpt.state import StateCopy, layout
 from cvml_core.keras_compat import keras
 
 
@@ -28,26 +29,6 @@ def state_variables(model: Any, include_optimizer: bool) -> list[Any]:
     if include_optimizer and optimizer is not None and getattr(optimizer, "built", True):
         variables += list(optimizer.variables)
     return variables
-
-
-def layout(variables: list[Any]) -> list[tuple[Any, ...]]:
-    """``(path, shape, dtype)`` of each variable."""
-    return [
-        (str(getattr(v, "path", v.name)), tuple(v.shape), str(v.dtype)) for v in variables
-    ]
-
-
-def _host_copy(variable: Any) -> np.ndarray:
-    array = keras.ops.convert_to_numpy(variable)
-    # A view of backend memory (JAX, torch) may be reused by the next step: copy it.
-    if array.base is not None or not array.flags.writeable:
-        array = array.copy()
-    return array
-
-
-def copy_state(variables: list[Any]) -> list[np.ndarray]:
-    """The values of ``variables`` as numpy arrays that nothing else shares."""
-    return [_host_copy(v) for v in variables]
 
 
 class ShadowMismatchError(RuntimeError):
@@ -65,11 +46,11 @@ class Shadow:
         under a ``tf.distribute`` strategy."""
         self.source = source
         self.model = keras.models.load_model(source, compile=include_optimizer)
-        self.variables = list(self.model.weights)
+        variables = list(self.model.weights)
         optimizer = getattr(self.model, "optimizer", None)
-        if len(live) > len(self.variables) and optimizer is not None:
-            self.variables += list(optimizer.variables)
-        mine = layout(self.variables)
+        if len(live) > len(variables) and optimizer is not None:
+            variables += list(optimizer.variables)
+        mine = layout(variables)
         if [m[1:] for m in mine] != [theirs[1:] for theirs in live]:
             diff = next(
                 (i for i, (a, b) in enumerate(zip(mine, live, strict=False)) if a[1:] != b[1:]),
@@ -80,16 +61,12 @@ class Shadow:
                 f"variables: {len(mine)} vs {len(live)}, first difference at "
                 f"#{diff}: {mine[diff:diff + 1]} vs {live[diff:diff + 1]}"
             )
+        self.state = StateCopy(variables)
 
     @property
     def includes_optimizer(self) -> bool:
         return getattr(self.model, "optimizer", None) is not None
 
-    def assign(self, values: list[np.ndarray]) -> None:
-        """Give the shadow the values of a :func:`copy_state` snapshot."""
-        if len(values) != len(self.variables):
-            raise ShadowMismatchError(
-                f"a snapshot of {len(values)} variables for a shadow of {len(self.variables)}"
-            )
-        for variable, value in zip(self.variables, values, strict=True):
-            variable.assign(value)
+    def assign(self, flats: dict[str, np.ndarray]) -> None:
+        """Give the shadow the values of a :meth:`StateCopy.read` of the live model."""
+        self.state.assign(flats)
