@@ -288,7 +288,13 @@ def run(name: str, factory, args, root: Path) -> dict[str, Any]:
 def rss_child(name: str, args) -> None:
     model, x, y = build(MODELS[name])
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="bench-ckpt-rss-") as tmp:
-        cb = CkptCallback(tmp, {KEY: "min"})
+        if args.rss_checkpointer == "keras":
+            cb = keras.callbacks.ModelCheckpoint(
+                str(Path(tmp) / "best.keras"), monitor=KEY, mode="min", save_best_only=True
+            )
+            cb.wait_for_background = lambda: None
+        else:
+            cb = CkptCallback(tmp, {KEY: "min"})
         cb.set_model(model)
         cb.on_train_begin({})
         gc.collect()
@@ -318,10 +324,12 @@ def rss_child(name: str, args) -> None:
                       "copy_mb": copy_bytes(model) / 1e6}))
 
 
-def rss_growth(name: str, args) -> dict[str, Any]:
-    print(f"[{name}] RSS over {args.rss_saves} saves (child process)", flush=True)
+def rss_growth(name: str, args, checkpointer: str = "ckpt") -> dict[str, Any]:
+    print(f"[{name}] RSS over {args.rss_saves} saves of {checkpointer} (child process)",
+          flush=True)
     cmd = [sys.executable, __file__, "--rss-child", name, "--rss-saves", str(args.rss_saves),
-           "--steps", str(args.steps)] + (["--dir", args.dir] if args.dir else [])
+           "--steps", str(args.steps), "--rss-checkpointer", checkpointer]
+    cmd += ["--dir", args.dir] if args.dir else []
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
@@ -397,6 +405,8 @@ def report(rows: dict[str, dict[str, Any]], args) -> None:
 
     line(f"RSS growth over {args.rss_saves} saves MB (peak)",
          [rss_cell(rows[n]["rss"]) for n in names])
+    line("  same, ModelCheckpoint .keras (reference)",
+         [rss_cell(rows[n]["rss_keras"]) for n in names])
     lines.append("targets")
 
     def block(n: str, c: str) -> float | None:
@@ -443,6 +453,7 @@ def main() -> None:
     parser.add_argument("--rss-saves", type=int, default=10, help="saves for the RSS figure")
     parser.add_argument("--dir", default=None, help="where to write (default: a temp dir)")
     parser.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--rss-checkpointer", default="ckpt", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
         rss_child(args.rss_child, args)
@@ -455,6 +466,7 @@ def main() -> None:
             rows[name] = run(name, factory, args, Path(tmp))
     for name in MODELS:
         rows[name]["rss"] = rss_growth(name, args)
+        rows[name]["rss_keras"] = rss_growth(name, args, "keras")
     report(rows, args)
 
 

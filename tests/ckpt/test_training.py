@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -182,3 +183,42 @@ def test_on_the_training_thread_it_saves_the_live_model_with_the_public_keras_ap
     assert_same(fresh.optimizer.variables, states.optimizer[2])
     details = ck.manifest(tmp_path)["artifacts"][-1]["details"]
     assert details["background"] is False and details["includes_optimizer"] is True
+
+
+def test_snapshots_copied_into_the_shadow_or_to_numpy_while_it_is_busy_hold_their_epoch(
+    tmp_path, tiny_model, tiny_data, ck
+):
+    """While a write uses the shadow, the next snapshot goes to numpy; both kinds of
+    snapshot give files that hold exactly their epoch's state."""
+
+    class SlowSecondWrite(CkptCallback):
+        kinds = []
+
+        def snapshot(self, epoch, logs):
+            snap = super().snapshot(epoch, logs)
+            self.kinds.append(
+                "source" if snap.values is None and not snap.in_shadow
+                else "shadow" if snap.in_shadow else "numpy"
+            )
+            return snap
+
+        def write(self, job):
+            if job.epoch == 2:
+                time.sleep(1.0)  # the next epochs end while this write holds the shadow
+            yield from super().write(job)
+
+    class DrainBeforeEpoch7(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 6:
+                cb.worker.wait()  # epoch 7's snapshot then finds the shadow idle
+
+    states = KeepStates()
+    cb = SlowSecondWrite(tmp_path, {"loss": "min"}, save_last=True, keep_top_k=None)
+    fit(tiny_model(), tiny_data, [states, cb, DrainBeforeEpoch7()], epochs=8)
+    assert cb.kinds[0] == "source"
+    assert cb.kinds[2] == "numpy" and cb.kinds[6] == "shadow", cb.kinds
+    for name in ck.files(tmp_path):
+        loaded = keras.models.load_model(tmp_path / "ckpt" / name)
+        epoch = epoch_of(tmp_path, name)
+        assert_same(loaded.get_weights(), states.weights[epoch])
+        assert_same(loaded.optimizer.variables, states.optimizer[epoch])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -19,7 +19,7 @@ from cvml_ckpt import files
 from cvml_ckpt.shadow import Shadow, state_variables
 from cvml_ckpt.state import StateCopy
 from cvml_core.artifact import Artifact, Manifest
-from cvml_core.atomic import atomic_path
+from cvml_core.atomic import atomic_path, temp_path_for
 from cvml_core.callback import BasisCallback, SaveJob
 from cvml_core.keras_compat import uses_legacy_keras
 
@@ -43,12 +43,15 @@ SHADOW_SOURCE = "shadow.keras"
 
 @dataclass
 class _Snapshot:
-    """The model at the end of an epoch: the ``model.save`` file to build the shadow
-    from, and numpy copies of the variables (None when that file holds this epoch)."""
+    """The model at the end of an epoch, in one of three places: the ``model.save``
+    file the shadow is built from (the first save of a run), the shadow itself
+    (copied on the training thread while no write used it), or numpy copies of the
+    variables (``values``, assigned into the shadow by the worker)."""
 
     source: Path
     layout: list[tuple[Any, ...]]
     values: dict[str, np.ndarray] | None = None
+    in_shadow: bool = False
 
 
 class CkptCallback(BasisCallback):
@@ -137,7 +140,9 @@ class CkptCallback(BasisCallback):
         self._shadow: Shadow | None = None
         self._copy: StateCopy | None = None  # reads the live model's variables
         self._source: Path | None = None  # the model.save file the shadow is loaded from
-        self._scratch: Path | None = None
+        self._sources: list[Path] = []  # every such file of this run
+        self._in_flight = 0  # snapshots taken and not yet written (they use the shadow)
+        self._flight_lock = threading.Lock()
 
     # -- training thread -----------------------------------------------------------
 
@@ -151,18 +156,35 @@ class CkptCallback(BasisCallback):
         if self._copy is None or len(variables) != len(self._copy.variables):
             # First save of this run, or the optimizer was built since: a new source.
             self._copy = StateCopy(variables)
-            if self._scratch is None:
-                self._scratch = Path(tempfile.mkdtemp(prefix="cvml-ckpt-"))
-            path = self._scratch / f"shadow-epoch{epoch}.keras"
+            # A temporary name in the folder: removed at train end, or by the next
+            # run's on_train_begin after a kill.
+            path = temp_path_for(self.folder / f"shadow-epoch{epoch}.keras")
+            self._sources.append(path)
             self.model.save(path)
             self._source = path
+            with self._flight_lock:
+                self._in_flight += 1
             return _Snapshot(path, self._copy.layout)
         assert self._source is not None
-        return _Snapshot(self._source, self._copy.layout, self._copy.read())
+        with self._flight_lock:
+            idle = self._in_flight == 0
+            self._in_flight += 1
+        try:
+            shadow = self._shadow
+            if idle and shadow is not None and shadow.source == self._source:
+                shadow.copy_from(variables)
+                return _Snapshot(self._source, self._copy.layout, in_shadow=True)
+            return _Snapshot(self._source, self._copy.layout, self._copy.read())
+        except BaseException:
+            with self._flight_lock:
+                self._in_flight -= 1
+            raise
 
     def release(self, snapshot: _Snapshot | None) -> None:
         if snapshot is not None:
             snapshot.values = None  # the buffers are as big as the model
+            with self._flight_lock:
+                self._in_flight -= 1
 
     # -- worker --------------------------------------------------------------------
 
@@ -262,15 +284,28 @@ class CkptCallback(BasisCallback):
             with contextlib.suppress(FileNotFoundError):
                 entry["file"].unlink()
 
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        try:
+            super().on_epoch_end(epoch, logs)
+        except BaseException:  # training stops here: Keras calls no on_train_end
+            self.worker.wait(raise_error=False)
+            self._drop_shadow()
+            raise
+
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         try:
             super().on_train_end(logs)
         finally:
-            # The shadow is as big as the model; the next fit builds a new one.
-            self._shadow = self._copy = self._source = None
-            if self._scratch is not None:
-                shutil.rmtree(self._scratch, ignore_errors=True)
-                self._scratch = None
+            self._drop_shadow()
+
+    def _drop_shadow(self) -> None:
+        """Free the shadow (as big as the model) and delete its source files; the
+        next save builds them again."""
+        self._shadow = self._copy = self._source = None
+        for path in self._sources:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        self._sources = []
 
     # -- resuming ------------------------------------------------------------------
 

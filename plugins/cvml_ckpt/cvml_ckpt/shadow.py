@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from cvml_ckpt.state import StateCopy, layout
+from cvml_ckpt.state import StateCopy, compile_copy, layout
 from cvml_core.keras_compat import keras
 
 
@@ -62,6 +62,15 @@ class Shadow:
                 f"#{diff}: {mine[diff:diff + 1]} vs {live[diff:diff + 1]}"
             )
         self.state = StateCopy(variables)
+        self._copy_from: Any = None
+
+    def copy_from(self, live: list[Any]) -> None:
+        """Copy the live model's variables (:func:`state_variables`) into the shadow,
+        on the training thread, while no write uses the shadow: one device copy, no
+        host round trip."""
+        if self._copy_from is None:
+            self._copy_from = compile_copy(self.state.variables, live)
+        self._copy_from()
 
     @property
     def includes_optimizer(self) -> bool:
