@@ -10,11 +10,12 @@ A callback that writes a file per improved basis key gives two steps and nothing
   yield an :class:`Artifact` for each file right after its rename.
 
 The core does the rest, the same way for every callback: it decides which keys
-improved, submits the job (a newer job replaces, per key, one still waiting), commits
-each key whose file landed, rolls back each key whose write failed (a warning, or an
-error with ``strict``), writes ``manifest.json`` with the committed bests only (a
-manifest never names a best without its file), announces each file to plugins on the
-training thread and waits for the worker at train end. Example::
+improved, submits the job (one write runs and one waits; with ``supersede`` a newer
+job replaces, per key, the one waiting), commits each key whose file landed, rolls
+back each key whose write failed (a warning, or an error with ``strict``), writes
+``manifest.json`` with the committed bests only (a manifest never names a best
+without its file), announces each file to plugins on the training thread and waits
+for the worker at train end. Example::
 
     class BestNote(BasisCallback):
         name = "best-note"
