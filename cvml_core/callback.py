@@ -49,6 +49,7 @@ from typing import Any, ClassVar
 from cvml_core.artifact import Artifact, Manifest
 from cvml_core.atomic import remove_stale_temps
 from cvml_core.basis import BasisPolicy, KeyBest
+from cvml_core.distribute import is_chief
 from cvml_core.keras_compat import Callback
 from cvml_core.plugins import call_hook
 from cvml_core.worker import BackgroundWorker
@@ -66,19 +67,6 @@ def _float_metrics(logs: Mapping[str, Any] | None) -> dict[str, float]:
         except (TypeError, ValueError):
             continue
     return metrics
-
-
-def is_chief(model: Any) -> bool:
-    """Whether this process writes files: always, except non-chief multi-worker tasks."""
-    strategy = getattr(model, "distribute_strategy", None)
-    resolver: Any = getattr(strategy, "cluster_resolver", None)
-    task_type = getattr(resolver, "task_type", None)
-    if not task_type:
-        return True
-    if task_type == "chief":
-        return True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
 @dataclass
@@ -146,7 +134,11 @@ class BasisCallback(Callback):
             raise ValueError(f"log_dir must be a folder path. Received: log_dir={log_dir!r}")
         self.log_dir = Path(log_dir)
         self.folder = self.log_dir / (folder or self.name)
-        self._check_writable()
+        #: Whether this process writes (:mod:`cvml_core.distribute`); set again, from
+        #: the model's strategy, at train begin.
+        self.chief = is_chief()
+        if self.chief:  # a non-chief process never writes into log_dir
+            self._check_writable()
         self.manifest = Manifest(self.folder, self.name)
         if self.manifest.basis_state:
             try:
@@ -156,7 +148,6 @@ class BasisCallback(Callback):
         self.worker = BackgroundWorker(f"cvml-{self.name}")
         self.sample_data: tuple[Any, Any] | None = None
         self.last_logs: dict[str, Any] = {}
-        self.chief = True
         self._lock = threading.Lock()  # guards the fields below (worker and training thread)
         #: Per key, the best whose file is written (what the manifest records).
         self.committed: dict[str, KeyBest] = copy.deepcopy(self.policy.best)
@@ -183,20 +174,25 @@ class BasisCallback(Callback):
     # -- subclass API --------------------------------------------------------------
 
     def on_due(self, epoch: int, improved_keys: list[str], logs: dict[str, Any]) -> None:
-        """Every due epoch, with the keys that improved (maybe none)."""
+        """Every due epoch, with the keys that improved (maybe none); chief only."""
 
     def on_improved(self, epoch: int, improved_keys: list[str], logs: dict[str, Any]) -> None:
-        """A due epoch where at least one basis key improved."""
+        """A due epoch where at least one basis key improved; chief only."""
 
     def on_finished(self, logs: dict[str, Any]) -> None:
-        """Training ended; a save requested here is awaited too."""
+        """Training ended, on every process; a save requested here is awaited too (on
+        a process that is not the chief, :meth:`save` only takes the snapshot)."""
 
     def extras_due(self, epoch: int) -> list[str]:
         """Files other than bests to write on due ``epoch`` (e.g. ``["last"]``)."""
         return []
 
     def snapshot(self, epoch: int, logs: dict[str, Any]) -> Any:
-        """On the training thread: what :meth:`write` needs, copied consistently."""
+        """On the training thread: what :meth:`write` needs, copied consistently.
+
+        Every process takes it (reads of a distributed model are collective), also
+        those that are not the chief (``self.chief``), which never write in
+        ``log_dir``."""
         raise NotImplementedError
 
     def write(self, job: SaveJob) -> Iterable[Artifact]:
@@ -262,6 +258,9 @@ class BasisCallback(Callback):
         """
         keys, extras = list(keys), list(extras)
         if not keys and not extras:
+            return
+        if not self.chief:  # the same reads as the chief (collective under a distribution)
+            self.release(self.snapshot(epoch, dict(logs)))
             return
         if self.background and not self.supersede:
             self.worker.wait_for_room()
@@ -460,11 +459,10 @@ class BasisCallback(Callback):
             return
         with self._lock:
             improved = self.policy.update(number, logs)
-        if not self.chief:
-            return
-        self.on_due(number, improved, logs)
-        if improved:
-            self.on_improved(number, improved, logs)
+        if self.chief:
+            self.on_due(number, improved, logs)
+            if improved:
+                self.on_improved(number, improved, logs)
         if self.writes_files:
             self.save(number, logs, improved, self.extras_due(number))
         elif improved:
@@ -476,7 +474,6 @@ class BasisCallback(Callback):
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         logs = dict(logs or self.last_logs)
         try:
-            if self.chief:
-                self.on_finished(logs)
+            self.on_finished(logs)
         finally:
             self.wait_for_background()

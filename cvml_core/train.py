@@ -38,7 +38,7 @@ import tensorflow as tf
 
 from cvml_core.artifact import Artifact
 from cvml_core.basis import BasisPolicy, is_integer, validate_basis_dict
-from cvml_core.callback import is_chief
+from cvml_core.distribute import is_chief
 from cvml_core.keras_compat import Callback
 from cvml_core.plugins import call_hook, get_registry
 from cvml_core.run import RunInfo
@@ -405,8 +405,9 @@ class TrainInfer:
             )
         self.batch_size = batch_size or train_data.batch_size
         self._hand_sample_data(cbs, dev_data or train_data)
+        restored: tuple[int | None, str] = (None, "")
         if start_epoch:
-            self._restore(cbs, start_epoch)
+            restored = self._restore(cbs, start_epoch)
 
         recorder = _RunRecorder()
         manifest_sizes = [len(_manifest_entries(cb)) for cb in cbs]
@@ -419,6 +420,8 @@ class TrainInfer:
             webhook_url=webhook_url,
             model_name=str(getattr(self.model, "name", "") or ""),
             chief=is_chief(self.model),
+            restored_epoch=restored[0],
+            restored_by=restored[1],
         )
         self.callbacks, self.run = cbs, run
         call_hook("cvml_train_begin", run=run)
@@ -478,7 +481,8 @@ class TrainInfer:
         for cb in wanting:
             cb.set_sample_data(x, y)
 
-    def _restore(self, cbs: list[Any], start_epoch: int) -> int:
+    def _restore(self, cbs: list[Any], start_epoch: int) -> tuple[int, str]:
+        """Restore the weights: ``(epoch restored, by which callback)`` or ``(0, why not)``."""
         restorers = [cb for cb in cbs if callable(getattr(cb, "restore_latest", None))]
         for cb in restorers:
             epoch = int(cb.restore_latest(self.model, max_epoch=start_epoch) or 0)
@@ -491,7 +495,7 @@ class TrainInfer:
                         RuntimeWarning,
                         stacklevel=3,
                     )
-                return epoch
+                return epoch, callback_label(cb)
         where = (
             "no callback can restore weights (add the 'ckpt' callback)"
             if not restorers
@@ -504,7 +508,7 @@ class TrainInfer:
             RuntimeWarning,
             stacklevel=3,
         )
-        return 0
+        return 0, where
 
     def _finish(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 import threading
 import time
 import warnings
@@ -21,6 +22,7 @@ from cvml_ckpt.state import StateCopy
 from cvml_core.artifact import Artifact, Manifest
 from cvml_core.atomic import atomic_path, temp_path_for
 from cvml_core.callback import BasisCallback, SaveJob
+from cvml_core.distribute import process_count
 from cvml_core.keras_compat import uses_legacy_keras
 
 
@@ -142,6 +144,7 @@ class CkptCallback(BasisCallback):
         self._source: Path | None = None  # the model.save file the shadow is loaded from
         self._sources: list[Path] = []  # every such file of this run
         self._in_flight = 0  # snapshots taken and not yet written (they use the shadow)
+        self._one_process = True
         self._flight_lock = threading.Lock()
 
     # -- training thread -----------------------------------------------------------
@@ -151,15 +154,15 @@ class CkptCallback(BasisCallback):
 
     def snapshot(self, epoch: int, logs: dict[str, Any]) -> _Snapshot | None:
         if not self.background:
-            return None  # written from the live model, on this thread
+            if not self.chief:  # the chief's save reads the model: do the same reads
+                with tempfile.TemporaryDirectory(prefix="cvml-ckpt-") as scratch:
+                    self._save_live(Path(scratch) / files.best_name("scratch", self.ext))
+            return None  # the chief writes from the live model, on this thread
         variables = state_variables(self.model, self.include_optimizer)
         if self._copy is None or len(variables) != len(self._copy.variables):
             # First save of this run, or the optimizer was built since: a new source.
             self._copy = StateCopy(variables)
-            # A temporary name in the folder: removed at train end, or by the next
-            # run's on_train_begin after a kill.
-            path = temp_path_for(self.folder / f"shadow-epoch{epoch}.keras")
-            self._sources.append(path)
+            path = self._source_path(epoch)
             self.model.save(path)
             self._source = path
             with self._flight_lock:
@@ -171,7 +174,9 @@ class CkptCallback(BasisCallback):
             self._in_flight += 1
         try:
             shadow = self._shadow
-            if idle and shadow is not None and shadow.source == self._source:
+            # Across processes every one takes the same path (the reads are collective),
+            # so never the one that depends on this process' writer.
+            if idle and shadow is not None and shadow.source == self._source and self._one_process:
                 shadow.copy_from(variables)
                 return _Snapshot(self._source, self._copy.layout, in_shadow=True)
             return _Snapshot(self._source, self._copy.layout, self._copy.read())
@@ -179,6 +184,18 @@ class CkptCallback(BasisCallback):
             with self._flight_lock:
                 self._in_flight -= 1
             raise
+
+    def _source_path(self, epoch: int) -> Path:
+        """Where the shadow's source goes: a temporary name in the folder (removed at
+        train end, or by the next run after a kill); a scratch folder off ``log_dir``
+        on a process that is not the chief."""
+        name = f"shadow-epoch{epoch}.keras"
+        if self.chief:
+            path = temp_path_for(self.folder / name)
+        else:
+            path = Path(tempfile.mkdtemp(prefix="cvml-ckpt-")) / name
+        self._sources.append(path)
+        return path
 
     def release(self, snapshot: _Snapshot | None) -> None:
         if snapshot is not None:
@@ -188,16 +205,21 @@ class CkptCallback(BasisCallback):
 
     # -- worker --------------------------------------------------------------------
 
+    def _save_live(self, path: Path) -> bool:
+        """Save the live model with Keras' public save; return whether the file holds
+        the optimizer state."""
+        if self.save_weights_only:
+            self.model.save_weights(path)
+        elif uses_legacy_keras():
+            self.model.save(path, include_optimizer=self.include_optimizer)
+        else:
+            self.model.save(path)
+        return self.include_optimizer if uses_legacy_keras() else True
+
     def _write_to(self, snapshot: _Snapshot | None, tmp: Path) -> bool:
         """Write the epoch's file to ``tmp``; return whether it holds the optimizer."""
         if snapshot is None:
-            if self.save_weights_only:
-                self.model.save_weights(tmp)
-            elif uses_legacy_keras():
-                self.model.save(tmp, include_optimizer=self.include_optimizer)
-            else:
-                self.model.save(tmp)
-            return self.include_optimizer if uses_legacy_keras() else True
+            return self._save_live(tmp)
         if self._shadow is None or self._shadow.source != snapshot.source:
             # Built once per source, also when the job of the source's epoch was replaced.
             self._shadow = Shadow(snapshot.source, self.include_optimizer, snapshot.layout)
@@ -284,6 +306,10 @@ class CkptCallback(BasisCallback):
             with contextlib.suppress(FileNotFoundError):
                 entry["file"].unlink()
 
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        super().on_train_begin(logs)
+        self._one_process = process_count(self.model) == 1
+
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         try:
             super().on_epoch_end(epoch, logs)
@@ -305,6 +331,8 @@ class CkptCallback(BasisCallback):
         for path in self._sources:
             with contextlib.suppress(OSError):
                 path.unlink()
+            if path.parent != self.folder:  # a non-chief's scratch folder
+                shutil.rmtree(path.parent, ignore_errors=True)
         self._sources = []
 
     # -- resuming ------------------------------------------------------------------

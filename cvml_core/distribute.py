@@ -1,0 +1,76 @@
+"""Which process is the chief: the one definition every callback and notifier uses.
+
+Across devices and processes every process takes the same decisions and runs the
+same model reads (under a distribution they are collective); only the chief writes
+files, manifests, TensorBoard events and webhook posts.
+
+* TensorFlow multi-worker (``tf.distribute``, e.g. tf_keras with
+  ``MultiWorkerMirroredStrategy``): the task of type ``chief``, or worker 0 when the
+  cluster has no chief, read from the model's strategy's cluster resolver, or from
+  ``TF_CONFIG`` before a model is known (the variable that resolver reads).
+* JAX multi-process (``keras.distribution.initialize(...)``): process 0
+  (``jax.process_index() == 0``), as Keras' own ``OrbaxCheckpoint`` does.
+* Otherwise a single process, which is the chief.
+
+Pure Python until asked: JAX is consulted only when Keras runs on the JAX backend
+and ``jax`` is already imported; TensorFlow only through the model's strategy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+
+def _task_is_chief(task_type: str | None, task_id: int, jobs: Mapping[str, Any]) -> bool:
+    if not task_type or task_type == "chief":
+        return True
+    return task_type == "worker" and int(task_id) == 0 and "chief" not in jobs
+
+
+def _tf_config(environ: Mapping[str, str]) -> tuple[str | None, int, dict[str, Any]]:
+    raw = environ.get("TF_CONFIG", "")
+    if not raw.strip():
+        return None, 0, {}
+    try:
+        config = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"TF_CONFIG is not valid JSON: {exc}. Received: {raw[:200]!r}") from exc
+    task = config.get("task") or {}
+    return task.get("type"), int(task.get("index", 0)), dict(config.get("cluster") or {})
+
+
+def _jax_process() -> tuple[int, int]:
+    """``(process_index, process_count)`` of a JAX run, ``(0, 1)`` otherwise."""
+    jax, keras = sys.modules.get("jax"), sys.modules.get("keras")
+    if jax is None or keras is None or keras.backend.backend() != "jax":
+        return 0, 1
+    return int(jax.process_index()), int(jax.process_count())
+
+
+def is_chief(model: Any = None, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether this process writes files (see the module docstring)."""
+    strategy = getattr(model, "distribute_strategy", None)
+    resolver: Any = getattr(strategy, "cluster_resolver", None)
+    if getattr(resolver, "task_type", None):
+        jobs = resolver.cluster_spec().as_dict()
+        return _task_is_chief(resolver.task_type, resolver.task_id, jobs)
+    task_type, task_id, jobs = _tf_config(os.environ if environ is None else environ)
+    if task_type:
+        return _task_is_chief(task_type, task_id, jobs)
+    return _jax_process()[0] == 0
+
+
+def process_count(model: Any = None, environ: Mapping[str, str] | None = None) -> int:
+    """How many processes train together (1 when not distributed across processes)."""
+    strategy = getattr(model, "distribute_strategy", None)
+    resolver: Any = getattr(strategy, "cluster_resolver", None)
+    if getattr(resolver, "task_type", None):
+        return sum(len(tasks) for tasks in resolver.cluster_spec().as_dict().values())
+    task_type, _, jobs = _tf_config(os.environ if environ is None else environ)
+    if task_type:
+        return sum(len(tasks) for tasks in jobs.values())
+    return _jax_process()[1]
