@@ -20,8 +20,9 @@ import numpy as np
 from cvml_core.artifact import Artifact, file_stem
 from cvml_core.basis import is_integer
 from cvml_core.callback import BasisCallback, SaveJob
+from cvml_core.keras_compat import keras
 from cvml_tflite import QUANTIZATION_MODES
-from cvml_tflite.convert import SNAPSHOT_CONFIG, SNAPSHOT_WEIGHTS
+from cvml_tflite.convert import SNAPSHOT_CONFIG, SNAPSHOT_REFERENCE, SNAPSHOT_WEIGHTS
 from cvml_tflite.process import WorkerCrashedError, run_conversion
 
 #: Default ``max_error`` per quantization mode (outputs of the order of probabilities).
@@ -54,6 +55,9 @@ class _Snapshot:
     imports: list[str]
     main_classes: list[str]
     taken_at: float
+    #: Off the TensorFlow backend: a batch and the live model's outputs on it, which
+    #: the file is verified against (the worker rebuilds the model on TensorFlow).
+    reference: dict[str, np.ndarray] | None = None
     folder: Path | None = None
 
     def write(self, parent: Path) -> Path:
@@ -65,7 +69,15 @@ class _Snapshot:
             np.savez(self.folder / SNAPSHOT_WEIGHTS,
                      **{f"w{i}": w for i, w in enumerate(self.weights)})
             self.weights = None
+            if self.reference is not None:
+                np.savez(self.folder / SNAPSHOT_REFERENCE, **self.reference)
+                self.reference = None
         return self.folder
+
+    def reference_path(self) -> str | None:
+        """The written reference batch, if any (after :meth:`write`)."""
+        path = None if self.folder is None else self.folder / SNAPSHOT_REFERENCE
+        return str(path) if path is not None and path.exists() else None
 
     def discard(self) -> None:
         self.weights = None
@@ -266,6 +278,7 @@ class TFLiteCallback(BasisCallback):
             layers = _walk_layers(self.model)
             config = self.model.to_json()
             weights = self.model.get_weights()
+            reference = None if keras.backend.backend() == "tensorflow" else self._reference()
         except Exception as exc:
             message = (
                 f"cannot snapshot the model of epoch {epoch}: {type(exc).__name__}: {exc}"
@@ -288,6 +301,7 @@ class TFLiteCallback(BasisCallback):
                 type(layer).__name__ for layer in layers if type(layer).__module__ == "__main__"
             ),
             taken_at=time.time(),
+            reference=reference,
         )
         self._scratch_dir()
         self.snapshot_seconds.append(time.perf_counter() - start)
@@ -295,6 +309,24 @@ class TFLiteCallback(BasisCallback):
 
     def release(self, snapshot: _Snapshot) -> None:
         snapshot.discard()
+
+    def _reference(self) -> dict[str, np.ndarray]:
+        """A batch (the sample data, else seeded random inputs) and the live model's
+        outputs on it, in inference mode."""
+        if self.sample_data is not None:
+            x, source = np.asarray(self.sample_data[0])[: self.verify_samples], "data"
+        else:
+            shape = tuple(self.model.inputs[0].shape)[1:]
+            rng = np.random.default_rng(0)
+            x, source = rng.standard_normal((8, *shape)).astype("float32"), "random"
+        dtype = keras.backend.standardize_dtype(self.model.inputs[0].dtype)
+        x = x.astype(dtype)
+        outputs = keras.tree.flatten(self.model.predict_on_batch(x))
+        return {
+            "x": x,
+            "source": np.array(source),
+            **{f"y{i}": keras.ops.convert_to_numpy(y) for i, y in enumerate(outputs)},
+        }
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._last_epoch = epoch + 1
@@ -341,6 +373,7 @@ class TFLiteCallback(BasisCallback):
                 "imports": snapshot.imports,
                 "quantization": self.quantization,
                 "sample": self._sample_path(),
+                "reference": snapshot.reference_path(),
                 "verify_samples": self.verify_samples,
                 "outputs": [str(path) for _, path in targets],
             }

@@ -23,6 +23,7 @@ import numpy as np
 
 SNAPSHOT_CONFIG = "model.json"
 SNAPSHOT_WEIGHTS = "weights.npz"
+SNAPSHOT_REFERENCE = "reference.npz"  # x, source, y0..yN: outputs of the live model
 
 
 def load_snapshot(folder: str | Path, imports: Sequence[str] = ()) -> Any:

@@ -37,6 +37,7 @@ def _child_env(extra: dict[str, str] | None) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["CUDA_VISIBLE_DEVICES"] = "-1"
+    env["KERAS_BACKEND"] = "tensorflow"  # the converter needs it, whatever trains
     # The worker must import what this process can (custom layers' modules).
     paths = [p for p in sys.path if p]
     if env.get("PYTHONPATH"):
