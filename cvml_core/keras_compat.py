@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 from types import ModuleType
+from typing import Any
 
 
 def uses_legacy_keras() -> bool:
@@ -23,3 +24,24 @@ def _resolve() -> ModuleType:
 
 keras = _resolve()
 Callback = keras.callbacks.Callback
+
+
+def flatten(structure: Any) -> list[Any]:
+    """The leaves of a nested structure of outputs (``keras.tree`` has no tf_keras twin)."""
+    tree = getattr(keras, "tree", None)
+    if tree is not None:
+        return list(tree.flatten(structure))
+    import tensorflow as tf
+
+    return list(tf.nest.flatten(structure))
+
+
+def optimizer_built(optimizer: Any) -> bool:
+    """Whether ``optimizer`` holds its per-variable state yet.
+
+    Keras 3 says so (``built``); a tf_keras optimizer has only ``iterations`` (and
+    maybe its learning rate) until it is built."""
+    built = getattr(optimizer, "built", None)
+    if built is not None:
+        return bool(built)
+    return len(optimizer.variables) > 2

@@ -23,7 +23,7 @@ from cvml_core.artifact import Artifact, Manifest
 from cvml_core.atomic import atomic_path, temp_path_for
 from cvml_core.callback import BasisCallback, SaveJob
 from cvml_core.distribute import process_count
-from cvml_core.keras_compat import uses_legacy_keras
+from cvml_core.keras_compat import optimizer_built, uses_legacy_keras
 
 
 def _check_bool(name: str, value: Any) -> bool:
@@ -210,11 +210,11 @@ class CkptCallback(BasisCallback):
         the optimizer state."""
         if self.save_weights_only:
             self.model.save_weights(path)
-        elif uses_legacy_keras():
-            self.model.save(path, include_optimizer=self.include_optimizer)
         else:
             self.model.save(path)
-        return self.include_optimizer if uses_legacy_keras() else True
+        # Keras' own save (3 and tf_keras' .keras / .weights.h5) keeps the optimizer
+        # whenever the model has one.
+        return getattr(self.model, "optimizer", None) is not None
 
     def _write_to(self, snapshot: _Snapshot | None, tmp: Path) -> bool:
         """Write the epoch's file to ``tmp``; return whether it holds the optimizer."""
@@ -401,7 +401,7 @@ class CkptCallback(BasisCallback):
         path: Path = entry["file"]
         optimizer = getattr(model, "optimizer", None)
         has_optimizer = (entry.get("details") or {}).get("includes_optimizer", True)
-        if has_optimizer and optimizer is not None and not optimizer.built:
+        if has_optimizer and optimizer is not None and not optimizer_built(optimizer):
             optimizer.build(model.trainable_variables)
         with warnings.catch_warnings():
             if not has_optimizer:  # Keras warns that the file has no optimizer state: we know

@@ -20,7 +20,7 @@ import numpy as np
 from cvml_core.artifact import Artifact, file_stem
 from cvml_core.basis import is_integer
 from cvml_core.callback import BasisCallback, SaveJob
-from cvml_core.keras_compat import keras
+from cvml_core.keras_compat import flatten, keras
 from cvml_tflite import QUANTIZATION_MODES
 from cvml_tflite.convert import SNAPSHOT_CONFIG, SNAPSHOT_REFERENCE, SNAPSHOT_WEIGHTS
 from cvml_tflite.process import WorkerCrashedError, run_conversion
@@ -321,7 +321,7 @@ class TFLiteCallback(BasisCallback):
             x, source = rng.standard_normal((8, *shape)).astype("float32"), "random"
         dtype = keras.backend.standardize_dtype(self.model.inputs[0].dtype)
         x = x.astype(dtype)
-        outputs = keras.tree.flatten(self.model.predict_on_batch(x))
+        outputs = flatten(self.model.predict_on_batch(x))
         return {
             "x": x,
             "source": np.array(source),

@@ -37,10 +37,12 @@ def load_snapshot(folder: str | Path, imports: Sequence[str] = ()) -> Any:
     for module in imports:
         importlib.import_module(module)
     folder = Path(folder)
-    config = json.loads((folder / SNAPSHOT_CONFIG).read_text(encoding="utf-8"))
-    # The snapshot is written by this process' parent: Lambda layers may be trusted.
-    keras.config.enable_unsafe_deserialization()
-    model = keras.saving.deserialize_keras_object(config)
+    text = (folder / SNAPSHOT_CONFIG).read_text(encoding="utf-8")
+    config = json.loads(text)
+    if hasattr(keras, "config"):  # Keras 3; tf_keras has no such switch
+        # The snapshot is written by this process' parent: Lambda layers may be trusted.
+        keras.config.enable_unsafe_deserialization()
+    model = keras.models.model_from_json(text)
     _raise_build_error(model, config)
     with np.load(folder / SNAPSHOT_WEIGHTS) as weights:
         model.set_weights([weights[f"w{i}"] for i in range(len(weights.files))])
@@ -75,8 +77,13 @@ def convert(model: Any, quantization: str | None, sample: np.ndarray | None) -> 
     """
     import tensorflow as tf
 
+    from cvml_core.keras_compat import uses_legacy_keras
+
     with tempfile.TemporaryDirectory(prefix="cvml-tflite-sm-") as saved_model:
-        model.export(saved_model, format="tf_saved_model", verbose=False)
+        if uses_legacy_keras():  # tf_keras exports a SavedModel, with no options
+            model.export(saved_model)
+        else:
+            model.export(saved_model, format="tf_saved_model", verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         if quantization == "float16":

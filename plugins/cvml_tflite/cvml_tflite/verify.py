@@ -82,7 +82,7 @@ def compare(
 
 def keras_outputs(model: Any, x: np.ndarray) -> list[np.ndarray]:
     """The Keras model's outputs in inference mode, flattened in output order."""
-    from cvml_core.keras_compat import keras
+    from cvml_core.keras_compat import flatten
 
     out = model.predict(x, batch_size=32, verbose=0)
-    return [np.asarray(o) for o in keras.tree.flatten(out)]
+    return [np.asarray(o) for o in flatten(out)]

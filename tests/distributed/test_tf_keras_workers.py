@@ -1,0 +1,28 @@
+"""Two tf_keras workers on 127.0.0.1 with ``MultiWorkerMirroredStrategy``.
+
+Keras 3 does not support ``MultiWorkerMirroredStrategy`` (keras issue 20585); teams
+that need it use tf_keras (``TF_USE_LEGACY_KERAS=1``). Both workers run every read
+(variable reads for a save, ``predict`` for images: collective under the strategy);
+only the chief (worker 0) writes. Runs in ``nox -s backends``; skipped without tf_keras.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("tf_keras")
+
+
+def test_two_tf_keras_workers_decide_alike_and_only_worker_0_writes(
+    tmp_path, free_port, run_processes, check_one_writer
+):
+    import tf_keras
+
+    ports = f"{free_port()},{free_port()}"
+    env = {"TF_USE_LEGACY_KERAS": "1"}
+    first, second = run_processes("tf_keras_worker.py", ports, tmp_path, env)
+    check_one_writer(first, second, tmp_path, ["ckpt"])
+    files = sorted((tmp_path / "ckpt").glob("*.keras"))
+    assert files
+    for path in files:
+        tf_keras.models.load_model(path)
