@@ -5,6 +5,8 @@ Pure Python: no TensorFlow import, so plugins on these hooks stay light.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,8 +53,12 @@ class RunInfo:
     ``callbacks`` (the names of the callbacks, registered name or class name),
     ``start_time`` (``time.time()``), ``webhook_url`` (the Teams webhook or None; it is
     a secret: ``repr`` hides it, print :attr:`masked_webhook_url` instead),
-    ``model_name`` and ``chief`` (False on the non-chief tasks of a multi-worker
-    ``tf.distribute`` run: a notifier should post from the chief only).
+    ``model_name``, ``chief`` (False on the non-chief tasks of a multi-worker
+    ``tf.distribute`` run: a notifier should post from the chief only), ``host`` (this
+    machine's name, ``socket.gethostname()``), ``restored_epoch`` and ``restored_by``
+    (on a resume, ``start_epoch > 0``: the epoch whose weights were restored and the
+    callback that restored them, or ``0`` and why nothing was restored; ``None`` and
+    ``""`` for a new run or when the caller did not say). :attr:`run_name` names the run.
 
     Filled at the end, before ``cvml_train_end``: ``end_time``, ``epochs_done`` (the
     1-based number of the last finished epoch), ``history`` (metric name -> values of
@@ -71,6 +77,9 @@ class RunInfo:
     webhook_url: str | None = field(default=None, repr=False)
     model_name: str = ""
     chief: bool = True
+    host: str = field(default_factory=socket.gethostname)
+    restored_epoch: int | None = None
+    restored_by: str = ""
     end_time: float | None = None
     epochs_done: int = 0
     history: dict[str, list[float]] = field(default_factory=dict)
@@ -81,6 +90,15 @@ class RunInfo:
     def masked_webhook_url(self) -> str:
         """The webhook URL with its secret part hidden (see :func:`mask_url`)."""
         return mask_url(self.webhook_url)
+
+    @property
+    def run_name(self) -> str:
+        """The run's name: the last folder of ``log_dir``, else the model name, else "run"."""
+        if self.log_dir:
+            name = os.path.basename(os.path.normpath(str(self.log_dir)))
+            if name and name not in (".", os.sep):
+                return name
+        return self.model_name or "run"
 
     @property
     def duration(self) -> float | None:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import copy
+import html
 import json
+import re
 import socket
 import threading
 import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import urlsplit
 
+import jsonschema
 import numpy as np
 import pytest
+from markdown_it import MarkdownIt
 
 import cvml_core
 from cvml_core import plugins, teams
@@ -18,6 +24,77 @@ from cvml_core.run import RunInfo, mask_url
 from cvml_core.teams import WebhookURLError, validate_webhook_url
 
 SECRET = "sig=S3CRET-T0KEN-abcd"
+HOST = socket.gethostname()
+
+# The Adaptive Card 1.4 JSON schema, vendored (tests/data/README.md says from where).
+# Its AdaptiveCard allows no extra property; Teams documents one, "msteams" (here:
+# {"width": "Full"}), which is added to a copy for the validation.
+_SCHEMA = json.loads((Path(__file__).parent / "data" / "adaptive-card-1.4.json").read_text())
+jsonschema.Draft6Validator.check_schema(_SCHEMA)
+_TEAMS_SCHEMA = copy.deepcopy(_SCHEMA)
+_TEAMS_SCHEMA["definitions"]["AdaptiveCard"]["properties"]["msteams"] = {
+    "type": "object",
+    "properties": {"width": {"enum": ["Full"]}},
+    "additionalProperties": False,
+}
+CARD_VALIDATOR = jsonschema.Draft6Validator(_TEAMS_SCHEMA)
+STRICT_VALIDATOR = jsonschema.Draft6Validator(_SCHEMA)
+# The Workflows webhook's envelope around the card.
+MESSAGE_VALIDATOR = jsonschema.Draft6Validator(
+    {
+        "type": "object",
+        "required": ["type", "attachments"],
+        "additionalProperties": False,
+        "properties": {
+            "type": {"const": "message"},
+            "attachments": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["contentType", "content"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "contentType": {"const": "application/vnd.microsoft.card.adaptive"},
+                        "contentUrl": {"type": "null"},
+                        "content": {"type": "object"},
+                    },
+                },
+            },
+        },
+    }
+)
+
+
+def assert_valid_card(payload):
+    """The message envelope, and its card against the Adaptive Card 1.4 schema."""
+    MESSAGE_VALIDATOR.validate(payload)
+    card = payload["attachments"][0]["content"]
+    assert card["version"] == "1.4" and card["type"] == "AdaptiveCard"
+    errors = [e.message for e in CARD_VALIDATOR.iter_errors(card)]
+    assert errors == [], errors
+    without_msteams = {k: v for k, v in card.items() if k != "msteams"}
+    assert list(STRICT_VALIDATOR.iter_errors(without_msteams)) == []
+    # Teams accepts at most about 28 KB per card.
+    assert len(json.dumps(payload).encode()) < 28_000
+
+
+_MARKDOWN = MarkdownIt("commonmark")
+
+
+def rendered(markdown, lists=False):
+    """What a CommonMark renderer shows for ``markdown``: plain text, no markup.
+
+    Fails when the text would render as emphasis, code, a link, a heading, a quote or
+    HTML (only paragraphs, and lists where ``lists``, are allowed).
+    """
+    out = _MARKDOWN.render(markdown)
+    allowed = {"p", "ul", "li"} if lists else {"p"}
+    tags = set(re.findall(r"</?([a-z0-9]+)", out))
+    assert tags <= allowed, (markdown, out)
+    text = html.unescape(re.sub(r"</?[a-z0-9]+>", "\n", out)).replace("\u00a0", " ")
+    return "\n".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 class NoteCallback(cvml_core.BasisCallback):
@@ -70,6 +147,8 @@ def webhook():
     yield server
     server.shutdown()
     server.server_close()
+    for request in server.requests:  # every card a test captures is a valid card
+        assert_valid_card(request["json"])
 
 
 @pytest.fixture
@@ -78,6 +157,8 @@ def failing_webhook(request):
     yield server
     server.shutdown()
     server.server_close()
+    for request in server.requests:
+        assert_valid_card(request["json"])
 
 
 @pytest.fixture
@@ -106,14 +187,15 @@ def train(tmp_path, tiny_model, url, epochs=2, extra=()):
 
 
 def card_text(payload):
-    """Every text and fact of the card, one per line."""
+    """Every text and fact of the card as it renders, one per line; validates the card."""
+    assert_valid_card(payload)
     card = payload["attachments"][0]["content"]
     lines = []
     for element in card["body"]:
         if element["type"] == "TextBlock":
-            lines.append(element["text"])
+            lines.append(rendered(element["text"], lists=True))
         elif element["type"] == "FactSet":
-            lines += [f"{f['title']}: {f['value']}" for f in element["facts"]]
+            lines += [f"{rendered(f['title'])}: {rendered(f['value'])}" for f in element["facts"]]
     return "\n".join(lines)
 
 
@@ -303,3 +385,174 @@ def test_only_the_chief_posts(webhook):
     assert [card_text(r["json"]).splitlines()[0] for r in webhook.requests] == [
         "Training started", "Training finished"
     ]
+
+
+# -- what the cards say ----------------------------------------------------------------
+
+
+def _error(message="NaN loss"):
+    try:
+        raise ValueError(message)
+    except ValueError as exc:
+        return exc
+
+
+def _finished(run):
+    run.end_time = run.start_time + 5
+    run.epochs_done = run.epochs
+    return run
+
+
+def test_every_card_names_the_run_and_the_host():
+    run = _finished(RunInfo(log_dir="runs/exp-7", epochs=2, model_name="tiny"))
+    assert run.host == HOST and run.run_name == "exp-7"
+    for payload in (teams.start_card(run), teams.end_card(run, {}),
+                    teams.failure_card(run, {}, _error())):
+        text = card_text(payload)
+        assert "Run: exp-7" in text and f"Host: {HOST}" in text and "Model: tiny" in text
+    assert RunInfo(model_name="tiny").run_name == "tiny" and RunInfo().run_name == "run"
+
+
+def test_text_from_the_run_shows_as_it_is():
+    """Markdown characters in paths, names and errors are escaped: no bold, no code."""
+    log_dir = "runs/__cache__/`exp`_*1*/~tmp~/[a](b)"
+    run = _finished(RunInfo(log_dir=log_dir, epochs=2, model_name="net_<v2>",
+                            basis_dict={"val__loss__": "min"}, callbacks=["__ckpt__"]))
+    run.best = {"val__loss__": {"value": 0.5, "epoch": 2}}
+    path = f"{log_dir}/ckpt/__best__ #1.keras"
+    run.artifacts = [cvml_core.Artifact("checkpoint", path, 2, {}, "val__loss__", "ckpt")]
+    message = "bad `x` in __init__.py: **not bold** & <b>not html</b>\n- not a list"
+    texts = [card_text(teams.start_card(run)), card_text(teams.end_card(run, {"__m__": 1})),
+             card_text(teams.failure_card(run, {}, _error(message)))]
+    for text in texts:
+        assert f"Log dir: {log_dir}" in text and "Model: net_<v2>" in text
+    start, end, failure = texts
+    assert "Basis: val__loss__ (min)" in start and "Callbacks: __ckpt__" in start
+    assert f"ckpt checkpoint (best val__loss__), epoch 2: {path}" in end
+    assert "__m__: 1" in end and "val__loss__ (min): 0.5 at epoch 2" in end
+    assert "Error: ValueError: bad `x` in __init__.py: **not bold** & <b>not html</b>" in failure
+    assert "- not a list" in failure  # the message's second line, in the traceback
+    assert "`" not in json.dumps(teams.end_card(run, {})).replace("\\\\`", "")
+
+
+def test_escaping_round_trips_through_a_commonmark_renderer():
+    nasty = [
+        "__cache__", "a*b*c", "**x**", "_x_", "`code`", "~~x~~", "[t](u)", "<b>", "&amp;",
+        "# h", "> q", "- item", "+ item", "1. one", "2) two", "---", "===", "-", "C:\\runs\\",
+        "a\\_b", "x\\", "best_val_loss.keras", "snake_case", "-0.5",
+    ]
+    for text in nasty:
+        assert rendered(teams.md_escape(text)) == text, text
+    # Names with inner underscores are left alone (CommonMark never emphasises them).
+    assert teams.md_escape("best_val_loss.keras") == "best_val_loss.keras"
+    # Lines: blank-line separated (Teams shows a single newline as a space), indented
+    # with no-break spaces (leading spaces would start a code block).
+    assert teams.md_escape("a\n    b") == "a\n\n\u00a0\u00a0\u00a0\u00a0b"
+
+
+@pytest.mark.parametrize(
+    ("start", "restored", "by", "expected"),
+    [
+        (0, None, "", None),
+        (2, 2, "ckpt", "after epoch 2: the weights of epoch 2 restored by ckpt"),
+        (3, 2, "ckpt", "after epoch 3, from the weights of epoch 2 (the latest checkpoint "
+                       "up to epoch 3), restored by ckpt"),
+        (2, 0, "no checkpoint up to epoch 2 was found by ['ckpt']",
+         "after epoch 2, but nothing was restored (no checkpoint up to epoch 2 was found by "
+         "['ckpt']): training went on from the model's current weights"),
+        (2, None, "", "after epoch 2 (start_epoch=2; what was restored is not known)"),
+    ],
+)
+def test_the_start_card_tells_what_a_resume_restored(start, restored, by, expected):
+    run = RunInfo(epochs=5, start_epoch=start, restored_epoch=restored, restored_by=by)
+    text = card_text(teams.start_card(run))
+    assert f"Epochs: {start + 1} to 5" in text
+    if expected is None:
+        assert "Resumed" not in text
+    else:
+        assert f"Resumed: {expected}" in text
+
+
+class RestoringNote(NoteCallback):
+    """Says it restored the weights of the epoch before ``max_epoch``."""
+
+    def restore_latest(self, model=None, max_epoch=None):
+        return max_epoch - 1
+
+
+@pytest.mark.parametrize("restoring", [False, True])
+def test_a_resumed_run_says_what_was_restored(tmp_path, tiny_model, webhook, restoring):
+    trainset, dev = make_sets()
+    note = (RestoringNote if restoring else NoteCallback)(tmp_path, {"val_loss": "min"})
+    ti = cvml_core.TrainInfer(tiny_model(), log_dir=tmp_path)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        ti.train(trainset, dev, 16, 3, callbacks=[note], start_epoch=2, show_results=0,
+                 teams_webhook_url=webhook.url)
+    start = card_text(webhook.requests[0]["json"])
+    assert "Epochs: 3 to 3" in start
+    if restoring:
+        assert ti.run.restored_epoch == 1 and ti.run.restored_by == "note"
+        assert ("Resumed: after epoch 2, from the weights of epoch 1 (the latest checkpoint "
+                "up to epoch 2), restored by note") in start
+    else:
+        assert ti.run.restored_epoch == 0
+        assert ("Resumed: after epoch 2, but nothing was restored (no callback can restore "
+                "weights (add the 'ckpt' callback)): training went on from the model's "
+                "current weights") in start
+
+
+def _deep(depth, message="deep failure"):
+    """Raises ``depth`` frames down; alternating frames (Python folds repeated ones)."""
+    if depth == 0:
+        raise KeyError(message)
+    _deep_too(depth - 1, message)
+
+
+def _deep_too(depth, message):
+    padding = "x" * 150  # a long source line: frames are big  # noqa: F841
+    _deep(depth, message)
+
+
+def _raised(function, *args):
+    try:
+        function(*args)
+    except Exception as exc:
+        return exc
+    raise AssertionError("did not raise")
+
+
+def test_a_long_traceback_keeps_whole_frames_within_the_limit():
+    error = _raised(_deep, 60)
+    text = teams.traceback_text(error, limit=1500)
+    lines = text.splitlines()
+    assert lines[0].startswith("… the first ") and "not shown (card size limit)" in lines[0]
+    assert len(text) <= 1500 + len(lines[0]) + 1
+    assert lines[-1] == "KeyError: 'deep failure'"
+    # Whole frames only: after the note, every frame's "File" line and its source line.
+    assert lines[1].startswith('  File "') and "in _deep" in lines[1]
+    assert "repeated" not in text
+    frames = [i for i, line in enumerate(lines) if line.startswith('  File "')]
+    for i in frames:
+        assert lines[i + 1].startswith("    ")
+    assert 'raise KeyError(message)' in text
+    # The full traceback, when it fits, is all there.
+    small = _raised(_deep, 2)
+    full = teams.traceback_text(small)
+    assert full.startswith("Traceback (most recent call last):") and full.count("in _deep\n") == 3
+
+
+def test_a_huge_error_message_is_cut_and_chained_errors_are_kept():
+    huge = teams.traceback_text(_raised(_deep, 1, "m" * 10_000), limit=800)
+    assert len(huge) <= 1000 and huge.rstrip().endswith("…")
+    try:
+        try:
+            raise OSError("disk __full__")
+        except OSError as inner:
+            raise RuntimeError("save failed") from inner
+    except RuntimeError as exc:
+        chained = teams.traceback_text(exc)
+    assert "OSError: disk __full__" in chained and chained.endswith("RuntimeError: save failed")
+    card = teams.failure_card(_finished(RunInfo(epochs=1)), {}, _raised(_deep, 200))
+    text = card_text(card)  # a valid card, under Teams' size limit, whatever the depth
+    assert "KeyError: 'deep failure'" in text and "not shown (card size limit)" in text
