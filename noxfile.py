@@ -7,6 +7,7 @@ environment; all of them share one pip cache, so TensorFlow downloads once.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import nox
@@ -14,10 +15,10 @@ import nox
 ROOT = Path(__file__).parent
 PLUGINS = {"ckpt": "cvml_ckpt", "tb": "cvml_tb", "tflite": "cvml_tflite"}
 FIXTURES = ROOT / "tests" / "fixtures"
-TEST_DEPS = ["pytest>=8", "hypothesis>=6.100"]
+TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", "jsonschema>=4", "markdown-it-py>=2.2"]
 
 # CI's set: each test runs once (plugin tests in their plugin's own environment).
-nox.options.sessions = ["lint", "core", "thirdparty", "plugin"]
+nox.options.sessions = ["lint", "core", "thirdparty", "plugin", "backends", "oldest"]
 nox.options.default_venv_backend = "venv"
 os.environ.setdefault("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip"))
 os.environ.setdefault("PIP_DISABLE_PIP_VERSION_CHECK", "1")
@@ -31,8 +32,8 @@ def _existing_plugins() -> list[str]:
     return [n for n in PLUGINS if (ROOT / "plugins" / PLUGINS[n] / "pyproject.toml").exists()]
 
 
-def _pytest(session: nox.Session, *args: str) -> None:
-    session.run("pytest", "-p", "no:cacheprovider", *args, *session.posargs)
+def _pytest(session: nox.Session, *args: str, env: dict[str, str] | None = None) -> None:
+    session.run("pytest", "-p", "no:cacheprovider", *args, *session.posargs, env=env)
 
 
 def _install_all(session: nox.Session) -> None:
@@ -84,6 +85,53 @@ def plugin(session: nox.Session, name: str) -> None:
     _pytest(session, str(ROOT / "tests" / name))
 
 
+# The lowest versions the pyproject.toml files declare, pinned exactly (Python 3.10/3.11:
+# TensorFlow 2.16 wants numpy>=1.26 on 3.12 and has no 3.13 wheels). Raise a lower bound
+# there and here together. keras: 3.6 added Model.export(verbose=), which cvml-tflite
+# passes; from 3.12 model.to_json() of a subclassed model without get_config raises
+# NotImplementedError, which tests/tflite expects.
+OLDEST = [
+    "tensorflow==2.16.1",
+    "keras==3.12.0",
+    "numpy==1.23.5",
+    "h5py==3.10.0",
+    "tensorboard==2.16.2",
+    "ai-edge-litert==1.0.0",
+    "pluggy==1.5.0",
+    "importlib-metadata==6.0.0",
+]
+
+
+@nox.session
+def oldest(session: nox.Session) -> None:
+    """Every plugin with the lowest supported dependency versions; all tests but third-party."""
+    if sys.version_info[:2] not in ((3, 10), (3, 11)):
+        session.skip(f"the oldest pins are for Python 3.10/3.11, not {sys.version.split()[0]}")
+    plugins = [f"{_plugin_path(n)}[test]" for n in _existing_plugins()]
+    session.install(str(ROOT), *plugins, *TEST_DEPS, "scikit-learn", *OLDEST)
+    _pytest(session, "-m", "not thirdparty", "tests")
+
+
+# The other ways to run Keras, in one environment (one TensorFlow install): JAX's CPU
+# wheels; torch 2.13.0, the CPU build this machine keeps on disk (a plain `torch`
+# from PyPI is the ~3 GB CUDA build); tf_keras for TF_USE_LEGACY_KERAS=1.
+BACKEND_DEPS = ["jax[cpu]", "torch==2.13.0", "tf-keras>=2.16,<2.22"]
+
+
+@nox.session
+def backends(session: nox.Session) -> None:
+    """JAX (one process and two), torch, and tf_keras (one process and two workers)."""
+    _install_all(session)
+    session.install(*BACKEND_DEPS)
+    one = [str(ROOT / "tests" / "backends")]
+    distributed = ROOT / "tests" / "distributed"
+    _pytest(session, *one, str(distributed / "test_jax_processes.py"),
+            env={"KERAS_BACKEND": "jax"})
+    _pytest(session, *one, env={"KERAS_BACKEND": "torch"})
+    _pytest(session, *one, str(distributed / "test_tf_keras_workers.py"),
+            env={"TF_USE_LEGACY_KERAS": "1"})
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff on everything, mypy on the core (no TensorFlow needed)."""
@@ -99,12 +147,38 @@ def demo(session: nox.Session) -> None:
     session.run("cvml", "demo", *session.posargs)
 
 
+CHROMIUM = "/usr/bin/chromium"  # Debian's package: apt-get install chromium
+
+
+@nox.session
+def tb_browser(session: nox.Session) -> None:
+    """Not in CI's set: a demo run in a real TensorBoard, rendered by headless Chromium.
+
+    Writes ``runs/tb_browser/{timeseries,scalars,images}.png`` (or into the folder given
+    after ``--``) for a person to look at. Uses Debian's Chromium at /usr/bin/chromium;
+    nox cannot install it, so without it the session is skipped.
+    """
+    if not Path(CHROMIUM).exists():
+        session.skip(
+            f"no Chromium at {CHROMIUM}: install Debian's package (apt-get install "
+            "chromium) to render TensorBoard's dashboards"
+        )
+    if "tb" not in _existing_plugins():
+        session.skip("plugins/cvml_tb does not exist")
+    session.install(str(ROOT), *[_plugin_path(n) for n in _existing_plugins()], "scikit-learn")
+    out = session.posargs[0] if session.posargs else str(ROOT / "runs" / "tb_browser")
+    session.run(
+        "python", str(ROOT / "tests" / "tb" / "render_dashboards.py"), "--out", out,
+        "--chromium", CHROMIUM,
+    )
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks against Keras' own callbacks (not tests): ``nox -s bench -- <script>``."""
     session.install(
         str(ROOT), *[_plugin_path(n) for n in _existing_plugins()],
-        "tensorboard", "ai-edge-litert", "psutil",
+        "tensorboard", "ai-edge-litert", "psutil", "orbax-checkpoint",
     )
     scripts = session.posargs or sorted(str(p) for p in (ROOT / "benchmarks").glob("bench_*.py"))
     for script in scripts:
