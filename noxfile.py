@@ -99,6 +99,7 @@ OLDEST = [
     "ai-edge-litert==1.0.0",
     "pluggy==1.5.0",
     "importlib-metadata==6.0.0",
+    "pillow==10.1.0",
 ]
 
 

@@ -8,6 +8,8 @@ only the chief (worker 0) writes. Runs in ``nox -s backends``; skipped without t
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 pytest.importorskip("tf_keras")
@@ -21,8 +23,10 @@ def test_two_tf_keras_workers_decide_alike_and_only_worker_0_writes(
     ports = f"{free_port()},{free_port()}"
     env = {"TF_USE_LEGACY_KERAS": "1"}
     first, second = run_processes("tf_keras_worker.py", ports, tmp_path, env)
-    check_one_writer(first, second, tmp_path, ["ckpt"])
+    check_one_writer(first, second, tmp_path, ["ckpt", "tflite"])
     files = sorted((tmp_path / "ckpt").glob("*.keras"))
     assert files
     for path in files:
         tf_keras.models.load_model(path)
+    tflite = json.loads((tmp_path / "tflite" / "manifest.json").read_text())
+    assert tflite["artifacts"] and all(a["details"]["verified"] for a in tflite["artifacts"])

@@ -1,7 +1,7 @@
 """One worker of the 2-worker tf_keras test: ``python tf_keras_worker.py <i> <ports> <dir>``.
 
 ``TF_USE_LEGACY_KERAS=1`` and ``MultiWorkerMirroredStrategy`` on 127.0.0.1 (``ports``:
-two comma-separated free ports), with ckpt and tb (images on); prints one JSON line
+two comma-separated free ports), with ckpt, tb (images on) and tflite; prints one JSON line
 as ``jax_process.py`` does.
 """
 
@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from cvml_ckpt import CkptCallback  # noqa: E402
 from cvml_tb import TensorboardCallback  # noqa: E402
+from cvml_tflite import TFLiteCallback  # noqa: E402
 
 import cvml_core  # noqa: E402
 from cvml_core.keras_compat import keras  # noqa: E402
@@ -71,6 +72,7 @@ basis = {"val_loss": "min", "val_accuracy": "max"}
 cvml = [
     CkptCallback(log_dir, basis, save_last=True, keep_top_k=2),
     TensorboardCallback(log_dir, basis, image_shape=(8, 8, 1), sample_data=(x[:8], y[:8])),
+    TFLiteCallback(log_dir, basis, sample_data=x[:16]),
 ]
 decisions = Decisions(cvml)
 model.fit(train, validation_data=dev, epochs=4, verbose=0, callbacks=[*cvml, decisions])

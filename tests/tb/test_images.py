@@ -68,20 +68,26 @@ def test_any_float_range_maps_into_uint8(low, span, shape):
     assert out.dtype == np.uint8 and out.shape == x.shape
 
 
-def test_classification_labels_and_border_colours():
+def test_classification_labels_captions_and_frame_colours():
     images = np.zeros((3, 4, 4, 1), np.uint8)
     pred = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
     samples = img.describe(images, pred, np.array([0, 0, 0]), class_names=["cat", "dog"])
     assert samples.colors == [img.GREEN, img.RED, img.GREEN]
+    assert (samples.judged, samples.correct) == (3, 2)
+    assert samples.captions[1] == ["pred dog (0.80)", "true cat"]
     assert not samples.segmentation
-    assert "| 1 | dog (0.80) | cat | **no** |" in samples.table
+    assert "| 2 | dog (0.80) | cat | **no** |" in samples.table
     assert all(cell.shape == (4, 4, 3) for cell in samples.cells)
     one_hot = np.eye(2)[[0, 1, 0]]
     assert img.describe(images, pred, one_hot).colors == [img.GREEN, img.GREEN, img.GREEN]
     sigmoid = img.describe(images, np.array([[0.7], [0.2], [0.5]]), np.array([1, 0, 0]))
     assert sigmoid.colors == [img.GREEN, img.GREEN, img.RED]
     unlabelled = img.describe(images, pred, None)
-    assert unlabelled.colors == [img.GREY] * 3
+    assert unlabelled.colors == [img.GREY] * 3 and unlabelled.judged == 0
+    assert unlabelled.captions[0] == ["pred 0 (0.90)"]
+    regression = img.describe(images, np.array([[1.5], [-2.25], [3.0]]), np.array([1.4, 2, 3]))
+    assert regression.colors == [img.GREY] * 3
+    assert regression.captions[0] == ["pred 1.5", "true 1.4"]
 
 
 def test_segmentation_outputs_show_input_true_and_predicted_masks():
@@ -96,18 +102,54 @@ def test_segmentation_outputs_show_input_true_and_predicted_masks():
     assert (samples.cells[0][:, 12:] == img.PALETTE[2]).all()
     assert (samples.cells[1][:, 6:12] == img.PALETTE[1]).all()
     assert samples.colors == [img.GREEN, img.RED]
-    assert "| 0 | 1.000 |" in samples.table and "| 1 | 0.000 |" in samples.table
+    assert samples.captions[1] == ["input | true | predicted", "pixel accuracy 0.000"]
+    assert "| 1 | 1.000 |" in samples.table and "| 2 | 0.000 |" in samples.table
     without_labels = img.describe(images, pred, None)
     assert without_labels.cells[0].shape == (4, 12, 3)
 
 
-def test_grid_tiles_framed_cells_and_enlarges_small_ones():
+def test_pick_samples_covers_the_classes_in_class_order():
+    x = np.arange(12)
+    y = np.array([6, 6, 6, 6, 6, 1, 6, 3, 1, 6, 0, 3])  # mostly 6s first, as digits can be
+    px, py = img.pick_samples(x, y, 5)
+    assert py.tolist() == [0, 1, 1, 3, 6] and px.tolist() == [10, 5, 8, 7, 0]
+    px, py = img.pick_samples(x, np.eye(7)[y], 4)  # one-hot labels too
+    assert px.tolist() == [10, 5, 7, 0]
+    px, py = img.pick_samples(x, y.astype("float32") + 0.5, 3)  # not classes: the first
+    assert px.tolist() == [0, 1, 2]
+    px, py = img.pick_samples(x, None, 2)
+    assert px.tolist() == [0, 1] and py is None
+    assert img.class_indices(np.zeros((3, 4, 4))) is None  # masks are not classes
+
+
+def test_grid_frames_captions_and_enlarges_small_cells():
     cells = [np.full((8, 8, 3), i * 30, np.uint8) for i in range(5)]
-    picture = img.grid(cells, [img.RED] * 5, min_side=16)
-    tile = 16 + 2 * img.BORDER
-    assert picture.shape == (2 * tile, 3 * tile, 3)
-    assert tuple(picture[0, 0]) == img.RED
-    assert (picture[img.BORDER : img.BORDER + 16, tile + img.BORDER] == 30).all()
+    colors = [img.RED, img.GREEN, img.GREY, img.GREEN, img.GREEN]
+    captions = [[f"pred {i}", f"true {i}"] for i in range(5)]
+    picture = img.grid(cells, colors, captions, header=["epoch 3 (step 2)", "2/5 correct"],
+                       min_side=32)
+    array = picture.array
+    assert picture.scale == 4 and len(picture.boxes) == 5
+    top, left, height, width = picture.boxes[1]
+    assert (height, width) == (32, 32) and top > 0  # below the header line
+    assert (array[top : top + 32, left : left + 32] == 30).all()  # the cell, enlarged
+    assert tuple(array[top - 1, left - 1]) == img.GREEN  # its frame
+    assert tuple(array[picture.boxes[0][0] - 1, picture.boxes[0][1]]) == img.RED
+    # the caption strip under the cell is tinted like the frame and holds dark text
+    strip = array[top + height : top + height + 20, left : left + width].reshape(-1, 3)
+    colours = {tuple(int(v) for v in c) for c in strip}
+    assert img.TINTS[img.GREEN] in colours and any(sum(c) < 200 for c in colours)
+    # the header has text on white
+    head = array[: picture.boxes[0][0] - img.BORDER].reshape(-1, 3)
+    assert (head == 255).all(axis=1).mean() > 0.5 and (head.sum(axis=1) < 200).any()
+    # rows of cells fill row-major
+    assert picture.boxes[0][0] == picture.boxes[1][0] and picture.boxes[1][1] > left - 1
+
+
+def test_long_captions_are_cut_to_the_cell():
+    cells = [np.zeros((96, 96, 3), np.uint8)]
+    picture = img.grid(cells, [img.GREEN], [["pred " + "golden retriever " * 5]])
+    assert picture.array.shape[1] == 96 + 2 * img.BORDER  # the text did not widen it
 
 
 def test_take_samples_from_arrays_and_batches():

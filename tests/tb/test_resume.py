@@ -34,8 +34,8 @@ def test_resume_before_the_last_written_epoch_continues_after_it(
     first = TensorboardCallback(tmp_path, {"val_loss": "min"}, update_freq=1)
     _fit(model, tiny_data, first, epochs=8, extra=[save_epoch5])
     run_dirs = [tmp_path / "tb" / "train", tmp_path / "tb" / "validation"]
-    assert last_written_steps(run_dirs).epoch == 8
-    assert last_written_steps(run_dirs).batch == 32
+    assert last_written_steps(run_dirs).epoch == 7  # 0-based, as Keras' steps
+    assert last_written_steps(run_dirs).iteration == 32
 
     # A new callback object (a new process) resumes from the epoch-5 checkpoint.
     restored = keras.models.load_model(checkpoint)
@@ -45,23 +45,25 @@ def test_resume_before_the_last_written_epoch_continues_after_it(
         history = _fit(restored, tiny_data, resumed, epochs=8, initial_epoch=5)
     messages = [str(w.message) for w in caught]
     assert any(
-        "epoch steps up to 8" in m and "starts at epoch 6" in m and "steps 9, 10" in m
+        "epoch steps up to 7" in m and "starts at epoch 6 (step 5)" in m and "steps 8, 9" in m
         for m in messages
     ), messages
-    assert any("batch steps up to 32" in m and "restarts at 21" in m for m in messages)
+    assert any("iteration steps" in m and "up to 32" in m and "restarts at 20" in m
+               for m in messages), messages
 
     train, val = read_run(run_dirs[0]), read_run(run_dirs[1])
-    # every step once: the crashed tail 6..8 is kept, the resumed epochs 6..8 follow at 9..11
-    assert _steps(train["epoch_loss"]) == list(range(1, 12))
-    assert _steps(val["epoch_loss"]) == list(range(1, 12))
+    # every step once: the crashed tail (steps 5..7) is kept, the resumed epochs follow at 8..10
+    assert _steps(train["epoch_loss"]) == list(range(11))
+    assert _steps(val["epoch_loss"]) == list(range(11))
     np.testing.assert_allclose([v for _, v in train["epoch_loss"][8:]], history["loss"], rtol=1e-6)
     np.testing.assert_allclose(
         [v for _, v in val["epoch_loss"][8:]], history["val_loss"], rtol=1e-6
     )
-    assert _steps(val["best/val_loss"]) == list(range(1, 12))
-    # batch scalars: the restored optimizer counts 21..32 again; they go to 33..44
+    assert _steps(val["epoch_loss/best"]) == list(range(11))
+    # iteration scalars: the restored optimizer counts 21..32 again; they go to 33..44
     assert _steps(train["batch_loss"]) == list(range(1, 45))
-    assert last_written_steps(run_dirs) == WrittenSteps(epoch=11, batch=44)
+    assert _steps(val["evaluation_loss_vs_iterations"]) == list(range(4, 45, 4))
+    assert last_written_steps(run_dirs) == WrittenSteps(epoch=10, iteration=44)
 
 
 def test_shifted_image_artifacts_keep_the_keras_epoch(tmp_path, cnn, images_data, read_run):
@@ -77,12 +79,12 @@ def test_shifted_image_artifacts_keep_the_keras_epoch(tmp_path, cnn, images_data
         )
 
     _fit(model, images_data, make(), epochs=3)
-    with pytest.warns(TensorboardStepWarning, match="up to 3, and this fit starts at epoch 2"):
-        _fit(model, images_data, make(), epochs=3, initial_epoch=1)  # epochs 2, 3 -> 4, 5
+    with pytest.warns(TensorboardStepWarning, match="up to 2, and this fit starts at epoch 2"):
+        _fit(model, images_data, make(), epochs=3, initial_epoch=1)  # steps 1, 2 -> 3, 4
     grid_steps = _steps(read_run(tmp_path / "tb" / "validation")["samples/grid"])
-    assert grid_steps == sorted(set(grid_steps)) and grid_steps[0] == 1 and 4 in grid_steps
+    assert grid_steps == sorted(set(grid_steps)) and grid_steps[0] == 0 and 3 in grid_steps
     entries = json.loads((tmp_path / "tb" / "manifest.json").read_text())["artifacts"]
-    resumed_first = [e for e in entries if e["details"]["step"] == 4]
+    resumed_first = [e for e in entries if e["details"]["step"] == 3]
     assert len(resumed_first) == 1
     assert resumed_first[0]["epoch"] == 2 and resumed_first[0]["basis_key"] is None
 
@@ -101,7 +103,7 @@ def test_resume_after_the_last_written_epoch_keeps_epoch_numbers(
         # another fit of the same object from epoch 1 continues silently (several fits)
         _fit(model, tiny_data, resumed, epochs=1)
     train = read_run(tmp_path / "tb" / "train")
-    assert _steps(train["epoch_loss"]) == [1, 2, 3, 4, 5, 6]
+    assert _steps(train["epoch_loss"]) == [0, 1, 2, 3, 4, 5]
 
 
 def test_a_new_object_starting_over_in_a_used_folder_warns(
@@ -110,13 +112,13 @@ def test_a_new_object_starting_over_in_a_used_folder_warns(
     model = tiny_model()
     _fit(model, tiny_data, TensorboardCallback(tmp_path, {"val_loss": "min"}), epochs=2)
     again = TensorboardCallback(tmp_path, {"val_loss": "min"})
-    with pytest.warns(TensorboardStepWarning, match="up to 2, and this fit starts at epoch 1"):
+    with pytest.warns(TensorboardStepWarning, match="up to 1, and this fit starts at epoch 1"):
         _fit(model, tiny_data, again, epochs=2)
-    assert _steps(read_run(tmp_path / "tb" / "validation")["epoch_loss"]) == [1, 2, 3, 4]
+    assert _steps(read_run(tmp_path / "tb" / "validation")["epoch_loss"]) == [0, 1, 2, 3]
 
 
 def test_last_written_steps_of_missing_or_empty_folders(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("not an event file")
     steps = last_written_steps([tmp_path / "missing", tmp_path / "empty"])
-    assert (steps.epoch, steps.batch) == (0, 0)
+    assert (steps.epoch, steps.iteration) == (-1, 0)

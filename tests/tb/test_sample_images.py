@@ -43,6 +43,12 @@ def _decode(png_events):
     return out
 
 
+def _frame(picture, box):
+    """The colour just outside a cell's image area (its frame)."""
+    top, left, _, _ = box
+    return tuple(int(v) for v in picture[top - 1, left - 1])
+
+
 def test_grid_on_first_and_improved_due_epochs(
     tmp_path, cnn, images_data, read_run, recorder
 ):
@@ -57,26 +63,39 @@ def test_grid_on_first_and_improved_due_epochs(
         callbacks=[cb],
     ).history
     val_loss = history["val_loss"]
-    expected = [1, 2] + ([4] if val_loss[3] < val_loss[1] else [])
+    # steps: 0-based epochs; due epochs 2 and 4 (1-based) are steps 1 and 3
+    expected = [0, 1] + ([3] if val_loss[3] < val_loss[1] else [])
     run = read_run(tmp_path / "tb" / "validation")
     assert [s for s, _ in run["samples/grid"]] == expected
     assert [s for s, _ in run["samples/labels"]] == expected
 
-    tile = 64 + 2 * img.BORDER  # 8x8 enlarged x8, framed
-    for _, picture in _decode(run["samples/grid"]):
-        assert picture.shape == (2 * tile, 3 * tile, 3)  # 6 cells, 3 columns
-        assert picture.std() > 10 and len(np.unique(picture)) > 50  # not blank
-        corners = {tuple(picture[r * tile, c * tile]) for r in range(2) for c in range(3)}
-        assert corners <= {img.GREEN, img.RED}
-        # the first cell shows the first sample (grey, min-max kept since x is in [0, 1])
-        cell = picture[img.BORDER : img.BORDER + 64 : 8, img.BORDER : img.BORDER + 64 : 8, 0]
-        np.testing.assert_array_equal(cell, np.round(x[0].reshape(8, 8) * 255))
-    table = run["samples/labels"][0][1]
-    row = r"^\| \d \| (dark|bright) \(0\.\d\d\) \| (dark|bright) \|"
-    assert len(re.findall(row, table, re.M)) == 6
-
     saved = [a for a in recorder.saved if a.kind == "tensorboard-images"]
-    assert [a.epoch for a in saved] == expected
+    assert [a.details["step"] for a in saved] == expected
+    assert [a.epoch for a in saved] == [s + 1 for s in expected]
+    boxes = saved[0].details["cells"]
+    assert len(boxes) == 6 and all(b[2:] == [96, 96] for b in boxes)  # 8x8 enlarged x12
+    # the samples cover both classes (3 each of the first 10), in class order
+    picked = [int(i) for i in np.flatnonzero(y[:10] == 0)[:3]] + [
+        int(i) for i in np.flatnonzero(y[:10] == 1)[:3]
+    ]
+    for (step, picture), artifact in zip(_decode(run["samples/grid"]), saved, strict=True):
+        assert step == artifact.details["step"]
+        assert list(picture.shape[:2]) == artifact.details["size"]
+        frames = [_frame(picture, box) for box in boxes]
+        assert set(frames) <= {img.GREEN, img.RED}
+        assert frames.count(img.GREEN) == artifact.details["correct"]
+        for box, index in zip(boxes, picked, strict=True):
+            top, left, height, width = box
+            shown = picture[top : top + height : 12, left : left + width : 12, 0]
+            np.testing.assert_array_equal(shown, np.round(x[index].reshape(8, 8) * 255))
+        assert len(np.unique(picture[: boxes[0][0] - img.BORDER])) > 2  # the header line
+    labels = dict(run["samples/labels"])
+    assert labels[0].startswith("epoch 1 (step 0) - first epoch of this fit - ")
+    assert labels[1].startswith("epoch 2 (step 1) - improved: val_loss - ")
+    rows = re.findall(r"^\| \d \| (dark|bright) \(0\.\d\d\) \| (dark|bright) \|", labels[0],
+                      re.M)
+    assert [true for _, true in rows] == ["dark"] * 3 + ["bright"] * 3
+
     assert saved[0].path == str(tmp_path / "tb" / "validation")
     assert saved[0].basis_key is None and saved[1].basis_key == "val_loss"
     assert saved[1].details["images"] == 6 and saved[1].details["tags"] == [
@@ -101,14 +120,15 @@ def test_segmentation_outputs_log_the_predicted_mask(tmp_path, read_run):
 
     run = read_run(tmp_path / "tb" / "validation")
     (step, picture), *_ = _decode(run["samples/grid"])
-    tile_h, tile_w = 64 + 2 * img.BORDER, 3 * 64 + 2 * img.BORDER  # input | true | predicted
-    assert step == 1 and picture.shape == (2 * tile_h, 2 * tile_w, 3)  # 2x2 cells
-    b = img.BORDER
-    shown = picture[b : b + 64 : 8, b : b + 64 : 8]
-    np.testing.assert_array_equal(shown, x[0])  # uint8 input kept as is
-    true_mask = picture[b : b + 64 : 8, b + 64 : b + 128 : 8]
+    artifact = cb.manifest.artifacts[0]
+    assert step == 0 and artifact["details"]["segmentation"]
+    top, left, height, width = artifact["details"]["cells"][0]  # the first of 4 cells
+    assert (height, width) == (96, 3 * 96)  # input | true | predicted, each 8x8 x12
+    shown = picture[top : top + 96 : 12, left : left + 96 : 12]
+    np.testing.assert_array_equal(shown, x[0])  # uint8 input kept as is; masks: first 4
+    true_mask = picture[top : top + 96 : 12, left + 96 : left + 192 : 12]
     np.testing.assert_array_equal(true_mask, img.PALETTE[masks[0]])
-    predicted = picture[b : b + 64 : 8, b + 128 : b + 192 : 8].reshape(-1, 3)
+    predicted = picture[top : top + 96 : 12, left + 192 : left + 288 : 12].reshape(-1, 3)
     assert {tuple(c) for c in predicted} <= {tuple(img.PALETTE[0]), tuple(img.PALETTE[1])}
     assert "pixel accuracy" in run["samples/labels"][0][1]
 
@@ -124,7 +144,11 @@ def test_traininfer_hands_over_the_dev_sample(tmp_path, cnn, images_data, read_r
     )
     np.testing.assert_array_equal(cb.sample_data[0][:4], x[:4])
     ((_, picture),) = _decode(read_run(tmp_path / "tb" / "validation")["samples/grid"])
-    assert picture.shape[0] == 2 * (64 + 2 * img.BORDER)
+    assert len(cb.manifest.artifacts[0]["details"]["cells"]) == 4
+    table = read_run(tmp_path / "tb" / "validation")["samples/labels"][0][1]
+    assert [line.split("|")[3].strip() for line in table.splitlines()[-4:]] == [
+        "0", "0", "1", "1"
+    ]  # two of each class, whatever the order of the dev set
 
 
 def test_explicit_sample_data_wins_over_set_sample_data(tmp_path, images_data):
@@ -152,17 +176,27 @@ def test_image_shape_not_matching_the_samples_names_both_shapes(tmp_path, cnn, i
         cnn().fit(x, y, epochs=1, verbose=0, callbacks=[cb])
 
 
-def test_no_sample_data_is_a_clear_error_at_train_begin(tmp_path, cnn, images_data):
+def test_plain_fit_without_sample_data_writes_scalars_and_warns_once(
+    tmp_path, cnn, images_data, read_run
+):
     x, y = images_data
+    # the seed's constructor in a plain model.fit: no sample data can reach the callback
     cb = TensorboardCallback(tmp_path, {"val_loss": "min"}, image_shape=(8, 8, 1))
-
     model = cnn()
-    with pytest.raises(ValueError, match=r"no sample data was given.*sample_data=\(x, y\)"):
+    with pytest.warns(UserWarning, match=r"no sample data.*sample_data=\(x, y\).*TrainInfer"):
         model.fit(x, y, validation_split=0.25, epochs=2, verbose=0, callbacks=[cb])
-    assert int(model.optimizer.iterations) == 0  # failed before the first batch
-    assert not (tmp_path / "tb" / "validation").exists()
-    # scalars only: no sample data needed
-    quiet = TensorboardCallback(tmp_path, {"val_loss": "min"}, image_shape=(8, 8, 1),
+    val = read_run(tmp_path / "tb" / "validation")
+    assert [s for s, _ in val["epoch_loss"]] == [0, 1]
+    assert "samples/grid" not in val
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", ".*no sample data")  # once per callback
+        model.fit(x, y, validation_split=0.25, epochs=1, verbose=0, callbacks=[cb])
+    # scalars only on purpose: no warning
+    quiet = TensorboardCallback(tmp_path / "q", {"val_loss": "min"}, image_shape=(8, 8, 1),
                                 log_images=False)
     assert not quiet.wants_sample_data
-    model.fit(x, y, validation_split=0.25, epochs=1, verbose=0, callbacks=[quiet])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", ".*no sample data")
+        model.fit(x, y, validation_split=0.25, epochs=1, verbose=0, callbacks=[quiet])

@@ -1,19 +1,25 @@
 """``TensorboardCallback``: TensorBoard scalars, best-so-far values and sample images.
 
-Writes under ``log_dir/tb`` (the callback's folder), in two TensorBoard runs:
+Writes under ``log_dir/tb`` (the callback's folder; ``folder=`` renames it) what
+``keras.callbacks.TensorBoard`` writes, with the same tags, run names and steps, so
+that runs of either callback overlay in one chart, plus what Keras' callback does not:
 
-* ``tb/train``: ``epoch_<metric>`` for every log entry without the ``val_`` prefix,
-  ``epoch_learning_rate``, ``batch_<metric>`` (``update_freq``), weight histograms
-  (``histogram_freq``) and the text summaries ``run/model`` and ``run/arguments``.
-* ``tb/validation``: ``epoch_<metric>`` for every ``val_<metric>`` entry (so ``loss``
-  and ``val_loss`` share the chart ``epoch_loss``, as with ``keras.callbacks.TensorBoard``)
-  and the sample images ``samples/grid`` with their labels ``samples/labels``.
+* ``train``: ``epoch_<metric>`` for every log entry without the ``val_`` prefix and
+  ``epoch_learning_rate`` (step: the 0-based epoch, as Keras), ``batch_<metric>``
+  (``update_freq``; step: the optimizer's iteration), weight histograms
+  (``histogram_freq``, on Keras' epochs), the model's conceptual graph ``keras`` (the
+  Graphs tab) and, added, the texts ``run/model``, ``run/arguments`` and ``basis/best``.
+* ``validation``: ``epoch_<metric>`` for every ``val_<metric>`` entry (so ``loss`` and
+  ``val_loss`` share the chart ``epoch_loss``) and ``evaluation_<metric>_vs_iterations``
+  (step: the optimizer's iteration), as Keras; added: the sample images ``samples/grid``
+  and their table ``samples/labels``.
+* ``epoch_<metric>/best``: the best-so-far value of basis key ``<metric>`` (or
+  ``val_<metric>``), in the run of the key, so it sorts after the curves and sits in the
+  group of its metric. The epoch of each best is text (``basis/best``), never a scalar
+  that TensorBoard would smooth.
 
-``best/<key>`` (the best value so far) and ``best_epoch/<key>`` go to the run of
-the key (``val_*`` keys to ``validation``). The step of every epoch summary is the
-1-based epoch number; steps never repeat, also across callback objects (a resumed
-run in a new process reads the last written steps from the event files); see the
-package README.
+Steps never repeat, also across callback objects (a resumed run in a new process
+reads the last written steps from the event files); see the package README.
 """
 
 from __future__ import annotations
@@ -35,7 +41,13 @@ from cvml_tb.steps import last_written_steps
 
 TRAIN, VALIDATION = "train", "validation"
 IMAGE_TAG, LABELS_TAG = "samples/grid", "samples/labels"
+BEST_TEXT_TAG = "basis/best"
+GRAPH_TAG = "keras"
 ARTIFACT_KIND = "tensorboard-images"
+#: The samples are picked (to cover the classes) from the first max(POOL, 4 x max_images).
+POOL = 32
+#: Model classes whose conceptual graph Keras' TensorBoard callback writes.
+GRAPH_MODELS = ("Functional", "Sequential")
 
 
 class TensorboardStepWarning(UserWarning):
@@ -53,33 +65,54 @@ def _scalar(value: Any) -> float | None:
         return None
 
 
-class TensorboardCallback(BasisCallback):
-    """Writes TensorBoard scalars, best-so-far values and sample images.
+def metric_name(key: str) -> str:
+    """The metric a log key is a value of: ``val_loss`` -> ``loss``."""
+    return key[4:] if key.startswith("val_") else key
 
-    :param log_dir: the run's folder; the event files go to ``log_dir/tb/{train,validation}``.
-    :param basis_dict: ``{metric: "min"|"max"}``; sample images are written on due epochs
-        where a key improved, and on the first epoch of each ``fit``.
+
+def run_of(key: str) -> str:
+    """The TensorBoard run of a log key: ``val_*`` keys go to ``validation``."""
+    return VALIDATION if key.startswith("val_") else TRAIN
+
+
+def best_tag(key: str) -> str:
+    """The tag of basis key ``key``'s best-so-far value: ``epoch_<metric>/best``."""
+    return f"epoch_{metric_name(key)}/best"
+
+
+class TensorboardCallback(BasisCallback):
+    """Writes TensorBoard scalars as Keras does, best-so-far values and sample images.
+
+    :param log_dir: the run's folder; the event files go to
+        ``log_dir/<folder>/{train,validation}``.
+    :param basis_dict: ``{metric: "min"|"max"}``; each key's best so far is written, and
+        sample images on due epochs where a key improved (and on the first epoch of
+        each ``fit``).
     :param skip_from_start, frequency, min_delta: the basis schedule (see ``BasisCallback``).
     :param image_shape: ``(H, W[, C])`` the inputs are reshaped to for display (flat
         inputs); C is 1, 3 or 4. Giving it turns image logging on.
     :param sample_data: ``(x, y)``, ``x`` or a dataset of batches to draw the images
         from. Data given here wins over the dev sample ``TrainInfer`` hands over
         through ``set_sample_data``. Giving it turns image logging on.
-    :param max_images: how many samples the grid shows (the first ones); 0 turns images off.
+    :param max_images: how many samples the grid shows (picked to cover the classes);
+        0 turns images off.
     :param log_images: force image logging on or off; None (default) means on when
         ``image_shape`` or ``sample_data`` is given.
-    :param class_names: names shown for class indices in the label table.
+    :param class_names: names shown for class indices in the captions and tables.
     :param update_freq: ``"epoch"`` (default), ``"batch"`` or N: also write
         ``batch_<metric>`` every N training batches (step: the optimizer's iteration).
-    :param histogram_freq: write weight histograms every N epochs (0: never).
+    :param histogram_freq: write weight histograms every N epochs (0: never), on the
+        0-based epochs Keras writes them (0, N, 2N, ...).
+    :param write_graph: write the model's conceptual graph (Graphs tab), as Keras does.
     :param write_model_summary: write ``model.summary()`` and the arguments as text.
+    :param folder: this callback's folder in ``log_dir`` (default ``"tb"``).
 
     Example::
 
         cb = TensorboardCallback("runs/x", {"val_loss": "min"}, image_shape=(8, 8, 1),
                                  sample_data=(x_val, y_val))
         model.fit(x, y, validation_data=(x_val, y_val), epochs=5, callbacks=[cb])
-        # tensorboard --logdir runs/x/tb
+        # tensorboard --logdir runs/x
     """
 
     name = "tb"
@@ -98,9 +131,11 @@ class TensorboardCallback(BasisCallback):
         class_names: Sequence[str] | None = None,
         update_freq: str | int = "epoch",
         histogram_freq: int = 0,
+        write_graph: bool = True,
         write_model_summary: bool = True,
+        folder: str | None = None,
     ) -> None:
-        super().__init__(log_dir, basis_dict, skip_from_start, frequency, min_delta)
+        super().__init__(log_dir, basis_dict, skip_from_start, frequency, min_delta, folder)
         self.image_shape = img.check_image_shape(image_shape)
         if not is_integer(max_images) or max_images < 0:
             raise ValueError(
@@ -131,28 +166,35 @@ class TensorboardCallback(BasisCallback):
         # only to callbacks that will draw images.
         self.wants_sample_data = self.log_images
         self.max_images = max_images
+        self.pool = max(POOL, 4 * max_images)
         self.class_names = list(class_names) if class_names is not None else None
         self.update_freq = update_freq
         self.histogram_freq = histogram_freq
+        self.write_graph = bool(write_graph)
         self.write_model_summary = write_model_summary
         self.run_dirs = {TRAIN: self.folder / TRAIN, VALIDATION: self.folder / VALIDATION}
         self._writers: dict[str, Any] = {}
         self._writers_lock = threading.Lock()
+        self._described: set[tuple[str, str]] = set()  # (run, tag) given a description
         self._samples: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
+        self._images_on = False  # this fit draws images
+        self._warned_no_samples = False
         self._steps_read = False  # the event files already in the folder were read
-        self._last_step = 0  # the highest epoch step written (by any callback object)
+        self._last_step = -1  # the highest epoch step written (by any callback object)
         self._step_offset = 0
         self._wrote_epochs = False  # this object wrote epoch steps
-        self._last_batch_step = 0  # the highest batch step written
-        self._batch_offset = 0
-        self._fit_batches = 0  # batches seen in the current fit
+        self._last_iteration = 0  # the highest iteration step written
+        self._iteration_offset = 0
+        self._iteration_start: int | None = None  # the optimizer's iteration at train begin
+        self._iteration_warned = False
+        self._in_fit = False
+        self._evaluations: list[tuple[int, dict[str, float]]] = []  # written with the epoch
         self._fit_epochs = 0  # epochs seen in the current fit
-        self._improved: list[str] = []
         self._texts_written = False
         self._batches = 0
         self._explicit_samples = sample_data is not None
         if sample_data is not None:
-            self.sample_data = img.take_samples(sample_data, max_images or 1)
+            self.sample_data = img.take_samples(sample_data, self.pool)
             if self.log_images:
                 self._prepare_samples()  # a bad image_shape fails here, not mid-training
         if update_freq != "epoch":
@@ -170,20 +212,13 @@ class TensorboardCallback(BasisCallback):
         self._samples = None
 
     def _prepare_samples(self) -> None:
-        """Take the first ``max_images`` samples and check they are images."""
+        """Pick ``max_images`` samples covering the classes and check they are images."""
         if self._samples is not None:
             return
-        if self.sample_data is None:
-            raise ValueError(
-                f"{type(self).__name__}: image logging is on (image_shape="
-                f"{self.image_shape}) but no sample data was given. Pass "
-                "sample_data=(x, y) to the callback, train with TrainInfer (it hands a "
-                "dev sample to the callback), or pass log_images=False to write scalars "
-                "only. Received: sample_data=None"
-            )
-        x, y = img.take_samples(self.sample_data, self.max_images)
+        x, y = img.take_samples(self.sample_data, self.pool)
         if len(x) == 0:
             raise ValueError("sample_data holds no samples. Received: 0 samples")
+        x, y = img.pick_samples(x, y, self.max_images)
         display = img.to_uint8(img.display_images(x, self.image_shape))
         self._samples = (x, display, y)
 
@@ -203,6 +238,14 @@ class TensorboardCallback(BasisCallback):
         with self._writer(run).as_default():
             tf.summary.experimental.write_raw_pb(summaries.merge(*parts), step=step)
 
+    def _first_time(self, run: str, tag: str) -> bool:
+        """Whether ``tag`` of ``run`` is new in this fit's event file (give it a description)."""
+        with self._writers_lock:
+            if (run, tag) in self._described:
+                return False
+            self._described.add((run, tag))
+            return True
+
     def _flush(self) -> None:
         with self._writers_lock:
             writers = list(self._writers.values())
@@ -212,6 +255,7 @@ class TensorboardCallback(BasisCallback):
     def _close(self) -> None:
         with self._writers_lock:
             writers, self._writers = self._writers, {}
+            self._described = set()
         for writer in writers.values():
             writer.close()
 
@@ -220,57 +264,127 @@ class TensorboardCallback(BasisCallback):
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         super().on_train_begin(logs)
         self._fit_epochs = 0
-        self._fit_batches = 0
+        self._in_fit = True
+        self._evaluations = []
         if self.chief and not self._steps_read:
             # What an earlier callback object (a crashed or finished process) wrote here.
             written = last_written_steps(self.run_dirs.values())
             self._last_step = max(self._last_step, written.epoch)
-            self._last_batch_step = max(self._last_batch_step, written.batch)
+            self._last_iteration = max(self._last_iteration, written.iteration)
             self._steps_read = True
-        if self.log_images:
-            self._prepare_samples()
-        if self.chief and self.write_model_summary and not self._texts_written:
-            texts = self._texts()
-            self.run_in_background("tb-texts", lambda: self._write_texts(texts))
+        # A model restored from an earlier checkpoint than the last iteration written
+        # (a resume after a crash) continues after it, as the epoch steps do.
+        self._iteration_start = self._iteration() if self.chief else None
+        start = self._iteration_start or 0
+        self._iteration_offset = max(0, self._last_iteration - start)
+        self._iteration_warned = False
+        self._images_on = self.log_images and self._check_samples()
+        if self.chief and not self._texts_written:
+            texts = self._texts() if self.write_model_summary else {}
+            graph = self._graph() if self.write_graph else None
+            self.run_in_background("tb-texts", lambda: self._write_texts(texts, graph))
             self._texts_written = True
+
+    def _check_samples(self) -> bool:
+        """Prepare the samples; without any, warn once and draw no images."""
+        if self.sample_data is None:
+            if not self._warned_no_samples:
+                warnings.warn(
+                    f"{type(self).__name__}: image logging is on (image_shape="
+                    f"{self.image_shape}) but no sample data was given, so this callback "
+                    "writes scalars only. To get sample images, pass sample_data=(x, y) "
+                    "to the callback or train with cvml_core.TrainInfer (it hands the "
+                    "callback a dev sample); log_images=False turns images off without "
+                    "this warning.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+                self._warned_no_samples = True
+            return False
+        self._prepare_samples()
+        return True
+
+    def _iteration(self) -> int | None:
+        """The optimizer's iteration count, or None for a model without one."""
+        optimizer = getattr(self.model, "optimizer", None)
+        iterations = getattr(optimizer, "iterations", None)
+        if iterations is None:
+            return None
+        try:  # .numpy(): also a tf.distribute variable's local value
+            value = iterations.numpy() if hasattr(iterations, "numpy") else iterations
+            return int(np.asarray(value))
+        except (TypeError, ValueError):
+            return None
+
+    def _iteration_step(self, iteration: int) -> int:
+        """The step of an iteration-axis scalar (shifted after what is written)."""
+        if self._iteration_offset and not self._iteration_warned:
+            warnings.warn(
+                f"{type(self).__name__}: {self.folder} already holds iteration steps "
+                f"(batch_* and evaluation_*_vs_iterations) up to {self._last_iteration}, "
+                f"and the optimizer's iteration restarts at {self._iteration_start}; to "
+                "write no step twice, these scalars go to step iteration + "
+                f"{self._iteration_offset}.",
+                TensorboardStepWarning,
+                stacklevel=3,
+            )
+            self._iteration_warned = True
+        step = iteration + self._iteration_offset
+        self._last_iteration = max(self._last_iteration, step)
+        return step
+
+    def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
+        """``evaluation_<metric>_vs_iterations`` at the optimizer's iteration, as Keras."""
+        if not self.chief or not self._in_fit:
+            return
+        iteration = self._iteration()
+        if iteration is None:
+            return
+        values = {}
+        for key, value in (logs or {}).items():
+            number = _scalar(value)
+            if number is not None:
+                values[f"evaluation_{key}_vs_iterations"] = number
+        if values:
+            self._evaluations.append((self._iteration_step(iteration), values))
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Snapshot what the epoch logs on the training thread; the worker writes it."""
         if self._fit_epochs == 0 and self.chief:
             # A fit that numbers its epochs from below what is written continues after it.
-            self._step_offset = max(0, self._last_step - epoch)
+            self._step_offset = max(0, self._last_step + 1 - epoch)
             if self._step_offset and (epoch > 0 or not self._wrote_epochs):
                 # Not for another fit of this object from epoch 1 (the documented use).
                 warnings.warn(
                     f"{type(self).__name__}: {self.folder} already holds epoch steps up "
-                    f"to {self._last_step}, and this fit starts at epoch {epoch + 1}; to "
-                    f"write no step twice, its epochs go to steps {self._last_step + 1}, "
-                    f"{self._last_step + 2}, ... (epoch + {self._step_offset}). Use a new "
-                    "log_dir to keep steps equal to epochs.",
+                    f"to {self._last_step}, and this fit starts at epoch {epoch + 1} "
+                    f"(step {epoch}); to write no step twice, its epochs go to steps "
+                    f"{self._last_step + 1}, {self._last_step + 2}, ... (step = 0-based "
+                    f"epoch + {self._step_offset}). Use a new log_dir to keep Keras' steps.",
                     TensorboardStepWarning,
                     stacklevel=2,
                 )
         self._fit_epochs += 1
-        self._improved = []
-        super().on_epoch_end(epoch, logs)  # runs the basis policy, may call on_improved
+        before = {key: (b.value, b.epoch) for key, b in self.policy.best.items()}
+        super().on_epoch_end(epoch, logs)  # runs the basis policy (on every process)
+        improved = [k for k, b in self.policy.best.items() if (b.value, b.epoch) != before[k]]
+        outputs = None
+        if self._images_on and (self._fit_epochs == 1 or improved):
+            # On every process: under a distribution the prediction is collective.
+            assert self._samples is not None
+            outputs = self.model.predict_on_batch(self._samples[0])
         if not self.chief:
             return
-        step = epoch + 1 + self._step_offset
+        step = epoch + self._step_offset
         self._last_step = max(self._last_step, step)
         self._wrote_epochs = True
         logs = dict(logs or {})
-        improved = list(self._improved)
         scalars = self._epoch_scalars(logs)
+        evaluations, self._evaluations = self._evaluations, []
+        bests = self._best_table(epoch + 1, improved) if improved else None
         weights = None
-        if self.histogram_freq and (epoch + 1) % self.histogram_freq == 0:
-            weights = [
-                (str(getattr(w, "path", w.name)).replace(":", "_"), np.asarray(w.numpy()))
-                for w in self.model.weights
-            ]
-        outputs = None
-        if self.log_images and (self._fit_epochs == 1 or improved):
-            assert self._samples is not None
-            outputs = self.model.predict_on_batch(self._samples[0])
+        if self.histogram_freq and epoch % self.histogram_freq == 0:
+            weights = self._weights()
 
         def job() -> None:
             artifacts = []
@@ -278,55 +392,52 @@ class TensorboardCallback(BasisCallback):
             if outputs is not None:
                 artifact, pictures = self._draw(epoch + 1, step, logs, outputs, improved)
                 artifacts.append(artifact)
-            self._write(TRAIN, step, summaries.scalars(scalars[TRAIN]))
-            self._write(VALIDATION, step, summaries.scalars(scalars[VALIDATION]), *pictures)
+            train_parts = [self._scalar_summary(TRAIN, scalars[TRAIN])]
+            if bests is not None:
+                train_parts.append(summaries.text(BEST_TEXT_TAG, bests))
+            self._write(TRAIN, step, *train_parts)
+            self._write(
+                VALIDATION, step, self._scalar_summary(VALIDATION, scalars[VALIDATION]),
+                *pictures,
+            )
+            self._write_all(evaluations)
             if weights is not None:
                 with self._writer(TRAIN).as_default():
                     for tag, value in weights:
-                        tf.summary.histogram(f"{tag}/histogram", value, step=step)
+                        tf.summary.histogram(tag, value, step=step)
             self._flush()
             if artifacts or improved:  # improved: keep the bests for a resumed run
                 self.record(artifacts)
 
-        self.run_in_background(f"tb-epoch-{step}", job)
-
-    def on_improved(self, epoch: int, improved_keys: list[str], logs: dict[str, Any]) -> None:
-        self._improved = list(improved_keys)
+        self.run_in_background(f"tb-epoch-{epoch + 1}", job)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._in_fit = False
+        evaluations, self._evaluations = self._evaluations, []
+        if evaluations and self.chief:  # a validation after the last epoch end
+            self.run_in_background("tb-evaluations", lambda: self._write_all(evaluations))
         try:
             super().on_train_end(logs)  # waits for the worker and announces its images
         finally:
             self._close()
+
+    def _write_all(self, evaluations: list[tuple[int, dict[str, float]]]) -> None:
+        for step, values in evaluations:
+            self._write(VALIDATION, step, summaries.scalars(values))
 
     def _log_batch(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         """``on_train_batch_end`` when ``update_freq`` is a number of batches."""
         if not self.chief:
             return
         self._batches += 1
-        self._fit_batches += 1
-        optimizer = getattr(self.model, "optimizer", None)
-        iterations = getattr(optimizer, "iterations", None)
         # The optimizer's iteration continues across fits and resumes; a plain count
         # of batches stands in for a model without one.
-        iteration = int(np.asarray(iterations)) if iterations is not None else self._batches
-        if self._fit_batches == 1:
-            # A model restored from an earlier checkpoint than the last batch written
-            # (a resume after a crash) continues after it, as the epoch steps do.
-            self._batch_offset = max(0, self._last_batch_step - iteration + 1)
-            if self._batch_offset:
-                warnings.warn(
-                    f"{type(self).__name__}: {self.folder} already holds batch steps up "
-                    f"to {self._last_batch_step}, and the optimizer's iteration restarts "
-                    f"at {iteration}; to write no step twice, batch scalars go to step "
-                    f"iteration + {self._batch_offset}.",
-                    TensorboardStepWarning,
-                    stacklevel=2,
-                )
+        iteration = self._iteration()
+        if iteration is None:
+            iteration = self._batches
         if iteration % int(self.update_freq) != 0:
             return
-        step = iteration + self._batch_offset
-        self._last_batch_step = max(self._last_batch_step, step)
+        step = self._iteration_step(iteration)
         values = {}
         for key, value in (logs or {}).items():
             number = _scalar(value)
@@ -336,9 +447,25 @@ class TensorboardCallback(BasisCallback):
 
     # -- what is written -------------------------------------------------------------
 
-    def _learning_rate(self) -> float | None:
+    def _learning_rates(self) -> dict[str, float]:
+        """``{name: rate}`` as Keras' TensorBoard callback collects them from the optimizer."""
         optimizer = getattr(self.model, "optimizer", None)
         optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
+        if optimizer is None:
+            return {}
+        inner = getattr(optimizer, "optimizers", None)
+        if inner:
+            rates = {}
+            for each in inner:
+                rate = self._rate(each)
+                if rate is not None:
+                    rates[f"learning_rate_{each.name}"] = rate
+            return rates
+        rate = self._rate(optimizer)
+        return {} if rate is None else {"learning_rate": rate}
+
+    @staticmethod
+    def _rate(optimizer: Any) -> float | None:
         rate = getattr(optimizer, "learning_rate", None)
         if rate is None:
             return None
@@ -347,27 +474,61 @@ class TensorboardCallback(BasisCallback):
         return _scalar(rate)
 
     def _epoch_scalars(self, logs: dict[str, Any]) -> dict[str, dict[str, float]]:
-        """``{run: {tag: value}}`` of one epoch: logs, learning rate, bests."""
+        """``{run: {tag: value}}`` of one epoch: the logs, learning rates, bests."""
         runs: dict[str, dict[str, float]] = {TRAIN: {}, VALIDATION: {}}
-        for key, value in logs.items():
-            number = _scalar(value)
-            if number is None:
-                continue
-            if key.startswith("val_"):
-                runs[VALIDATION][f"epoch_{key[4:]}"] = number
-            else:
-                runs[TRAIN][f"epoch_{key}"] = number
-        if "epoch_learning_rate" not in runs[TRAIN]:
-            rate = self._learning_rate()
-            if rate is not None:
-                runs[TRAIN]["epoch_learning_rate"] = rate
+        train_logs = {k: v for k, v in logs.items() if not k.startswith("val_")}
+        train_logs.update(self._learning_rates())  # as Keras: the optimizer's value wins
+        val_logs = {k[4:]: v for k, v in logs.items() if k.startswith("val_")}
+        for run, values in ((TRAIN, train_logs), (VALIDATION, val_logs)):
+            for key, value in values.items():
+                number = _scalar(value)
+                if number is not None:
+                    runs[run][f"epoch_{key}"] = number
         for key, best in self.policy.best.items():
-            if best.value is None or best.epoch is None:
-                continue
-            run = VALIDATION if key.startswith("val_") else TRAIN
-            runs[run][f"best/{key}"] = best.value
-            runs[run][f"best_epoch/{key}"] = float(best.epoch)
+            if best.value is not None and best.epoch is not None:
+                runs[run_of(key)][best_tag(key)] = best.value
         return runs
+
+    def _scalar_summary(self, run: str, values: Mapping[str, float]) -> Any:
+        """The scalars of one run; a best-so-far tag new in this file gets its description."""
+        descriptions = {}
+        for key, mode in self.policy.basis.items():
+            tag = best_tag(key)
+            if run_of(key) == run and tag in values and self._first_time(run, tag):
+                descriptions[tag] = (
+                    f"Best {key} so far ({mode}), at each epoch step. The epoch where "
+                    f"each best was reached: Text tab, `{BEST_TEXT_TAG}`."
+                )
+        return summaries.scalars(values, descriptions)
+
+    def _best_table(self, number: int, improved: list[str]) -> str:
+        """The ``basis/best`` text of an epoch where keys improved (training thread)."""
+        rows = []
+        for key, best in self.policy.best.items():
+            if best.value is None:
+                continue
+            mark = "**new**" if key in improved else ""
+            mode = self.policy.basis[key]
+            rows.append(f"| {key} | {mode} | {best.value:.6g} | {best.epoch} | {mark} |")
+        return "\n".join(
+            [
+                f"Bests after epoch {number} (epochs are 1-based, as Keras prints them; "
+                "the TensorBoard step of epoch e is e - 1 when no resume shifted it).",
+                "",
+                "| basis key | mode | best | epoch | |",
+                "|---|---|---|---|---|",
+                *rows,
+            ]
+        )
+
+    def _weights(self) -> list[tuple[str, np.ndarray]]:
+        """``[(tag, values)]`` of the weights, tagged as Keras' callback tags them."""
+        out: dict[str, np.ndarray] = {}
+        for layer in self.model.layers:
+            for weight in layer.weights:
+                path = str(getattr(weight, "path", None) or weight.name).replace(":", "_")
+                out.setdefault(f"{path}/histogram", np.array(weight.numpy()))
+        return list(out.items())
 
     def _draw(
         self, number: int, step: int, logs: dict[str, Any], outputs: Any, improved: list[str]
@@ -380,18 +541,21 @@ class TensorboardCallback(BasisCallback):
         elif isinstance(outputs, (list, tuple)):
             outputs = outputs[0]
         samples = img.describe(display, outputs, y, self.class_names)
-        picture = img.grid(samples.cells, samples.colors)
-        why = f"improved: {', '.join(improved)}" if improved else "first epoch of fit"
-        legend = (
-            f"{len(samples.cells)} samples at epoch {number}"
-            + (f" (step {step})" if step != number else "")
-            + f" ({why}). "
-            + samples.table.splitlines()[0]
-        )
+        why = f"improved: {', '.join(improved)}" if improved else "first epoch of this fit"
+        header = [f"epoch {number} (step {step})", why]
+        if samples.judged:
+            header.append(f"{samples.correct}/{samples.judged} correct")
+        picture = img.grid(samples.cells, samples.colors, samples.captions, header)
+        facts = " - ".join(header)
         parts = [
-            summaries.image(IMAGE_TAG, picture, description=legend),
-            summaries.text(LABELS_TAG, samples.table),
+            summaries.image(
+                IMAGE_TAG, picture.array,
+                description=self._image_description(samples)
+                if self._first_time(VALIDATION, IMAGE_TAG) else None,
+            ),
+            summaries.text(LABELS_TAG, f"{facts}.\n\n{samples.table}"),
         ]
+        height, width = picture.array.shape[:2]
         artifact = self.artifact(
             ARTIFACT_KIND,
             self.run_dirs[VALIDATION],
@@ -401,11 +565,36 @@ class TensorboardCallback(BasisCallback):
             tags=[IMAGE_TAG, LABELS_TAG],
             step=step,
             images=len(samples.cells),
+            correct=samples.correct if samples.judged else None,
             improved=improved,
             segmentation=samples.segmentation,
-            size=[int(picture.shape[0]), int(picture.shape[1])],
+            size=[int(height), int(width)],
+            cells=[list(box) for box in picture.boxes],
         )
         return artifact, parts
+
+    @staticmethod
+    def _image_description(samples: img.Samples) -> str:
+        """The static description of ``samples/grid`` (TensorBoard shows a tag's first)."""
+        if samples.segmentation:
+            cell = (
+                f"Each cell shows {samples.layout} (masks in a fixed palette, class 0 "
+                "black); frame and strip green when the pixel accuracy is at least 0.5, "
+                "red below, grey without true masks."
+            )
+        else:
+            cell = (
+                "Each cell: the input, framed green when the predicted class is the true "
+                "one, red when not, grey without a label; under it `pred <class> "
+                "(<score>)` and `true <class>`."
+            )
+        return (
+            "Sample inputs with the model's predictions, drawn on the first epoch of each "
+            "fit and on due epochs where a basis key improved; picked to cover the "
+            "classes. The top line of each step's picture: the epoch (1-based, as Keras "
+            f"prints it), why it was drawn, how many are right. {cell} The same as a "
+            f"table: Text tab, `{LABELS_TAG}`."
+        )
 
     def _texts(self) -> dict[str, str]:
         """The model summary and the run's arguments, as Markdown (training thread)."""
@@ -425,6 +614,7 @@ class TensorboardCallback(BasisCallback):
             "max_images": self.max_images,
             "update_freq": self.update_freq,
             "histogram_freq": self.histogram_freq,
+            "folder": str(self.folder),
             **{f"fit.{k}": v for k, v in sorted((self.params or {}).items())},
         }
         optimizer = getattr(self.model, "optimizer", None)
@@ -438,6 +628,24 @@ class TensorboardCallback(BasisCallback):
         indented = "\n".join("    " + line for line in model_text.splitlines())
         return {"run/model": indented, "run/arguments": table}
 
-    def _write_texts(self, texts: Mapping[str, str]) -> None:
-        self._write(TRAIN, 0, *(summaries.text(tag, text) for tag, text in texts.items()))
+    def _graph(self) -> str | None:
+        """The model's JSON for the Graphs tab, for the models Keras writes it for."""
+        if type(self.model).__name__ not in GRAPH_MODELS:
+            return None
+        try:
+            return str(self.model.to_json())
+        except Exception as exc:  # as Keras: a model that does not serialize has no graph
+            warnings.warn(
+                f"{type(self).__name__}: the model does not serialize to JSON, so no graph "
+                f"is written: {type(exc).__name__}: {exc}",
+                UserWarning,
+                stacklevel=3,
+            )
+            return None
+
+    def _write_texts(self, texts: Mapping[str, str], graph: str | None) -> None:
+        parts = [summaries.text(tag, text) for tag, text in texts.items()]
+        if graph is not None:
+            parts.append(summaries.keras_graph(graph, GRAPH_TAG))
+        self._write(TRAIN, 0, *parts)
         self._flush()

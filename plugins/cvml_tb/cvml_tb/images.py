@@ -1,32 +1,46 @@
-"""Sample images for TensorBoard: inputs, predictions and labels as one RGB grid.
+"""Sample images for TensorBoard: inputs with their predicted and true labels, as one picture.
 
-Pure NumPy (no TensorFlow import), so every rule here is cheap to test:
+NumPy and Pillow only (no TensorFlow import), so every rule here is cheap to test:
 
 * :func:`check_image_shape` / :func:`display_images` turn model inputs into
   ``(N, H, W, C)`` images, reshaping flat inputs to ``image_shape``.
 * :func:`to_uint8` maps pixel values to 0..255: uint8 as is, floats in [0, 1]
   scaled by 255, any other range min-max normalised per image.
+* :func:`pick_samples` picks the samples to show so that they cover the classes.
 * :func:`describe` reads predictions (and true labels) as class labels or, for
-  segmentation-shaped outputs, as per-pixel class maps (:func:`colorize`).
-* :func:`grid` tiles the cells row-major, with a border per cell: green when the
-  prediction matches the label, red when not, grey when unknown.
+  segmentation-shaped outputs, as per-pixel class maps (:func:`colorize`), and
+  writes each cell's caption.
+* :func:`grid` draws the picture: a header line with the step's facts, then the
+  cells row-major, each framed and captioned in green when the prediction matches
+  the label, red when not, grey when unknown.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 CHANNELS = (1, 3, 4)
-BORDER = 2
-MIN_SIDE = 64
-GREEN = (40, 200, 40)
-RED = (220, 40, 40)
-GREY = (128, 128, 128)
+BORDER = 3  # the coloured frame of a cell, in pixels
+GAP = 4  # white space between cells
+PAD = 3  # text padding inside a caption strip or the header
+MIN_SIDE = 96  # small images are enlarged by an integer factor to at least this height
+# TensorBoard's image cards are about 350 pixels wide and scale wider pictures down
+# (blurring the captions): grids of small cells stay within this width.
+MAX_WIDTH = 340
+GREEN = (40, 170, 40)
+RED = (215, 40, 40)
+GREY = (140, 140, 140)
+# The caption strip under a cell: a light tint of its frame colour, dark text.
+TINTS = {GREEN: (222, 245, 222), RED: (253, 224, 224), GREY: (236, 236, 236)}
+TEXT = (20, 20, 20)
+WRONG_TEXT = (170, 0, 0)  # a red cell's first caption line (the wrong prediction)
+WHITE = (255, 255, 255)
 # A fixed palette for class maps; class 0 (usually background) is black.
 PALETTE = np.array(
     [
@@ -169,14 +183,67 @@ def _labels(
     return [None] * len(flat), [f"{v:.4g}" for v in flat]
 
 
+
+
+def class_indices(y: Any) -> list[int] | None:
+    """Each sample's class index when ``y`` holds classification labels, else None.
+
+    Class indices ``(N,)`` / ``(N, 1)`` (integers, or floats with integer values) and
+    one-hot or probability rows ``(N, K)`` are labels; anything else (regression
+    values, masks) is not.
+    """
+    if y is None:
+        return None
+    y = to_numpy(y)
+    if y.ndim == 2 and y.shape[1] > 1:
+        return [int(v) for v in y.argmax(axis=1)]
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or not (
+        np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.bool_)
+    ):
+        return None
+    if np.issubdtype(y.dtype, np.floating) and not np.all(y == np.round(y)):
+        return None
+    return [int(v) for v in y]
+
+
+def pick_samples(x: np.ndarray, y: np.ndarray | None, n: int) -> tuple[np.ndarray, Any]:
+    """``n`` samples of ``(x, y)`` that cover the classes, ordered by class.
+
+    With classification labels, round-robin over the classes (the first sample of
+    each class, then the second of each, ...), so that 8 cells of 10 digits show 8
+    different digits however the data is ordered; then sorted by class. Without
+    labels, or with labels that are not classes, the first ``n``.
+    """
+    labels = class_indices(y)
+    if labels is None or len(labels) != len(x):
+        return x[:n], None if y is None else y[:n]
+    by_class: dict[int, list[int]] = {}
+    for index, label in enumerate(labels):
+        by_class.setdefault(label, []).append(index)
+    picked: list[int] = []
+    for rank in range(max(len(v) for v in by_class.values()) if by_class else 0):
+        for label in sorted(by_class):
+            if rank < len(by_class[label]) and len(picked) < n:
+                picked.append(by_class[label][rank])
+    order = np.array(sorted(picked, key=lambda i: (labels[i], i)), dtype=np.int64)
+    return x[order], None if y is None else np.asarray(y)[order]
+
+
 @dataclass
 class Samples:
-    """What one image summary shows: grid cells, border colours and a Markdown table."""
+    """What one image summary shows: cells, their frame colours, captions, a table."""
 
     cells: list[np.ndarray]
     colors: list[tuple[int, int, int]]
+    captions: list[list[str]]
     table: str
     segmentation: bool
+    #: how many cells have a known right or wrong answer, and how many are right
+    judged: int = 0
+    correct: int = 0
+    layout: str = field(default="")
 
 
 def _name(label: Any, text: str, class_names: Sequence[str] | None) -> str:
@@ -192,106 +259,257 @@ def describe(
     y_true: Any = None,
     class_names: Sequence[str] | None = None,
 ) -> Samples:
-    """Cells and a label table for ``images`` (uint8 N, H, W, C) and model outputs ``pred``.
+    """Cells, captions and a label table for ``images`` (uint8 N, H, W, C) and outputs ``pred``.
 
-    Classification: one cell per image, predicted and true labels in the table.
-    Segmentation (outputs (N, H, W, K) at the image's size): each cell is the input,
-    the true mask (if labels are class maps) and the predicted mask side by side.
+    Classification: one cell per image, captioned ``pred <class> (<score>)`` and
+    ``true <class>``. Segmentation (outputs (N, H, W, K) at the image's size): each
+    cell is the input, the true mask (if labels are class maps) and the predicted
+    mask side by side, captioned with the pixel accuracy.
     """
     n = len(images)
     pred = to_numpy(pred)[:n]
     y = None if y_true is None else to_numpy(y_true)[:n]
     rgb = to_rgb(images)
     if is_segmentation(pred, images.shape[1:3]):
-        pred_map = _class_map(pred)
-        true_map = None
-        if y is not None and y.ndim in (3, 4) and tuple(y.shape[1:3]) == images.shape[1:3]:
-            true_map = _class_map(y)
-        cells, colors, rows = [], [], []
-        for i in range(n):
-            parts = [rgb[i]]
-            if true_map is not None:
-                parts.append(colorize(true_map[i]))
-            parts.append(colorize(pred_map[i]))
-            cells.append(np.concatenate(parts, axis=1))
-            classes = ", ".join(
-                _name(int(c), str(int(c)), class_names) for c in np.unique(pred_map[i])
-            )
-            if true_map is not None:
-                accuracy = float((pred_map[i] == true_map[i]).mean())
-                colors.append(GREEN if accuracy >= 0.5 else RED)
-                rows.append(f"| {i} | {accuracy:.3f} | {classes} |")
-            else:
-                colors.append(GREY)
-                rows.append(f"| {i} | | {classes} |")
-        layout = "input | true mask | predicted mask" if true_map is not None else (
-            "input | predicted mask"
-        )
-        table = "\n".join(
-            [
-                f"Cells, row-major: {layout}.",
-                "",
-                "| # | pixel accuracy | predicted classes |",
-                "|---|---|---|",
-                *rows,
-            ]
-        )
-        return Samples(cells, colors, table, segmentation=True)
+        return _describe_segmentation(rgb, pred, y, class_names)
     pred_labels, pred_texts = _labels(pred, n)
     true_labels, true_texts = _labels(y, n, scores=False)
-    colors = []
-    rows = []
+    colors, rows, captions = [], [], []
+    judged = correct = 0
     for i in range(n):
+        predicted = _name(pred_labels[i], pred_texts[i], class_names)
+        true = _name(true_labels[i], true_texts[i], class_names)
         if pred_labels[i] is None or true_labels[i] is None:
             colors.append(GREY)
             mark = ""
         elif pred_labels[i] == true_labels[i]:
             colors.append(GREEN)
             mark = "yes"
+            judged, correct = judged + 1, correct + 1
         else:
             colors.append(RED)
             mark = "**no**"
-        rows.append(
-            f"| {i} | {_name(pred_labels[i], pred_texts[i], class_names)} | "
-            f"{_name(true_labels[i], true_texts[i], class_names)} | {mark} |"
-        )
+            judged += 1
+        captions.append([f"pred {predicted}"] + ([f"true {true}"] if y is not None else []))
+        rows.append(f"| {i + 1} | {predicted} | {true} | {mark} |")
     table = "\n".join(
         [
-            "Cells, row-major. Border: green = correct, red = wrong.",
-            "",
-            "| # | predicted | true | correct |",
+            "| cell | predicted | true | correct |",
             "|---|---|---|---|",
             *rows,
         ]
     )
-    return Samples([rgb[i] for i in range(n)], colors, table, segmentation=False)
+    return Samples(
+        [rgb[i] for i in range(n)], colors, captions, table, segmentation=False,
+        judged=judged, correct=correct, layout="input",
+    )
+
+
+def _describe_segmentation(
+    rgb: np.ndarray, pred: np.ndarray, y: np.ndarray | None, class_names: Sequence[str] | None
+) -> Samples:
+    n = len(rgb)
+    pred_map = _class_map(pred)
+    true_map = None
+    if y is not None and y.ndim in (3, 4) and tuple(y.shape[1:3]) == rgb.shape[1:3]:
+        true_map = _class_map(y)
+    cells, colors, rows, captions = [], [], [], []
+    judged = correct = 0
+    layout = "input | true | predicted" if true_map is not None else "input | predicted"
+    for i in range(n):
+        parts = [rgb[i]]
+        if true_map is not None:
+            parts.append(colorize(true_map[i]))
+        parts.append(colorize(pred_map[i]))
+        cells.append(np.concatenate(parts, axis=1))
+        classes = ", ".join(
+            _name(int(c), str(int(c)), class_names) for c in np.unique(pred_map[i])
+        )
+        if true_map is not None:
+            accuracy = float((pred_map[i] == true_map[i]).mean())
+            good = accuracy >= 0.5
+            colors.append(GREEN if good else RED)
+            judged, correct = judged + 1, correct + int(good)
+            captions.append([layout, f"pixel accuracy {accuracy:.3f}"])
+            rows.append(f"| {i + 1} | {accuracy:.3f} | {classes} |")
+        else:
+            colors.append(GREY)
+            captions.append([layout, f"classes {classes}"])
+            rows.append(f"| {i + 1} | | {classes} |")
+    table = "\n".join(
+        [
+            f"Each cell: {layout}.",
+            "",
+            "| cell | pixel accuracy | predicted classes |",
+            "|---|---|---|",
+            *rows,
+        ]
+    )
+    return Samples(
+        cells, colors, captions, table, segmentation=True, judged=judged, correct=correct,
+        layout=layout,
+    )
+
+
+# -- drawing -----------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=8)
+def font(size: int) -> Any:
+    """Pillow's bundled font at ``size`` pixels (its bitmap font without FreeType)."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ImportError, OSError):  # Pillow < 10.1, or no FreeType
+        return ImageFont.load_default()
+
+
+@functools.lru_cache(maxsize=8)
+def _line_height(size: int) -> int:
+    return int(font(size).getbbox("Ag(0|")[3]) + 2
+
+
+@functools.lru_cache(maxsize=1024)
+def _glyph(size: int, char: str) -> tuple[np.ndarray, float]:
+    """A character's coverage mask (line height x drawn width) and its advance, in pixels.
+
+    Text is drawn glyph by glyph from this cache, so the captions that change every
+    epoch (the scores) cost no font rendering once their characters were seen.
+    """
+    from PIL import Image, ImageDraw
+
+    face = font(size)
+    height = _line_height(size)
+    width = int(math.ceil(face.getbbox(char)[2])) if char.strip() else 0
+    mask = np.zeros((height, max(width, 1)), np.uint8)
+    if width > 0:
+        image = Image.new("L", (width, height), 0)
+        ImageDraw.Draw(image).text((0, 0), char, fill=255, font=face)
+        mask = np.asarray(image)
+    return mask, float(face.getlength(char))
+
+
+def text_width(size: int, text: str) -> int:
+    """The width of ``text`` drawn at ``size``, in pixels."""
+    return int(math.ceil(sum(_glyph(size, c)[1] for c in text)))
+
+
+@functools.lru_cache(maxsize=512)
+def _text_mask(size: int, text: str) -> np.ndarray:
+    """The coverage mask of one line of ``text`` (line height x width)."""
+    if not text:
+        return np.zeros((_line_height(size), 1), np.uint8)
+    glyphs = [_glyph(size, c) for c in text]
+    lefts = np.round(np.cumsum([0.0] + [advance for _, advance in glyphs[:-1]])).astype(int)
+    width = max(int(x) + m.shape[1] for x, (m, _) in zip(lefts, glyphs, strict=True))
+    line = np.zeros((_line_height(size), width), np.uint8)
+    for left, (mask, _) in zip(lefts, glyphs, strict=True):
+        region = line[:, left : left + mask.shape[1]]
+        np.maximum(region, mask, out=region)
+    return line
+
+
+def _draw_text(
+    canvas: np.ndarray, top: int, left: int, text: str, size: int, ink: tuple[int, int, int]
+) -> None:
+    """Blend ``text`` in colour ``ink`` into ``canvas`` at (top, left), clipped to it."""
+    mask = _text_mask(size, text)
+    height = min(mask.shape[0], canvas.shape[0] - top)
+    width = min(mask.shape[1], canvas.shape[1] - left)
+    if height <= 0 or width <= 0:
+        return
+    alpha = mask[:height, :width, np.newaxis].astype(np.float32) / 255.0
+    region = canvas[top : top + height, left : left + width]
+    blended = region * (1.0 - alpha) + np.asarray(ink, np.float32) * alpha
+    region[...] = np.round(blended).astype(np.uint8)
+
+
+def _fit(size: int, text: str, width: int) -> str:
+    """``text`` cut (with "...") to at most ``width`` pixels."""
+    if text_width(size, text) <= width:
+        return text
+    while text and text_width(size, text + "...") > width:
+        text = text[:-1]
+    return text + "..."
+
+
+def _wrap(size: int, parts: Sequence[str], width: int) -> list[str]:
+    """``parts`` joined by " - " into lines of at most ``width`` pixels (a part is not split)."""
+    lines: list[str] = []
+    for part in parts:
+        if lines and text_width(size, f"{lines[-1]} - {part}") <= width:
+            lines[-1] = f"{lines[-1]} - {part}"
+        else:
+            lines.append(part)
+    return lines
+
+
+@dataclass
+class Picture:
+    """A drawn grid: the RGB array and, per cell, the box of its image (top, left, h, w)."""
+
+    array: np.ndarray
+    boxes: list[tuple[int, int, int, int]]
+    scale: int
 
 
 def grid(
     cells: Sequence[np.ndarray],
     colors: Sequence[tuple[int, int, int]],
+    captions: Sequence[Sequence[str]] | None = None,
+    header: Sequence[str] = (),
     min_side: int = MIN_SIDE,
-) -> np.ndarray:
-    """Tile same-sized RGB cells row-major, each framed in its colour; (H, W, 3) uint8.
+) -> Picture:
+    """Draw same-sized RGB ``cells`` row-major, each framed and captioned in its colour.
 
-    Cells smaller than ``min_side`` pixels high are enlarged by an integer factor
-    (nearest neighbour), so 8x8 digits stay visible in TensorBoard.
+    Cells lower than ``min_side`` pixels are enlarged by an integer factor (nearest
+    neighbour), so 8x8 digits stay visible in TensorBoard. Under each cell, a strip
+    tinted like its frame holds its caption lines; above the grid, the ``header``
+    parts (joined by " - ", wrapped to the grid's width).
     """
     if not cells:
         raise ValueError("grid needs at least one cell")
+    captions = captions if captions is not None else [[] for _ in cells]
     factor = max(1, math.ceil(min_side / cells[0].shape[0]))
-    if factor > 1:
-        cells = [np.repeat(np.repeat(c, factor, axis=0), factor, axis=1) for c in cells]
-    height, width = cells[0].shape[:2]
-    h, w = height + 2 * BORDER, width + 2 * BORDER
-    columns = max(1, min(len(cells), math.ceil(math.sqrt(len(cells) * h / w))))
+    height, width = cells[0].shape[0] * factor, cells[0].shape[1] * factor
+    size = int(min(18, max(12, width // 7)))
+    line = _line_height(size)
+    lines = max((len(c) for c in captions), default=0)
+    strip = lines * line + 2 * PAD if lines else 0
+    tile_h, tile_w = height + strip + 2 * BORDER, width + 2 * BORDER
+    columns = max(1, min(len(cells), math.ceil(math.sqrt(len(cells) * tile_h / tile_w))))
+    fitting = (MAX_WIDTH + GAP) // (tile_w + GAP)  # columns within TensorBoard's card
+    columns = max(min(2, len(cells)), min(columns, fitting))
     rows = math.ceil(len(cells) / columns)
-    canvas = np.full((rows * h, columns * w, 3), 255, dtype=np.uint8)
+    grid_w = columns * (tile_w + GAP) - GAP
+    head = _wrap(size, header, grid_w - 2 * PAD) if header else []
+    canvas_w = max([grid_w] + [text_width(size, t) + 2 * PAD for t in head])
+    top0 = len(head) * line + 2 * PAD if head else 0
+    canvas = np.full((top0 + rows * (tile_h + GAP) - GAP, canvas_w, 3), 255, np.uint8)
+    boxes = []
     for index, (cell, color) in enumerate(zip(cells, colors, strict=True)):
-        top, left = (index // columns) * h, (index % columns) * w
-        canvas[top : top + h, left : left + w] = color
-        canvas[top + BORDER : top + BORDER + height, left + BORDER : left + BORDER + width] = cell
-    return canvas
+        top = top0 + (index // columns) * (tile_h + GAP)
+        left = (index % columns) * (tile_w + GAP)
+        canvas[top : top + tile_h, left : left + tile_w] = color
+        box = (top + BORDER, left + BORDER, height, width)
+        if factor > 1:
+            cell = np.repeat(np.repeat(cell, factor, axis=0), factor, axis=1)
+        canvas[box[0] : box[0] + height, box[1] : box[1] + width] = cell
+        if strip:
+            strip_top = box[0] + height
+            canvas[strip_top : strip_top + strip, box[1] : box[1] + width] = TINTS.get(
+                tuple(color), WHITE
+            )
+        boxes.append(box)
+    for row, text in enumerate(head):
+        _draw_text(canvas, PAD + row * line, PAD, text, size, TEXT)
+    for box, caption, color in zip(boxes, captions, colors, strict=True):
+        for row, text in enumerate(caption):
+            ink = WRONG_TEXT if row == 0 and tuple(color) == RED else TEXT
+            top = box[0] + box[2] + PAD + row * line
+            _draw_text(canvas, top, box[1] + PAD, _fit(size, text, width - 2 * PAD), size, ink)
+    return Picture(canvas, boxes, factor)
 
 
 def take_samples(sample_data: Any, max_images: int) -> tuple[np.ndarray, np.ndarray | None]:

@@ -38,20 +38,40 @@ def encode_png(image: np.ndarray) -> bytes:
     return (
         b"\x89PNG\r\n\x1a\n"
         + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+        + chunk(b"IDAT", zlib.compress(rows.tobytes(), 3))  # 3: a third of 6's time
         + chunk(b"IEND", b"")
     )
 
 
-def scalars(values: Mapping[str, float]) -> summary_pb2.Summary:
-    """One summary holding a scalar per tag (the scalars plugin's layout)."""
+def scalars(
+    values: Mapping[str, float], descriptions: Mapping[str, str] | None = None
+) -> summary_pb2.Summary:
+    """One summary holding a scalar per tag (the scalars plugin's layout), as float32
+    like ``tf.summary.scalar``; ``descriptions`` gives some tags a description."""
     summary = summary_pb2.Summary()
+    descriptions = descriptions or {}
     for tag, number in values.items():
-        summary.value.extend(scalar_pb(tag, number).value)
+        summary.value.extend(scalar_pb(tag, number, descriptions.get(tag)).value)
     return summary
 
 
-def image(tag: str, picture: np.ndarray, description: str = "") -> summary_pb2.Summary:
+def keras_graph(model_json: str, tag: str = "keras") -> summary_pb2.Summary:
+    """A Keras model's JSON as the graphs plugin's conceptual graph, laid out as
+    ``keras.callbacks.TensorBoard`` writes it (tag ``keras``, plugin
+    ``graph_keras_model``, version ``1``)."""
+    metadata = summary_pb2.SummaryMetadata()
+    metadata.plugin_data.plugin_name = "graph_keras_model"
+    metadata.plugin_data.content = b"1"
+    summary = summary_pb2.Summary()
+    summary.value.add(
+        tag=tag,
+        metadata=metadata,
+        tensor=tensor_util.make_tensor_proto(np.array(model_json.encode(), dtype=np.object_)),
+    )
+    return summary
+
+
+def image(tag: str, picture: np.ndarray, description: str | None = None) -> summary_pb2.Summary:
     """One image (H, W, C uint8) as the images plugin stores it: [width, height, png]."""
     height, width = picture.shape[:2]
     data = np.array([str(width).encode(), str(height).encode(), encode_png(picture)], object)
@@ -64,9 +84,9 @@ def image(tag: str, picture: np.ndarray, description: str = "") -> summary_pb2.S
     return summary
 
 
-def text(tag: str, markdown: str) -> summary_pb2.Summary:
+def text(tag: str, markdown: str, description: str | None = None) -> summary_pb2.Summary:
     """One Markdown text (the text plugin's layout)."""
-    return text_pb(tag, markdown)
+    return text_pb(tag, markdown, description)
 
 
 def merge(*summaries: summary_pb2.Summary) -> bytes:
