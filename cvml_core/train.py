@@ -17,6 +17,14 @@ Callbacks that want sample data (``wants_sample_data = True``, e.g. ``tb`` for i
 ``tflite`` for calibration) get the first :data:`SAMPLE_SIZE` examples of the dev set
 through ``set_sample_data(x, y)`` before training, unless they already have some.
 
+Data checks: before the first epoch (and before any callback folder is made), the
+first batch of ``train_dataset`` and ``dev_dataset`` is checked against the model's
+inputs and the compiled loss (input shapes; with a sparse or one-hot categorical loss,
+the label shape and class-id range): see :mod:`cvml_core.data_checks`. Only the first
+batch is checked; multi-input/multi-output models are checked where the structure
+allows it; a dataset of unknown cardinality (possibly one-shot, e.g. ``from_generator``)
+is not read: only its ``element_spec`` shapes are checked.
+
 Resume: ``start_epoch=N`` trains epochs N+1 .. ``epochs`` (Keras ``initial_epoch``) and
 first calls ``restore_latest(model, max_epoch=N)`` on the callbacks that have it (the
 ``ckpt`` callback): the first one that returns an epoch > 0 restored the weights.
@@ -38,6 +46,7 @@ import tensorflow as tf
 
 from cvml_core.artifact import Artifact
 from cvml_core.basis import BasisPolicy, is_integer, validate_basis_dict
+from cvml_core.data_checks import check_first_batch
 from cvml_core.distribute import is_chief
 from cvml_core.keras_compat import Callback
 from cvml_core.plugins import call_hook, get_registry
@@ -228,6 +237,12 @@ def resolve_callbacks(
         elif isinstance(item, Callback):
             plan.append((item, None, {}))
             continue
+        elif isinstance(item, type):
+            raise TypeError(
+                f"callbacks[{index}] is the class {item.__name__}, not an instance: write "
+                f"{item.__name__}(...). Received: callbacks[{index}]={item.__name__} "
+                "(a class)"
+            )
         else:
             raise TypeError(
                 f"callbacks[{index}] must be a keras Callback, a registered name or a dict "
@@ -357,6 +372,11 @@ class TrainInfer:
         :param basis_dict: overrides the ``TrainInfer``'s ``basis_dict`` for this run.
         :returns: the Keras ``History``.
 
+        Before the first epoch, the first batch of ``train_dataset`` and ``dev_dataset``
+        is checked against the model's inputs and the loss (see the module docs); a
+        mismatch is a ``ValueError`` naming the dataset, the shape received and the
+        shape expected, raised before any callback is built or hook called.
+
         If training raises (a bad batch, a callback error, Ctrl-C), the callbacks'
         background work is awaited and ``cvml_train_end`` is called with the error,
         then the error is re-raised.
@@ -389,6 +409,9 @@ class TrainInfer:
             None if dev_dataset is None
             else _prepare(dev_dataset, batch_size, "dev_dataset", self.model)
         )
+        for data_name, data in (("train_dataset", train_data), ("dev_dataset", dev_data)):
+            if data is not None:
+                check_first_batch(data_name, self.model, data.x, data.y, data.batch_size)
         cbs = resolve_callbacks(callbacks, run_log_dir, run_basis)
         _check_folders(cbs)
         if not start_epoch:

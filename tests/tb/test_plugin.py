@@ -1,9 +1,11 @@
-"""The package registers ``tb`` by entry point and lists without importing TensorFlow."""
+"""``tb`` is registered by entry point, lists without TensorFlow, and checks its arguments."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+
+import pytest
 
 import cvml_core
 
@@ -36,3 +38,37 @@ def test_listing_does_not_import_tensorflow():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "kwargs, received",
+    [
+        ({"class_names": "abc"}, "class_names='abc' of type str"),
+        ({"class_names": 5}, "class_names=5 of type int"),
+        ({"class_names": ["cat", 2]}, "class_names=['cat', 2] of type list"),
+        ({"write_model_summary": "no"}, "write_model_summary='no' of type str"),
+        ({"write_model_summary": None}, "write_model_summary=None of type NoneType"),
+        ({"write_graph": "no"}, "write_graph='no' of type str"),
+    ],
+)
+def test_bad_class_names_and_write_model_summary_are_refused(tmp_path, kwargs, received):
+    from cvml_tb import TensorboardCallback
+
+    name = next(iter(kwargs))
+    with pytest.raises(ValueError) as info:
+        TensorboardCallback(tmp_path, {"val_loss": "min"}, **kwargs)
+    message = str(info.value)
+    assert message.startswith(f"{name} must be")
+    assert f"Received: {received}" in message
+    allowed = "list of str" if name == "class_names" else "True or False"
+    assert allowed in message
+
+
+def test_good_class_names_and_write_model_summary_are_kept(tmp_path):
+    from cvml_tb import TensorboardCallback
+
+    cb = TensorboardCallback(
+        tmp_path, {"val_loss": "min"}, class_names=("cat", "dog"), write_model_summary=False
+    )
+    assert cb.class_names == ["cat", "dog"]
+    assert cb.write_model_summary is False

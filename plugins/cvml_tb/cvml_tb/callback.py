@@ -98,13 +98,15 @@ class TensorboardCallback(BasisCallback):
         0 turns images off.
     :param log_images: force image logging on or off; None (default) means on when
         ``image_shape`` or ``sample_data`` is given.
-    :param class_names: names shown for class indices in the captions and tables.
+    :param class_names: names shown for class indices in the captions and tables: a
+        list (or tuple) of str, one per class index; a single str is refused.
     :param update_freq: ``"epoch"`` (default), ``"batch"`` or N: also write
         ``batch_<metric>`` every N training batches (step: the optimizer's iteration).
     :param histogram_freq: write weight histograms every N epochs (0: never), on the
         0-based epochs Keras writes them (0, N, 2N, ...).
     :param write_graph: write the model's conceptual graph (Graphs tab), as Keras does.
-    :param write_model_summary: write ``model.summary()`` and the arguments as text.
+    :param write_model_summary: write ``model.summary()`` and the arguments as text
+        (True or False).
     :param folder: this callback's folder in ``log_dir`` (default ``"tb"``).
 
     Example::
@@ -159,6 +161,23 @@ class TensorboardCallback(BasisCallback):
                 "histogram_freq must be an integer >= 0 (0: no histograms). "
                 f"Received: histogram_freq={histogram_freq!r}"
             )
+        if class_names is not None and (
+            isinstance(class_names, (str, bytes))
+            or not isinstance(class_names, (Sequence, np.ndarray))
+            or not all(isinstance(n, str) for n in class_names)
+        ):
+            raise ValueError(
+                "class_names must be a list of str, one name per class index (e.g. "
+                "['cat', 'dog']), or None; a single str is not allowed. Received: "
+                f"class_names={class_names!r} of type {type(class_names).__name__}"
+            )
+        for arg, value in (("write_model_summary", write_model_summary),
+                           ("write_graph", write_graph)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(
+                    f"{arg} must be True or False. Received: {arg}={value!r} of type "
+                    f"{type(value).__name__}"
+                )
         if log_images is None:
             log_images = image_shape is not None or sample_data is not None
         self.log_images = bool(log_images) and max_images > 0
@@ -171,7 +190,7 @@ class TensorboardCallback(BasisCallback):
         self.update_freq = update_freq
         self.histogram_freq = histogram_freq
         self.write_graph = bool(write_graph)
-        self.write_model_summary = write_model_summary
+        self.write_model_summary = bool(write_model_summary)
         self.run_dirs = {TRAIN: self.folder / TRAIN, VALIDATION: self.folder / VALIDATION}
         self._writers: dict[str, Any] = {}
         self._writers_lock = threading.Lock()
