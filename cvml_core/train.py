@@ -70,25 +70,17 @@ def _first_spec(spec: Any) -> Any:
     return flat[0] if flat else None
 
 
-def _structural_batching(dataset: tf.data.Dataset) -> tuple[bool | None, int | None]:
-    """Walk the pipeline back to the last ``batch``/``unbatch``: (batched, batch size)."""
-    node: Any = dataset
-    for _ in range(1000):
-        kind = type(node).__name__.lower()
-        if "unbatch" in kind:
-            return False, None
-        if "batch" in kind:
-            size = getattr(node, "_batch_size", None)
-            try:
-                return True, int(size) if size is not None else None
-            except (TypeError, ValueError):
-                return True, None
-        if "tensorslice" in kind:  # from_tensor_slices: one example per element
-            return False, None
-        node = getattr(node, "_input_dataset", None)
-        if node is None:
-            break
-    return None, None
+def _first_batch_size(dataset: tf.data.Dataset) -> int | None:
+    """The leading size of the dataset's first element, read through the public API;
+    None for a dataset that may be readable once (unknown cardinality)."""
+    if int(dataset.cardinality()) == int(tf.data.UNKNOWN_CARDINALITY):
+        return None
+    try:
+        element = next(iter(dataset.take(1)))
+    except StopIteration:
+        return None
+    shape = getattr(_first_spec(element), "shape", None)
+    return int(shape[0]) if shape is not None and shape.rank else None
 
 
 def _model_input_rank(model: Any) -> int | None:
@@ -103,25 +95,23 @@ def _model_input_rank(model: Any) -> int | None:
 
 
 def dataset_batching(dataset: tf.data.Dataset, model: Any = None) -> tuple[bool, int | None]:
-    """Whether ``dataset`` yields batches, and their size when it is known."""
+    """Whether ``dataset`` yields batches, and their size when it is known.
+
+    Decided from the public ``element_spec`` against the model's input: one more axis
+    than an example means batches. When that cannot tell (the model's input rank is
+    unknown), the dataset is taken as batched, as ``model.fit`` does. The size is the
+    static leading dimension, else that of the first batch.
+    """
     spec = _first_spec(dataset.element_spec)
     shape = getattr(spec, "shape", None)
-    static_size = None
-    if shape is not None and shape.rank:
-        static_size = shape[0]
-    batched, size = _structural_batching(dataset)
-    if batched is None:
-        model_rank = _model_input_rank(model)
-        if shape is not None and shape.rank is not None and model_rank is not None:
-            if shape.rank == model_rank:
-                batched = True
-            elif shape.rank == model_rank - 1:
-                batched = False
-    if batched is None:
-        batched = shape is None or shape.rank == 0 or static_size is None
-    if batched and size is None:
-        size = static_size
-    return bool(batched), size
+    batched = True
+    model_rank = _model_input_rank(model)
+    if shape is not None and shape.rank is not None and model_rank is not None:
+        batched = shape.rank != model_rank - 1
+    if not batched:
+        return False, None
+    size = shape[0] if shape is not None and shape.rank else None
+    return True, size if size is not None else _first_batch_size(dataset)
 
 
 class _Data:

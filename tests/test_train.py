@@ -159,15 +159,21 @@ def test_batched_dataset_keeps_its_batches_and_conflicts_are_errors(tiny_model):
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights(), strict=True))
 
 
-def test_dataset_batching_reads_the_pipeline_and_the_model(tiny_model):
+def test_dataset_batching_reads_the_element_spec_against_the_model(tiny_model):
+    """Public API only: the element's rank against the model's input rank, and the
+    size of the first batch; without a model input to compare with, batched (as
+    model.fit assumes)."""
+    model = tiny_model()
     x = np.zeros((10, 8), "float32")
     y = np.zeros(10, "int32")
     slices = tf.data.Dataset.from_tensor_slices((x, y))
-    assert dataset_batching(slices) == (False, None)
-    assert dataset_batching(slices.batch(4)) == (True, 4)
-    assert dataset_batching(slices.batch(4).map(lambda a, b: (a * 2, b)).prefetch(1)) == (True, 4)
-    assert dataset_batching(slices.batch(4).unbatch()) == (False, None)
-    assert dataset_batching(slices.batch(5, drop_remainder=True).cache()) == (True, 5)
+    assert dataset_batching(slices, model) == (False, None)
+    assert dataset_batching(slices.batch(4), model) == (True, 4)
+    mapped = slices.batch(4).map(lambda a, b: (a * 2, b)).prefetch(1)
+    assert dataset_batching(mapped, model) == (True, 4)
+    assert dataset_batching(slices.batch(4).unbatch(), model) == (False, None)
+    assert dataset_batching(slices.batch(5, drop_remainder=True).cache(), model) == (True, 5)
+    assert dataset_batching(slices.batch(4)) == (True, 4)  # no model: batched
 
     def examples():
         yield from zip(x, y, strict=True)
