@@ -9,7 +9,10 @@ import pytest
 def _read_run(run_dir):
     """``{tag: [(step, value), ...]}`` of a TensorBoard run, read with TensorBoard's reader.
 
-    Scalars become floats, images the list of encoded PNGs, texts a str.
+    Scalars become floats, images the list of encoded PNGs, texts a str. Events are in
+    step order (a repeated step stays repeated): TensorBoard reads a run's event files in
+    name order, and two names from the same second differ by a counter compared as text
+    ("...10.v2" before "...2.v2"), which is not the order they were written in.
     """
     from tensorboard.backend.event_processing import event_accumulator as ea
     from tensorboard.util import tensor_util
@@ -26,8 +29,8 @@ def _read_run(run_dir):
                 value = flat[0].decode() if value.ndim == 0 else flat
             else:
                 value = float(value) if value.ndim == 0 else value
-            events.append((event.step, value))
-        out[tag] = events
+            events.append((event.step, event.wall_time, value))
+        out[tag] = [(step, value) for step, _, value in sorted(events, key=lambda e: e[:2])]
     return out
 
 

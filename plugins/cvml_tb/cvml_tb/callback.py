@@ -35,6 +35,7 @@ import tensorflow as tf
 
 from cvml_core.basis import is_integer
 from cvml_core.callback import BasisCallback
+from cvml_core.keras_compat import keras
 from cvml_tb import images as img
 from cvml_tb import summaries
 from cvml_tb.steps import last_written_steps
@@ -48,6 +49,15 @@ ARTIFACT_KIND = "tensorboard-images"
 POOL = 32
 #: Model classes whose conceptual graph Keras' TensorBoard callback writes.
 GRAPH_MODELS = ("Functional", "Sequential")
+
+
+def _keras_version() -> tuple[int, ...]:
+    """The running Keras' version as numbers (tf_keras reports 2.x)."""
+    parts = []
+    for part in str(getattr(keras, "__version__", "0")).split(".")[:2]:
+        digits = "".join(c for c in part if c.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
 
 
 class TensorboardStepWarning(UserWarning):
@@ -541,13 +551,16 @@ class TensorboardCallback(BasisCallback):
         )
 
     def _weights(self) -> list[tuple[str, np.ndarray]]:
-        """``[(tag, values)]`` of the weights, tagged as Keras' callback tags them."""
-        out: dict[str, np.ndarray] = {}
-        for layer in self.model.layers:
+        """``[(tag, values)]`` of the weights, tagged as the installed Keras' callback tags
+        them: by variable path from Keras 3.14, by variable name before (and tf_keras)."""
+        by_path = _keras_version() >= (3, 14)
+        out: list[tuple[str, np.ndarray]] = []
+        for layer in self.model.layers:  # names may repeat across layers: so do Keras' tags
             for weight in layer.weights:
-                path = str(getattr(weight, "path", None) or weight.name).replace(":", "_")
-                out.setdefault(f"{path}/histogram", np.array(weight.numpy()))
-        return list(out.items())
+                name = getattr(weight, "path", None) if by_path else None
+                tag = str(name or weight.name).replace(":", "_")
+                out.append((f"{tag}/histogram", np.array(weight.numpy())))
+        return out
 
     def _draw(
         self, number: int, step: int, logs: dict[str, Any], outputs: Any, improved: list[str]
