@@ -1,7 +1,10 @@
 """Atomic file writes: a temporary name in the same folder, fsync, then rename.
 
 A crash or a kill at any moment leaves either the previous file or the new one under
-the final name, never a half-written one.
+the final name, never a half-written one. Temporary names start with ``.tmp-`` (files,
+and scratch folders made with :func:`scratch_dir`); :func:`remove_stale_temps` deletes
+those a killed process left. Every ``OSError`` of a write is raised as a
+:class:`FileWriteError` whose message names the step, the file and its folder.
 """
 
 from __future__ import annotations
@@ -13,6 +16,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 TEMP_PREFIX = ".tmp-"
+
+
+class FileWriteError(OSError):
+    """A write, rename or delete of an artifact failed; the message names the step,
+    the file and its folder (``errno`` is the cause's, ``filename`` the file)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def write_error(action: str, path: str | os.PathLike[str], exc: BaseException) -> OSError:
+    """``exc`` as a :class:`FileWriteError` naming ``action``, the file and its folder."""
+    while isinstance(exc, FileWriteError) and isinstance(exc.__cause__, OSError):
+        exc = exc.__cause__  # the root cause's reason, under the caller's words
+    path = Path(path)
+    errno = getattr(exc, "errno", None)
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return FileWriteError(errno, f"{action} {path.name} in {path.parent} failed: {reason}",
+                          str(path))
 
 
 def temp_path_for(final: Path) -> Path:
@@ -32,7 +54,7 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:  # some platforms cannot open a directory; the rename still happened
@@ -55,19 +77,53 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
             model.save(tmp)
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_for(final)
-    try:
+    with staging(final) as tmp:
         yield tmp
-        if not tmp.exists():
-            raise FileNotFoundError(f"the writer produced no file at {tmp} for {final}")
-        _fsync_file(tmp)
+    try:
         os.replace(tmp, final)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise write_error("renaming into place", final, exc) from exc
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
+
+
+@contextlib.contextmanager
+def staging(final: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``final`` to write; on success it is fsynced and
+    left there (the caller renames it, e.g. the core's manifest-first publish). If the
+    body raises, the temporary file is removed; an ``OSError`` is raised as a
+    :class:`FileWriteError` naming ``final`` and its folder."""
+    final = Path(final)
+    tmp = temp_path_for(final)
+    try:
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            yield tmp
+            written = tmp.exists()
+            if written:
+                _fsync_file(tmp)
+        except OSError as exc:
+            raise write_error("writing", final, exc) from exc
+        if not written:
+            raise FileNotFoundError(f"the writer produced no file at {tmp} for {final}")
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def scratch_dir(folder: str | os.PathLike[str], label: str) -> Path:
+    """A new scratch folder ``folder/.tmp-<label>-<random>``: removed by its owner, or
+    after a kill by :func:`remove_stale_temps` at the next run's start."""
+    import tempfile
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{label}-", dir=folder))
 
 
 def atomic_write_bytes(final: str | os.PathLike[str], data: bytes) -> None:
@@ -82,12 +138,18 @@ def atomic_write_text(final: str | os.PathLike[str], text: str) -> None:
 
 
 def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
-    """Delete temporary files a killed process left in ``folder``; return them."""
+    """Delete the temporary files and scratch folders (``.tmp-*``) a killed process
+    left in ``folder``; return them. Call it only while no writer uses ``folder``."""
+    import shutil
+
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    stale = [p for p in folder.iterdir() if p.name.startswith(TEMP_PREFIX) and p.is_file()]
+    stale = [p for p in folder.iterdir() if p.name.startswith(TEMP_PREFIX)]
     for path in stale:
-        with contextlib.suppress(OSError):
-            path.unlink()
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
     return stale

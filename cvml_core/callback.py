@@ -6,8 +6,12 @@ A callback that writes a file per improved basis key gives two steps and nothing
   what the file needs (e.g. the variables as numpy arrays);
 * ``write(job)``: on the background worker, write the files of ``job.keys`` (basis
   keys) and ``job.extras`` (other files, e.g. ``"last"``) from ``job.snapshot``, each
-  to a temporary name renamed into place (:func:`cvml_core.atomic.atomic_path`), and
-  yield an :class:`Artifact` for each file right after its rename.
+  to a temporary name (:func:`cvml_core.atomic.staging`), and yield a
+  :class:`~cvml_core.artifact.Staged` per file (or a list of them to publish
+  together); the core renames them into place in the manifest-first order of
+  :class:`~cvml_core.artifact.Manifest`. (Yielding a plain :class:`Artifact` for a
+  file already renamed, e.g. with :func:`cvml_core.atomic.atomic_path`, still works,
+  without that order.)
 
 The core does the rest, the same way for every callback: it decides which keys
 improved, submits the job (one write runs and one waits; with ``supersede`` a newer
@@ -26,8 +30,9 @@ for the worker at train end. Example::
         def write(self, job):
             for key in job.keys:
                 path = self.folder / f"best_{key}.txt"
-                atomic_write_text(path, f"{job.epoch} {job.snapshot[key]}")
-                yield self.artifact("note", path, job.epoch, job.logs, key)
+                with staging(path) as tmp:
+                    tmp.write_text(f"{job.epoch} {job.snapshot[key]}")
+                yield Staged(tmp, self.artifact("note", path, job.epoch, job.logs, key))
 
 A callback without ``write`` (e.g. one that only logs) still gets the policy: its
 improved keys are committed at once. Any callback may override ``on_due``,
@@ -36,6 +41,7 @@ improved keys are committed at once. Any callback may override ``on_due``,
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import tempfile
@@ -46,8 +52,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from cvml_core.artifact import Artifact, Manifest
-from cvml_core.atomic import remove_stale_temps
+from cvml_core.artifact import Artifact, Manifest, Staged
+from cvml_core.atomic import fsync_dir, remove_stale_temps, write_error
 from cvml_core.basis import BasisPolicy, KeyBest
 from cvml_core.distribute import is_chief
 from cvml_core.keras_compat import Callback
@@ -140,6 +146,15 @@ class BasisCallback(Callback):
         if self.chief:  # a non-chief process never writes into log_dir
             self._check_writable()
         self.manifest = Manifest(self.folder, self.name)
+        if self.chief and self.manifest.pending:  # a run stopped mid-publish: finish it
+            adopted, dropped = self.manifest.recover()
+            if adopted or dropped:
+                warnings.warn(
+                    f"{self.name}: the previous run stopped while publishing files in "
+                    f"{self.folder}: recorded {', '.join(adopted) or 'none'} (renamed "
+                    f"into place), dropped {', '.join(dropped) or 'none'} (never renamed)",
+                    self.warning_category, stacklevel=2,
+                )
         if self.manifest.basis_state:
             try:
                 self.policy.load_state_dict(self.manifest.basis_state)
@@ -195,11 +210,13 @@ class BasisCallback(Callback):
         ``log_dir``."""
         raise NotImplementedError
 
-    def write(self, job: SaveJob) -> Iterable[Artifact]:
-        """On the worker: write ``job``'s files; yield each artifact once its file landed.
+    def write(self, job: SaveJob) -> Iterable[Artifact | Staged | list[Staged]]:
+        """On the worker: write ``job``'s files to temporary names; yield each as a
+        :class:`Staged` (a list: published together) for the core to rename and record.
 
         An artifact of ``job.epoch`` whose ``basis_key`` is one of ``job.keys`` commits
-        that key; a key of the job with no such artifact is rolled back.
+        that key once its file is in place; a key of the job with no such artifact is
+        rolled back.
         """
         raise NotImplementedError
 
@@ -321,18 +338,92 @@ class BasisCallback(Callback):
         if error is not None:
             raise error
 
+    def _commits(self, job: SaveJob, artifact: Artifact) -> bool:
+        return artifact.basis_key in job.keys and artifact.epoch == job.epoch
+
+    def _publish(
+        self, staged: list[Staged], job: SaveJob
+    ) -> tuple[list[Staged], list[Staged], OSError | None]:
+        """Steps 2 and 3 of the order of :class:`Manifest`: name the renames in the
+        manifest's ``pending``, then rename. Returns the files renamed, those not
+        renamed (their temp files must stay until a manifest without their pending
+        entry is written: a pending entry whose temp file is gone counts as renamed)
+        and the error that stopped them. If the pending entries cannot be written,
+        nothing is renamed and the temp files are removed at once."""
+        entries = []
+        for item in staged:
+            entry: dict[str, Any] = {
+                "op": "rename", "temp": item.temp.name, "artifact": item.artifact.to_dict(),
+            }
+            key = item.artifact.basis_key
+            if key is not None and self._commits(job, item.artifact):
+                best = job.bests[key]
+                entry["best"] = {"key": key, "value": best.value, "epoch": best.epoch}
+            entries.append(entry)
+        with self._lock:
+            self.manifest.pending = self.manifest.pending + entries
+            try:
+                self.manifest.write()
+            except OSError as exc:
+                self.manifest.pending = self.manifest.pending[: -len(entries)]
+                self._remove_temps(staged)
+                names = ", ".join(Path(i.artifact.path).name for i in staged)
+                return [], [], write_error(
+                    f"recording the coming rename of {names} (left under its old content)"
+                    " by writing", self.manifest.path, exc,
+                )
+        done: list[Staged] = []
+        for i, item in enumerate(staged):
+            final = Path(item.artifact.path)
+            try:
+                os.replace(item.temp, final)
+            except OSError as exc:
+                return done, staged[i:], write_error("renaming into place", final, exc)
+            done.append(item)
+        fsync_dir(self.folder)
+        return done, [], None
+
+    @staticmethod
+    def _remove_temps(staged: list[Staged]) -> None:
+        for item in staged:
+            with contextlib.suppress(OSError):
+                item.temp.unlink()
+
     def _write_one(self, job: SaveJob) -> None:
         landed: set[str] = set()
         try:
-            for artifact in self.write(job):
-                key = artifact.basis_key
+            for item in self.write(job):
+                group = list(item) if isinstance(item, (list, tuple)) else [item]
+                staged = [g for g in group if isinstance(g, Staged)]
+                artifacts = [g for g in group if isinstance(g, Artifact)]
+                error: OSError | None = None
+                leftover: list[Staged] = []
+                if staged:
+                    done, leftover, error = self._publish(staged, job)
+                    artifacts += [g.artifact for g in done]
+                    if error is not None and not done and not leftover:
+                        raise error
                 with self._lock:
-                    if key in job.keys and artifact.epoch == job.epoch:
-                        landed.add(key)
-                        old = self.committed[key].epoch
-                        if old is None or (job.bests[key].epoch or 0) >= old:
-                            self.committed[key] = copy.copy(job.bests[key])
-                self.record([artifact])
+                    for artifact in artifacts:
+                        key = artifact.basis_key
+                        if key is not None and self._commits(job, artifact):
+                            landed.add(key)
+                            old = self.committed[key].epoch
+                            if old is None or (job.bests[key].epoch or 0) >= old:
+                                self.committed[key] = copy.copy(job.bests[key])
+                try:
+                    self.record(artifacts)
+                except OSError as exc:
+                    if not artifacts and error is not None:
+                        raise error from exc  # temps stay: the next start drops them
+                    names = ", ".join(Path(a.path).name for a in artifacts)
+                    raise write_error(
+                        f"{names} (epoch {job.epoch}) is in place, but recording it by "
+                        "writing", self.manifest.path, exc,
+                    ) from exc
+                self._remove_temps(leftover)  # the manifest no longer names them
+                if error is not None:
+                    raise error
         except Exception as exc:
             self._done_writing(job)
             failed = [k for k in job.keys if k not in landed]
@@ -358,10 +449,11 @@ class BasisCallback(Callback):
     def _failure_message(
         self, epoch: int, targets: list[str], exc: BaseException, what: str
     ) -> str:
-        return (
-            f"{self.name}: {what} of epoch {epoch} (for {', '.join(targets) or 'nothing'}) "
-            f"failed, no file was written for it: {type(exc).__name__}: {exc}"
-        )
+        if targets:
+            outcome = f"(for {', '.join(targets)}) failed, no file was written for it"
+        else:
+            outcome = "failed after its files were in place"
+        return f"{self.name}: {what} of epoch {epoch} {outcome}: {type(exc).__name__}: {exc}"
 
     def _roll_back(self, failed: list[tuple[str, KeyBest]], deferred: bool = False) -> None:
         """Set each failed key's best back to that of a save still being written for
@@ -392,9 +484,49 @@ class BasisCallback(Callback):
             for artifact in artifacts:
                 self.manifest.add(artifact)
             self.manifest.basis_state = state
-            self.manifest.write()
+            self.manifest.pending = [
+                e for e in self.manifest.pending if e.get("op") == "delete"
+                and (self.folder / Path(str(e.get("path", ""))).name).exists()
+            ]
             self._unannounced.extend(artifacts)
+            self.manifest.write()
             self._state_dirty = False
+
+    def forget(self, paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+        """Delete files this callback wrote (e.g. retention), manifest first: their
+        entries leave the manifest, which names each delete as pending, then the files
+        go. Safe from the worker. Returns the files deleted; a failure is a
+        :class:`~cvml_core.atomic.FileWriteError` naming the file and its folder."""
+        names = {Path(p).name for p in paths}
+        if not names:
+            return []
+        with self._lock:
+            kept = [e for e in self.manifest.artifacts
+                    if Path(str(e.get("path", ""))).name not in names]
+            old_artifacts, old_pending = self.manifest.artifacts, self.manifest.pending
+            self.manifest.artifacts = kept
+            self.manifest.pending = old_pending + [
+                {"op": "delete", "path": name} for name in sorted(names)
+            ]
+            try:
+                self.manifest.write()
+            except OSError as exc:
+                self.manifest.artifacts, self.manifest.pending = old_artifacts, old_pending
+                raise write_error(
+                    f"recording the retention delete of {', '.join(sorted(names))} (kept) "
+                    "by writing", self.manifest.path, exc,
+                ) from exc
+        deleted = []
+        for name in sorted(names):
+            path = self.folder / name
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:  # left pending: the next start deletes it
+                raise write_error("deleting (retention)", path, exc) from exc
+            deleted.append(path)
+        return deleted
 
     def manifest_artifacts(self) -> list[dict[str, Any]]:
         """A copy of the manifest's artifact entries, safe while the worker records."""
@@ -448,6 +580,9 @@ class BasisCallback(Callback):
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self.chief = is_chief(self.model)
         if self.chief:
+            if self.manifest.pending:
+                with self._lock:
+                    self.manifest.recover()
             remove_stale_temps(self.folder)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:

@@ -19,8 +19,8 @@ import numpy as np
 from cvml_ckpt import files
 from cvml_ckpt.shadow import Shadow, state_variables
 from cvml_ckpt.state import StateCopy
-from cvml_core.artifact import Artifact, Manifest
-from cvml_core.atomic import atomic_path, temp_path_for
+from cvml_core.artifact import Manifest, Staged
+from cvml_core.atomic import staging, temp_path_for
 from cvml_core.callback import BasisCallback, SaveJob
 from cvml_core.distribute import process_count
 from cvml_core.keras_compat import optimizer_built, uses_legacy_keras
@@ -232,8 +232,10 @@ class CkptCallback(BasisCallback):
             self._shadow.model.save(tmp)
         return self._shadow.includes_optimizer
 
-    def write(self, job: SaveJob) -> Iterator[Artifact]:
-        """Write the first file, then link the others to it; yield each once renamed."""
+    def write(self, job: SaveJob) -> Iterator[list[Staged]]:
+        """Write the first file, then link the others to it, each to a temporary name;
+        yield each (with the previous best it keeps, if any) for the core to rename
+        into place and record, manifest first; then apply retention."""
         started = time.perf_counter()
         targets: list[tuple[str | None, Path]] = [
             (key, self.folder / files.best_name(key, self.ext)) for key in job.keys
@@ -243,27 +245,33 @@ class CkptCallback(BasisCallback):
         written: Path | None = None
         includes_optimizer = False
         for key, final in targets:
-            kept: list[Artifact] = []
-            with atomic_path(final) as tmp:
+            kept: list[Staged] = []
+            with staging(final) as tmp:
                 if written is None:
                     includes_optimizer = self._write_to(job.snapshot, tmp)
                 else:
                     _link_or_copy(written, tmp)
+            try:
                 if key is not None and self.keep_top_k != 1:
                     kept = self._keep_previous(key, final)
-            if written is None:
-                written = final
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                raise
             details = {
                 "role": files.ROLE_BEST if key is not None else files.ROLE_LAST,
                 "format": self.ext.lstrip("."),
                 "includes_optimizer": includes_optimizer,
-                "size_bytes": final.stat().st_size,
+                "size_bytes": tmp.stat().st_size,
                 "write_seconds": round(time.perf_counter() - started, 6),
                 "background": job.background,
             }
-            if kept:
-                self.record(kept)
-            yield self.artifact(files.KIND, final, job.epoch, job.logs, key, **details)
+            # The kept previous best first: if only it lands, the best is unchanged.
+            yield kept + [
+                Staged(tmp, self.artifact(files.KIND, final, job.epoch, job.logs, key, **details))
+            ]
+            if written is None:
+                written = final
             if key is not None and self.keep_top_k is not None:
                 self._prune(key)
 
@@ -273,8 +281,9 @@ class CkptCallback(BasisCallback):
             if e.get("basis_key") == key
         ]
 
-    def _keep_previous(self, key: str, final: Path) -> list[Artifact]:
-        """Before ``final`` (the key's best file) is replaced, keep its content by name."""
+    def _keep_previous(self, key: str, final: Path) -> list[Staged]:
+        """Before ``final`` (the key's best file) is replaced, keep its content by name
+        (a temporary file, published with the new best)."""
         if not final.exists():
             return []
         old = [e for e in self._previous_entries(key) if e["file"] == final]
@@ -282,14 +291,12 @@ class CkptCallback(BasisCallback):
             return []  # a file the manifest does not describe: its epoch is unknown
         entry = old[-1]
         kept = self.folder / files.previous_name(key, int(entry["epoch"]), self.ext)
-        with atomic_path(kept) as tmp:
+        with staging(kept) as tmp:
             _link_or_copy(final, tmp)
         details = dict(entry.get("details") or {}, role=files.ROLE_PREVIOUS)
-        return [
-            self.artifact(
-                files.KIND, kept, int(entry["epoch"]), entry.get("metrics"), key, **details
-            )
-        ]
+        return [Staged(tmp, self.artifact(
+            files.KIND, kept, int(entry["epoch"]), entry.get("metrics"), key, **details
+        ))]
 
     def _prune(self, key: str) -> None:
         """Delete this key's previous bests beyond ``keep_top_k - 1``, oldest first."""
@@ -302,9 +309,8 @@ class CkptCallback(BasisCallback):
             and e["file"].resolve().parent == folder
         ]
         excess = len(previous) - (self.keep_top_k - 1)
-        for entry in previous[: max(excess, 0)]:
-            with contextlib.suppress(FileNotFoundError):
-                entry["file"].unlink()
+        # Manifest first (the core's order): the entries go, then the files.
+        self.forget(entry["file"] for entry in previous[: max(excess, 0)])
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         super().on_train_begin(logs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import os
@@ -17,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from cvml_core.artifact import Artifact, file_stem
+from cvml_core.artifact import Staged, file_stem
+from cvml_core.atomic import scratch_dir, temp_path_for
 from cvml_core.basis import is_integer
 from cvml_core.callback import BasisCallback, SaveJob
 from cvml_core.keras_compat import flatten, keras
@@ -265,8 +267,15 @@ class TFLiteCallback(BasisCallback):
     # -- training thread -------------------------------------------------------
 
     def _scratch_dir(self) -> Path:
+        """Where snapshots go: ``log_dir/tflite/.tmp-scratch-*`` on the chief, so that
+        after a kill the next run's start removes it with the other stale temps (a
+        process that is not the chief never writes in ``log_dir``: the system's temp
+        folder)."""
         if self._scratch is None:
-            self._scratch = Path(tempfile.mkdtemp(prefix="cvml-tflite-"))
+            if self.chief:
+                self._scratch = scratch_dir(self.folder, "scratch")
+            else:
+                self._scratch = Path(tempfile.mkdtemp(prefix=f"cvml-tflite-{os.getpid()}-"))
             # Removed at train end; also if training dies before on_train_end.
             weakref.finalize(self, shutil.rmtree, self._scratch, True)
         return self._scratch
@@ -361,11 +370,59 @@ class TFLiteCallback(BasisCallback):
             self._sample_file = path
         return str(self._sample_file)
 
-    def write(self, job: SaveJob) -> Iterator[Artifact]:
-        """Convert ``job.snapshot`` once, to the file of each of its keys and extras."""
+    def write(self, job: SaveJob) -> Iterator[list[Staged]]:
+        """Convert ``job.snapshot`` once, to the file of each of its keys and extras.
+
+        The worker process writes each file to a temporary name in the folder and
+        verifies it; this (parent) process then hands them to the core, which renames
+        them into place and records them, manifest first. A worker whose parent died
+        never renames anything into ``log_dir``, and it dies with its parent."""
         snapshot: _Snapshot = job.snapshot
-        targets = [(key, self.folder / f"best_{file_stem(key)}.tflite") for key in job.keys]
+        targets: list[tuple[str | None, Path]] = [
+            (key, self.folder / f"best_{file_stem(key)}.tflite") for key in job.keys
+        ]
         targets += [(None, self.folder / f"{extra}.tflite") for extra in job.extras]
+        temps = [temp_path_for(path) for _, path in targets]
+        names = ", ".join(path.name for _, path in targets)
+        try:
+            answer = self._convert(job, snapshot, temps)
+        except BaseException:
+            self._remove(temps)
+            raise
+        if not answer["ok"] or not all(t.exists() for t in temps):
+            self._remove(temps)
+        stage = {"write": "writing"}.get(answer.get("stage") or "", answer.get("stage"))
+        self.conversions.append(
+            {"epoch": job.epoch, "keys": job.keys + job.extras, "snapshot_at": snapshot.taken_at,
+             **{k: answer.get(k) for k in ("ok", "started_at", "finished_at", "worker_pid")},
+             "worker_rss_mb": answer.get("rss_mb")}
+        )
+        if not answer["ok"]:
+            where = f" ({names} in {self.folder})"
+            message = (f"{answer.get('error_type')} while {stage}{where}: "
+                       f"{answer.get('message')}")
+            if answer.get("stage") == "load" and snapshot.main_classes:
+                message += (
+                    f"\nThe worker process cannot import layers defined in __main__ "
+                    f"({', '.join(snapshot.main_classes)}): define them in an importable module."
+                )
+            raise TFLiteConversionError(message)
+        details = self._details(answer)
+        yield [
+            Staged(temp, self.artifact("tflite", path, job.epoch, job.logs, key, **details))
+            for temp, (key, path) in zip(temps, targets, strict=True)
+        ]
+        if not details["verified"]:
+            self.warn_later(self._unverified(names, job.epoch, details))
+
+    @staticmethod
+    def _remove(paths: list[Path]) -> None:
+        for path in paths:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+    def _convert(self, job: SaveJob, snapshot: _Snapshot, temps: list[Path]) -> dict[str, Any]:
+        """Run the conversion into ``temps``; a failure is an ``ok: False`` answer."""
         stage = "writing the snapshot"
         try:
             payload = {
@@ -375,33 +432,13 @@ class TFLiteCallback(BasisCallback):
                 "sample": self._sample_path(),
                 "reference": snapshot.reference_path(),
                 "verify_samples": self.verify_samples,
-                "outputs": [str(path) for _, path in targets],
+                "outputs": [str(path) for path in temps],
             }
             stage = "running the worker"
-            answer = run_conversion(payload, self.worker_max_conversions, self.worker_max_rss_mb)
+            return run_conversion(payload, self.worker_max_conversions, self.worker_max_rss_mb)
         except (WorkerCrashedError, OSError) as exc:  # e.g. a full disk: no file either
-            answer = {"ok": False, "stage": stage, "error_type": type(exc).__name__,
-                      "message": str(exc)}
-        self.conversions.append(
-            {"epoch": job.epoch, "keys": job.keys + job.extras, "snapshot_at": snapshot.taken_at,
-             **{k: answer.get(k) for k in ("ok", "started_at", "finished_at", "worker_pid")},
-             "worker_rss_mb": answer.get("rss_mb")}
-        )
-        if not answer["ok"]:
-            message = (f"{answer.get('error_type')} while {answer.get('stage')}: "
-                       f"{answer.get('message')}")
-            if answer.get("stage") == "load" and snapshot.main_classes:
-                message += (
-                    f"\nThe worker process cannot import layers defined in __main__ "
-                    f"({', '.join(snapshot.main_classes)}): define them in an importable module."
-                )
-            raise TFLiteConversionError(message)
-        details = self._details(answer)
-        for key, path in targets:
-            yield self.artifact("tflite", path, job.epoch, job.logs, key, **details)
-        if not details["verified"]:
-            names = ", ".join(path.name for _, path in targets)
-            self.warn_later(self._unverified(names, job.epoch, details))
+            return {"ok": False, "stage": stage, "error_type": type(exc).__name__,
+                    "message": str(exc)}
 
     def _details(self, answer: dict[str, Any]) -> dict[str, Any]:
         """The manifest details of a converted file: its verification figures."""

@@ -69,7 +69,9 @@ def _representative(x: np.ndarray) -> Iterator[list[np.ndarray]]:
         yield [x[i : i + 1]]
 
 
-def convert(model: Any, quantization: str | None, sample: np.ndarray | None) -> bytes:
+def convert(
+    model: Any, quantization: str | None, sample: np.ndarray | None, scratch: str | None = None
+) -> bytes:
     """Return the ``.tflite`` bytes of ``model`` in the given quantization mode.
 
     ``sample`` calibrates ``int8`` (full-integer: int8 inputs and outputs).
@@ -79,7 +81,9 @@ def convert(model: Any, quantization: str | None, sample: np.ndarray | None) -> 
 
     from cvml_core.keras_compat import uses_legacy_keras
 
-    with tempfile.TemporaryDirectory(prefix="cvml-tflite-sm-") as saved_model:
+    # ``scratch``: the snapshot's folder (under the callback's ``.tmp-`` scratch folder),
+    # so that a worker killed mid-export leaves nothing the next run does not remove.
+    with tempfile.TemporaryDirectory(prefix="cvml-tflite-sm-", dir=scratch) as saved_model:
         if uses_legacy_keras():  # tf_keras exports a SavedModel, with no options
             model.export(saved_model)
         else:

@@ -9,6 +9,11 @@ after ``max_conversions`` conversions or when its resident memory exceeds
 ``max_rss_mb``, after a crash, and it quits by itself after an idle time (see
 :mod:`cvml_tflite.worker_main`). It sees no GPU (``CUDA_VISIBLE_DEVICES=-1``) so
 it never competes with training for GPU memory. No TensorFlow import here.
+
+The worker dies with this process (see :mod:`cvml_tflite.worker_main`): on Linux
+through the kernel's parent-death signal, which fires when the *thread* that started
+it ends, so workers are started from :func:`_spawn`'s thread, which lives as long as
+the process. Its command line is ``python -m cvml_tflite.worker_main --parent <pid>``.
 """
 
 from __future__ import annotations
@@ -16,13 +21,48 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import queue
 import subprocess
 import sys
 import tempfile
 import threading
-from typing import IO, Any
+from collections.abc import Callable
+from typing import IO, Any, TypeVar
 
-from cvml_tflite.worker_main import IDLE_EXIT_CODE
+from cvml_tflite.worker_main import IDLE_EXIT_CODE, PARENT_ENV
+
+T = TypeVar("T")
+_spawn_queue: queue.Queue[tuple[Callable[[], Any], queue.Queue[Any]]] = queue.Queue()
+_spawn_thread: threading.Thread | None = None
+_spawn_lock = threading.Lock()
+
+
+def _spawn_loop() -> None:
+    while True:
+        fn, box = _spawn_queue.get()
+        try:
+            box.put((True, fn()))
+        except BaseException as exc:  # handed to the caller
+            box.put((False, exc))
+
+
+def _spawn(fn: Callable[[], T]) -> T:
+    """Run ``fn`` (which starts a process) on the one thread that lives as long as
+    this process, so that the child's parent-death signal fires only when the
+    process dies, never when a short-lived worker thread ends."""
+    global _spawn_thread
+    with _spawn_lock:
+        if _spawn_thread is None or not _spawn_thread.is_alive():
+            _spawn_thread = threading.Thread(
+                target=_spawn_loop, name="cvml-tflite-spawner", daemon=True
+            )
+            _spawn_thread.start()
+    box: queue.Queue[Any] = queue.Queue(maxsize=1)
+    _spawn_queue.put((fn, box))
+    ok, value = box.get()
+    if not ok:
+        raise value
+    return value
 
 
 class WorkerCrashedError(RuntimeError):
@@ -52,15 +92,17 @@ class ConverterProcess:
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
         self._stderr: IO[bytes] = tempfile.TemporaryFile(prefix="cvml-tflite-worker-")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cvml_tflite.worker_main"],
+        child_env = _child_env(env)
+        child_env[PARENT_ENV] = str(os.getpid())
+        self.proc = _spawn(lambda: subprocess.Popen(
+            [sys.executable, "-m", "cvml_tflite.worker_main", "--parent", str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
-            env=_child_env(env),
+            env=child_env,
             text=True,
             encoding="utf-8",
-        )
+        ))
         self.conversions = 0
         self.last_rss_mb: float | None = None
 

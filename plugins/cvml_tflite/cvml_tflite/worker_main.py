@@ -7,10 +7,19 @@ the protocol. The worker exits when stdin closes, or with :data:`IDLE_EXIT_CODE`
 ``CVML_TFLITE_WORKER_IDLE`` seconds (default 300) without a request, so that an idle
 notebook does not keep a TensorFlow process alive.
 
+It never outlives its parent (the training process, pid in ``CVML_TFLITE_PARENT_PID``):
+on Linux the kernel kills it when the parent dies (``prctl(PR_SET_PDEATHSIG, SIGKILL)``;
+the parent starts it from a thread that lives as long as the process, since the signal
+follows the thread that forked); everywhere a watchdog thread exits with
+:data:`PARENT_GONE_EXIT_CODE` once ``os.getppid()`` changes, and stdin EOF ends it. It
+writes each output to the temporary name it is given and never renames into
+``log_dir``: the parent does, after verification, and records the file at once.
+
 Request::
 
     {"snapshot": folder, "imports": [module, ...], "quantization": null|"float16"|...,
-     "sample": path of a .npy file or null, "verify_samples": 32, "outputs": [path, ...],
+     "sample": path of a .npy file or null, "verify_samples": 32,
+     "outputs": [temporary path to write, ...],
      "reference": path of a reference.npz (batch and the training process' outputs) or null}
 
 Answer: ``{"ok": true, "started_at", "finished_at", "size", "max_abs_error",
@@ -23,15 +32,55 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import sys
+import threading
 import time
 import traceback
 from typing import Any
 
 MESSAGE_LIMIT = 6000
 IDLE_ENV = "CVML_TFLITE_WORKER_IDLE"
+PARENT_ENV = "CVML_TFLITE_PARENT_PID"
 DEFAULT_IDLE_SECONDS = 300.0
 IDLE_EXIT_CODE = 75
+PARENT_GONE_EXIT_CODE = 76
+_PR_SET_PDEATHSIG = 1
+_WATCH_SECONDS = 0.5
+
+
+def _parent_gone(parent: int) -> bool:
+    return os.getppid() != parent
+
+
+def die_with_parent() -> None:
+    """Exit when the parent process dies: the kernel's parent-death signal on Linux,
+    and a thread watching ``os.getppid()`` everywhere."""
+    parent = int(os.environ.get(PARENT_ENV) or os.getppid())
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the watchdog below still ends it
+    if _parent_gone(parent):  # died before the signal was armed
+        os._exit(PARENT_GONE_EXIT_CODE)
+
+    def watch() -> None:
+        while not _parent_gone(parent):
+            time.sleep(_WATCH_SECONDS)
+        os._exit(PARENT_GONE_EXIT_CODE)
+
+    threading.Thread(target=watch, name="cvml-parent-watch", daemon=True).start()
+
+
+def _write_durably(path: str, data: bytes) -> None:
+    with open(path, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def _shorten(message: str) -> str:
@@ -79,7 +128,6 @@ def _sample_for(model: Any, path: str | None, count: int) -> tuple[Any, str]:
 
 
 def handle(request: dict[str, Any]) -> dict[str, Any]:
-    from cvml_core.atomic import atomic_path
     from cvml_tflite import convert, verify
 
     started = time.time()
@@ -93,11 +141,11 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
             import numpy as np
 
             calibration = _as_input(model, np.load(request["sample"]))
-        data = convert.convert(model, request.get("quantization"), calibration)
+        data = convert.convert(model, request.get("quantization"), calibration,
+                               scratch=request["snapshot"])
         stage = "write"
-        for final in request["outputs"]:
-            with atomic_path(final) as tmp:
-                tmp.write_bytes(data)
+        for temp in request["outputs"]:  # the parent renames them into place
+            _write_durably(temp, data)
         answer.update(ok=True, size=len(data), verify_error=None)
     except Exception as exc:
         answer.update(
@@ -133,6 +181,7 @@ def main() -> None:
     protocol = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
     os.dup2(2, 1)  # stray prints of TensorFlow go to stderr, not into the protocol
     sys.stdout = sys.stderr
+    die_with_parent()
     idle = float(os.environ.get(IDLE_ENV, DEFAULT_IDLE_SECONDS))
     while True:
         ready, _, _ = select.select([sys.stdin], [], [], idle)
