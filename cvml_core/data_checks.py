@@ -115,20 +115,18 @@ def first_batch(x: Any, y: Any = None, batch_size: int | None = None) -> FirstBa
             element = next(iter(x.take(1)))
         except StopIteration:
             return None
-        bx, by = _split(element)
-        batch = FirstBatch(
-            tf.nest.map_structure(_shape_of, bx),
-            None if by is None else tf.nest.map_structure(_shape_of, by),
-            read=True,
-        )
-        batch.y_values = _label_values(by)
-        return batch
+        return _read_batch(*_split(element))
     n = batch_size or 32
     try:
         bx = tf.nest.map_structure(lambda a: a[:n], x)
         by = None if y is None else tf.nest.map_structure(lambda a: a[:n], y)
     except Exception:
         return None
+    return _read_batch(bx, by)
+
+
+def _read_batch(bx: Any, by: Any) -> FirstBatch:
+    """A :class:`FirstBatch` of a batch read from the data: shapes and label values."""
     batch = FirstBatch(
         tf.nest.map_structure(_shape_of, bx),
         None if by is None else tf.nest.map_structure(_shape_of, by),
