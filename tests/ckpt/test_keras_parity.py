@@ -13,7 +13,11 @@ from hypothesis import strategies as st
 
 from cvml_core.keras_compat import keras
 
-values = st.lists(st.floats(-5, 5, allow_nan=False, width=32), min_size=1, max_size=8)
+# No subnormal floats: Keras 3.12 compares with TensorFlow ops, which flush them to zero
+# on the CPU (-1.4e-45 then does not lose to 0.0).
+values = st.lists(
+    st.floats(-5, 5, allow_nan=False, allow_subnormal=False, width=32), min_size=1, max_size=8
+)
 
 
 def _keras_saves(model, folder, mode, sequence):
