@@ -51,14 +51,19 @@ def _jax_process() -> tuple[int, int]:
     return int(jax.process_index()), int(jax.process_count())
 
 
-def is_chief(model: Any = None, environ: Mapping[str, str] | None = None) -> bool:
-    """Whether this process writes files (see the module docstring)."""
+def _cluster(model: Any, environ: Mapping[str, str] | None) -> tuple[str | None, int, dict]:
+    """``(task_type, task_id, jobs)`` of a TensorFlow cluster: from the model's
+    strategy's resolver, else from ``TF_CONFIG``; task_type None when there is none."""
     strategy = getattr(model, "distribute_strategy", None)
     resolver: Any = getattr(strategy, "cluster_resolver", None)
     if getattr(resolver, "task_type", None):
-        jobs = resolver.cluster_spec().as_dict()
-        return _task_is_chief(resolver.task_type, resolver.task_id, jobs)
-    task_type, task_id, jobs = _tf_config(os.environ if environ is None else environ)
+        return resolver.task_type, int(resolver.task_id), resolver.cluster_spec().as_dict()
+    return _tf_config(os.environ if environ is None else environ)
+
+
+def is_chief(model: Any = None, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether this process writes files (see the module docstring)."""
+    task_type, task_id, jobs = _cluster(model, environ)
     if task_type:
         return _task_is_chief(task_type, task_id, jobs)
     return _jax_process()[0] == 0
@@ -66,11 +71,7 @@ def is_chief(model: Any = None, environ: Mapping[str, str] | None = None) -> boo
 
 def process_count(model: Any = None, environ: Mapping[str, str] | None = None) -> int:
     """How many processes train together (1 when not distributed across processes)."""
-    strategy = getattr(model, "distribute_strategy", None)
-    resolver: Any = getattr(strategy, "cluster_resolver", None)
-    if getattr(resolver, "task_type", None):
-        return sum(len(tasks) for tasks in resolver.cluster_spec().as_dict().values())
-    task_type, _, jobs = _tf_config(os.environ if environ is None else environ)
+    task_type, _, jobs = _cluster(model, environ)
     if task_type:
         return sum(len(tasks) for tasks in jobs.values())
     return _jax_process()[1]
