@@ -141,8 +141,8 @@ class CkptCallback(BasisCallback):
                 )
         self._shadow: Shadow | None = None
         self._copy: StateCopy | None = None  # reads the live model's variables
-        self._source: Path | None = None  # the model.save file the shadow is loaded from
-        self._sources: list[Path] = []  # every such file of this run
+        self._sources: list[Path] = []  # the model.save files of this run; the last
+        # is the shadow's source
         self._in_flight = 0  # snapshots taken and not yet written (they use the shadow)
         self._one_process = True
         self._flight_lock = threading.Lock()
@@ -164,11 +164,10 @@ class CkptCallback(BasisCallback):
             self._copy = StateCopy(variables)
             path = self._source_path(epoch)
             self.model.save(path)
-            self._source = path
             with self._flight_lock:
                 self._in_flight += 1
             return _Snapshot(path, self._copy.layout)
-        assert self._source is not None
+        source = self._sources[-1]
         with self._flight_lock:
             idle = self._in_flight == 0
             self._in_flight += 1
@@ -176,10 +175,10 @@ class CkptCallback(BasisCallback):
             shadow = self._shadow
             # Across processes every one takes the same path (the reads are collective),
             # so never the one that depends on this process' writer.
-            if idle and shadow is not None and shadow.source == self._source and self._one_process:
+            if idle and shadow is not None and shadow.source == source and self._one_process:
                 shadow.copy_from(variables)
-                return _Snapshot(self._source, self._copy.layout, in_shadow=True)
-            return _Snapshot(self._source, self._copy.layout, self._copy.read())
+                return _Snapshot(source, self._copy.layout, in_shadow=True)
+            return _Snapshot(source, self._copy.layout, self._copy.read())
         except BaseException:
             with self._flight_lock:
                 self._in_flight -= 1
@@ -333,7 +332,7 @@ class CkptCallback(BasisCallback):
     def _drop_shadow(self) -> None:
         """Free the shadow (as big as the model) and delete its source files; the
         next save builds them again."""
-        self._shadow = self._copy = self._source = None
+        self._shadow = self._copy = None
         for path in self._sources:
             with contextlib.suppress(OSError):
                 path.unlink()
