@@ -1,13 +1,18 @@
 """Test sessions. ``python -m nox`` runs the default set, as CI does.
 
 Every session installs from this repository's own files into a fresh virtual
-environment; all of them share one pip cache, so TensorFlow downloads once.
+environment; all of them share one pip cache, so TensorFlow downloads once. A session
+deletes its environment when it ends (``CVML_NOX_KEEP_ENVS=1`` keeps them), so the disk
+holds one TensorFlow environment at a time (about 4 GB) rather than all of them (17 GB).
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import nox
@@ -22,6 +27,21 @@ nox.options.sessions = ["lint", "core", "thirdparty", "plugin", "backends", "old
 nox.options.default_venv_backend = "venv"
 os.environ.setdefault("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip"))
 os.environ.setdefault("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+
+
+def session(fn: Callable[..., None]) -> Callable[..., None]:
+    """A nox session whose environment is deleted when it ends, unless kept."""
+
+    @functools.wraps(fn)
+    def run(session: nox.Session, **params: str) -> None:
+        try:
+            fn(session, **params)
+        finally:
+            location = getattr(session.virtualenv, "location", None)
+            if location and os.environ.get("CVML_NOX_KEEP_ENVS") != "1":
+                shutil.rmtree(location, ignore_errors=True)
+
+    return nox.session(run)
 
 
 def _plugin_path(name: str) -> str:
@@ -41,14 +61,14 @@ def _install_all(session: nox.Session) -> None:
     session.install(str(ROOT), *plugins, *TEST_DEPS, "scikit-learn")
 
 
-@nox.session
+@session
 def tests(session: nox.Session) -> None:
     """Every plugin installed together; all tests but the third-party ones, in one run."""
     _install_all(session)
     _pytest(session, "-m", "not thirdparty", "tests")
 
 
-@nox.session
+@session
 def core(session: nox.Session) -> None:
     """Every plugin installed together; the core, TrainInfer, demo and integration tests."""
     _install_all(session)
@@ -56,7 +76,7 @@ def core(session: nox.Session) -> None:
     _pytest(session, "-m", "not thirdparty", *ignored, "tests")
 
 
-@nox.session
+@session
 def thirdparty(session: nox.Session) -> None:
     """The core with two third-party fixture packages really pip-installed."""
     session.install(
@@ -69,7 +89,7 @@ def thirdparty(session: nox.Session) -> None:
     _pytest(session, "-m", "thirdparty", str(ROOT / "tests" / "test_thirdparty.py"))
 
 
-@nox.session
+@session
 @nox.parametrize("name", list(PLUGINS))
 def plugin(session: nox.Session, name: str) -> None:
     """One plugin installed alone with the core: its tests, and ``cvml plugins`` lists only it."""
@@ -103,7 +123,7 @@ OLDEST = [
 ]
 
 
-@nox.session
+@session
 def oldest(session: nox.Session) -> None:
     """Every plugin with the lowest supported dependency versions; all tests but third-party."""
     if sys.version_info[:2] not in ((3, 10), (3, 11)):
@@ -119,7 +139,7 @@ def oldest(session: nox.Session) -> None:
 BACKEND_DEPS = ["jax[cpu]", "torch==2.13.0", "tf-keras>=2.16,<2.22"]
 
 
-@nox.session
+@session
 def backends(session: nox.Session) -> None:
     """JAX (one process and two), torch, and tf_keras (one process and two workers)."""
     _install_all(session)
@@ -133,7 +153,7 @@ def backends(session: nox.Session) -> None:
             env={"TF_USE_LEGACY_KERAS": "1"})
 
 
-@nox.session
+@session
 def lint(session: nox.Session) -> None:
     """ruff on everything, mypy on the core (no TensorFlow needed)."""
     session.install("ruff", "mypy", "pluggy", "importlib-metadata", "nox")
@@ -141,7 +161,7 @@ def lint(session: nox.Session) -> None:
     session.run("mypy", "cvml_core")
 
 
-@nox.session
+@session
 def demo(session: nox.Session) -> None:
     """The main job: ``cvml demo`` with every plugin installed."""
     session.install(str(ROOT), *[_plugin_path(n) for n in _existing_plugins()], "scikit-learn")
@@ -151,7 +171,7 @@ def demo(session: nox.Session) -> None:
 CHROMIUM = "/usr/bin/chromium"  # Debian's package: apt-get install chromium
 
 
-@nox.session
+@session
 def tb_browser(session: nox.Session) -> None:
     """Not in CI's set: a demo run in a real TensorBoard, rendered by headless Chromium.
 
@@ -174,7 +194,7 @@ def tb_browser(session: nox.Session) -> None:
     )
 
 
-@nox.session
+@session
 def bench(session: nox.Session) -> None:
     """Benchmarks against Keras' own callbacks (not tests): ``nox -s bench -- <script>``."""
     session.install(
