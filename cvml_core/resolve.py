@@ -1,0 +1,121 @@
+"""The callbacks of a run: built from names and dicts, their folders checked."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from cvml_core.keras_compat import Callback
+from cvml_core.plugins import get_registry
+from cvml_core.protocol import TracksBasis, WritesFolder
+
+
+def callback_label(callback: Any) -> str:
+    """A callback's registered name (``ckpt``) or, for other callbacks, its class name."""
+    name = getattr(type(callback), "name", None)
+    if isinstance(name, str) and name and name != "callback":
+        return name
+    return type(callback).__name__
+
+
+def _plan_item(index: int, item: Any) -> tuple[Any, type | None, dict[str, Any]]:
+    """``(item, None, {})`` for a callback object, else ``(name, class, options)``."""
+    if isinstance(item, Callback):
+        return item, None, {}
+    if isinstance(item, str):
+        name, options = item, {}
+    elif isinstance(item, Mapping):
+        options = dict(item)
+        name = options.pop("name", None)
+        if not isinstance(name, str) or not name:
+            raise ValueError(
+                f"callbacks[{index}] is a dict, so it needs a 'name' key naming an "
+                f"installed callback, e.g. {{'name': 'tb', ...options}}. "
+                f"Received: callbacks[{index}]={item!r}"
+            )
+    elif isinstance(item, type):
+        raise TypeError(
+            f"callbacks[{index}] is the class {item.__name__}, not an instance: write "
+            f"{item.__name__}(...). Received: callbacks[{index}]={item.__name__} "
+            "(a class)"
+        )
+    else:
+        raise TypeError(
+            f"callbacks[{index}] must be a keras Callback, a registered name or a dict "
+            f"with 'name'. Received: callbacks[{index}] of type {type(item).__name__}"
+        )
+    return name, get_registry().callback_class(name), options
+
+
+def resolve_callbacks(
+    callbacks: Any, log_dir: Any, basis_dict: Mapping[str, str] | None
+) -> list[Any]:
+    """Build the callbacks list: objects as they are, names and dicts via the registry.
+
+    ``"ckpt"`` builds ``cls(log_dir=log_dir, basis_dict=basis_dict)``; ``{"name": "tb",
+    **options}`` adds the options (which may override ``log_dir``/``basis_dict``).
+    Every name is looked up before any callback is built, so an unknown name raises
+    :class:`~cvml_core.plugins.UnknownCallbackError` (listing installed names) first.
+    Two callbacks writing one folder raise ``ValueError``.
+    """
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, (str, Mapping)) or not isinstance(callbacks, Sequence):
+        callbacks = [callbacks]
+    plan = [_plan_item(index, item) for index, item in enumerate(callbacks)]
+    resolved = []
+    for item, cls, options in plan:
+        if cls is None:
+            resolved.append(item)
+            continue
+        kwargs: dict[str, Any] = {"log_dir": log_dir, "basis_dict": basis_dict, **options}
+        missing = [k for k in ("log_dir", "basis_dict") if kwargs[k] is None]
+        if missing:
+            raise ValueError(
+                f"callback {item!r} is given by name, so it needs {' and '.join(missing)}: "
+                "pass them to TrainInfer(model, log_dir=..., basis_dict=...), to "
+                f"train(..., log_dir=..., basis_dict=...) or in the callback's dict. "
+                f"Received: {', '.join(f'{k}=None' for k in missing)}"
+            )
+        resolved.append(cls(**kwargs))
+    _check_folders(resolved)
+    return resolved
+
+
+def _check_folders(callbacks: list[Any]) -> None:
+    """Two callbacks writing one folder would overwrite each other's manifest."""
+    seen: dict[str, Any] = {}
+    for cb in callbacks:
+        if not isinstance(cb, WritesFolder):
+            continue
+        key = os.path.abspath(cb.folder)
+        if key in seen:
+            raise ValueError(
+                f"callbacks {callback_label(seen[key])!r} and {callback_label(cb)!r} both "
+                f"write to {cb.folder}; give one its own folder, e.g. "
+                f"{{'name': {callback_label(cb)!r}, 'folder': '{Path(cb.folder).name}_2'}}"
+            )
+        seen[key] = cb
+
+
+def warn_earlier_bests(callbacks: list[Any]) -> None:
+    """A new run (start_epoch=0) into a used log_dir keeps that log_dir's bests: say so."""
+    for cb in callbacks:
+        if not isinstance(cb, TracksBasis):
+            continue
+        kept = {k: kb for k, kb in cb.policy.best.items() if kb.value is not None}
+        if kept:
+            described = ", ".join(
+                f"{k}={kb.value:.4g} (epoch {kb.epoch})" for k, kb in kept.items()
+            )
+            where = cb.folder if isinstance(cb, WritesFolder) else "its log_dir"
+            warnings.warn(
+                f"{callback_label(cb)!r}: {where} holds the bests of an earlier run "
+                f"({described}); they are kept, so a file is written only when it beats "
+                "them. Use a new log_dir to start afresh, or start_epoch to resume.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
