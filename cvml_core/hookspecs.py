@@ -2,7 +2,9 @@
 
 A plugin is a module named by an entry point in the group ``cvml``. It imports
 ``hookimpl`` from ``cvml_core`` (never pluggy itself) and implements any of the
-hooks below with the same argument names; it may leave arguments out.
+hooks below with the same argument names; it may leave arguments out. (A package that
+only adds a callback needs no hook: an entry point in ``cvml.callbacks`` is enough, see
+:mod:`cvml_core.plugins`.)
 
 Every hook here is called through :func:`cvml_core.plugins.call_hook`, which calls
 each plugin on its own: a plugin that raises is reported as a warning naming its
@@ -32,9 +34,10 @@ def cvml_register_callbacks(register: Any) -> None:
     :param register: ``register(name, target, summary="")``. ``name`` is what users
         type (lowercase letters, digits, ``-`` and ``_``). ``target`` is either
         ``"module:ClassName"``, imported only when the callback is created, or the
-        class itself. ``summary`` is one line shown by ``cvml plugins``. A name that
-        is taken, or a target whose module or class does not exist, is reported as a
-        load error of this plugin.
+        class itself. ``summary`` is one line shown by ``cvml plugins``. A bad or
+        taken name, or a target whose module does not exist, is reported as a load
+        error of this plugin; a class missing from its module is an error when the
+        callback is created. A class that sets no ``name`` gets the registered one.
 
     The return value is ignored.
     """

@@ -1,34 +1,37 @@
-"""Plugin loading: entry points in group ``cvml``, callback registration by name.
+"""Plugin loading: callbacks by name, and plugin modules implementing hooks.
 
-Failures are isolated here. A plugin that fails to import, raises in a hook,
-registers a bad or taken name, or a target that does not exist is reported as a
-:class:`LoadError` naming its distribution, and every other plugin still loads.
+Two entry point groups:
 
-Environment:
+* ``cvml.callbacks``: ``best-epochs = "my_package:BestEpochs"``. The entry point's name
+  is the callback's name, its distribution's summary the one-line summary; nothing is
+  imported until the callback is created.
+* ``cvml``: a module implementing hooks of :mod:`cvml_core.hookspecs` (an uploader, a
+  notifier, or ``cvml_register_callbacks`` to register callbacks from code).
 
-* ``CVML_PLUGINS=a,b``: load only these plugins (entry point or distribution names);
-  the built-in plugins stay.
+A plugin that fails to import, implements an unknown hook, raises in a hook, or
+registers a bad or taken name or a target module that does not exist is reported as a
+:class:`LoadError` naming its distribution (with a warning) and skipped whole; every
+other plugin still loads. Two distributions registering one name: neither is used, and
+creating it raises, naming both. Environment:
+
+* ``CVML_PLUGINS=a,b``: load only these (entry point or distribution names); the
+  built-in plugins stay.
 * ``CVML_DISABLE_PLUGIN_AUTOLOAD=1``: load no entry points.
 * ``CVML_STRICT_PLUGINS=1``: a plugin failure raises :class:`PluginError`.
-
-Two distributions registering the same callback name is a conflict: the name is
-listed as a load error naming both, and ``create_callback`` of that name raises,
-naming both, until one is uninstalled or excluded with ``CVML_PLUGINS``.
 """
 
 from __future__ import annotations
 
-import ast
 import difflib
 import importlib
 import importlib.util
 import os
+import pkgutil
 import re
 import threading
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import importlib_metadata
@@ -37,10 +40,12 @@ import pluggy
 from cvml_core import hookspecs
 
 ENTRY_POINT_GROUP = "cvml"
+CALLBACK_GROUP = "cvml.callbacks"
 CORE_DISTRIBUTION = "cvml-core"
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]*$")
+TARGET_PATTERN = re.compile(r"^\w+(\.\w+)*:\w+(\.\w+)*$")
 BUILTIN_PLUGINS: tuple[str, ...] = ("cvml_core.teams",)
-HOOK_NAMES = frozenset(n for n in dir(hookspecs) if n.startswith("cvml_"))
+HOOK_NAMES = sorted(n for n in dir(hookspecs) if n.startswith("cvml_"))
 
 
 class PluginError(RuntimeError):
@@ -56,13 +61,16 @@ class UnknownCallbackError(KeyError):
 
 @dataclass(frozen=True)
 class CallbackInfo:
-    """A registered callback: what ``available_callbacks()`` returns."""
+    """A registered callback: what ``available_callbacks()`` returns.
+
+    ``target`` is ``"module:ClassName"``, or the class when it was registered as one.
+    """
 
     name: str
     summary: str
     distribution: str
     version: str
-    target: str
+    target: Any
 
     def to_dict(self) -> dict[str, str]:
         return {
@@ -86,20 +94,21 @@ class LoadError:
 
 @dataclass(frozen=True)
 class PluginSource:
-    """A plugin to load: an entry point, or an object already imported (built-ins, tests)."""
+    """What to load: a plugin (an entry point, or an object already imported), or with
+    ``target`` a callback named ``name`` (an entry point of ``cvml.callbacks``)."""
 
     name: str
     distribution: str
     version: str
     entry_point: Any = None
     module: Any = None
+    target: Any = None
+    summary: str = ""
 
     def load(self) -> Any:
         if self.entry_point is not None:
             return self.entry_point.load()
-        if self.module is not None:
-            return self.module
-        return importlib.import_module(self.name)
+        return self.module if self.module is not None else importlib.import_module(self.name)
 
 
 def _env_flag(environ: Mapping[str, str], name: str) -> bool:
@@ -107,259 +116,171 @@ def _env_flag(environ: Mapping[str, str], name: str) -> bool:
 
 
 def installed_plugin_sources() -> list[PluginSource]:
-    """Every entry point in group ``cvml``, sorted by distribution then name."""
+    """The entry points of both groups, sorted by distribution then name; imports none."""
     sources = []
-    for ep in importlib_metadata.entry_points(group=ENTRY_POINT_GROUP):
-        dist = ep.dist
-        sources.append(
-            PluginSource(
-                name=ep.name,
-                distribution=dist.name if dist is not None else f"<unknown: {ep.value}>",
-                version=dist.version if dist is not None else "",
-                entry_point=ep,
+    for group in (CALLBACK_GROUP, ENTRY_POINT_GROUP):
+        for ep in importlib_metadata.entry_points(group=group):
+            dist, is_callback = ep.dist, group == CALLBACK_GROUP
+            sources.append(
+                PluginSource(
+                    name=ep.name,
+                    distribution=dist.name if dist is not None else "unknown",
+                    version=dist.version if dist is not None else "",
+                    entry_point=None if is_callback else ep,
+                    target=ep.value if is_callback else None,
+                    summary=dist.metadata.get("Summary", "") if is_callback and dist else "",
+                )
             )
-        )
     return sorted(sources, key=lambda s: (s.distribution.lower(), s.name))
 
 
-def _builtin_sources() -> list[PluginSource]:
-    version = _core_version()
-    return [
-        PluginSource(name=mod, distribution=CORE_DISTRIBUTION, version=version, module=None)
-        for mod in BUILTIN_PLUGINS
-    ]
-
-
-def _core_version() -> str:
-    try:
-        return importlib_metadata.version(CORE_DISTRIBUTION)
-    except importlib_metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
-def _target_problem(target: str) -> str | None:
-    """Why ``"module:Class"`` cannot be imported later, or None; imports nothing new.
-
-    The module is found with ``find_spec`` (which imports parent packages only) and,
-    for a source file, the class name is looked up in its top-level statements.
-    """
-    module_name, sep, attr = target.partition(":")
-    if not sep or not module_name or not attr or not attr.isidentifier():
-        return f"target must be 'module:ClassName' or a class. Received: target={target!r}"
-    try:
-        spec = importlib.util.find_spec(module_name)
-    except (ImportError, ValueError) as exc:
-        return f"target module {module_name!r} cannot be found: {exc}"
-    if spec is None:
-        return f"target module {module_name!r} does not exist"
-    origin = spec.origin
-    if not origin or not origin.endswith(".py"):
-        return None
-    try:
-        tree = ast.parse(Path(origin).read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, ValueError) as exc:
-        return f"target module {module_name!r} cannot be read: {exc}"
-    defined: set[str] = set()
-    nodes = list(tree.body)
-    while nodes:  # module level, including the bodies of if/try/with blocks
-        node = nodes.pop()
-        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            defined.add(node.name)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            defined.update(t.id for t in targets if isinstance(t, ast.Name))
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            if any(a.name == "*" for a in node.names):
-                return None  # a star import may define it: only importing can tell
-            defined.update((a.asname or a.name).split(".")[0] for a in node.names)
-        elif isinstance(node, (ast.If, ast.Try, ast.With)):
-            for block in ("body", "orelse", "finalbody"):
-                nodes.extend(getattr(node, block, []))
-            for handler in getattr(node, "handlers", []):
-                nodes.extend(handler.body)
-    if attr not in defined and "__getattr__" not in defined:
-        return f"target {target!r}: module {module_name!r} defines no {attr!r}"
-    return None
+def _callback_info(name: Any, target: Any, summary: Any, source: PluginSource) -> CallbackInfo:
+    """Check one registration: the name, and that a target's module exists (not imported)."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise ValueError(
+            "callback name must be lowercase letters, digits, '-' or '_', "
+            f"starting with a letter. Received: name={name!r}"
+        )
+    if not isinstance(target, type):
+        if not isinstance(target, str) or not TARGET_PATTERN.match(target):
+            raise ValueError(
+                f"callback {name!r}: target must be 'module:ClassName' or a class. "
+                f"Received: target={target!r}"
+            )
+        module = target.partition(":")[0]
+        try:  # finds the module without running it (its parent packages are imported)
+            spec = importlib.util.find_spec(module)
+        except ModuleNotFoundError:
+            spec = None
+        if spec is None:
+            raise ValueError(
+                f"callback {name!r}: target module {module!r} does not exist. "
+                f"Received: target={target!r}"
+            )
+    lines = str(summary or "").strip().splitlines()
+    return CallbackInfo(
+        name, lines[0] if lines else "", source.distribution, source.version, target
+    )
 
 
 @dataclass
 class Registry:
-    """The loaded plugins: their plugin manager, callbacks by name and load errors."""
+    """The loaded plugins: their plugin manager, who registered each name, load errors."""
 
     pm: pluggy.PluginManager
     strict: bool = False
-    callbacks: dict[str, CallbackInfo] = field(default_factory=dict)
-    classes: dict[str, type] = field(default_factory=dict)
-    conflicts: dict[str, list[CallbackInfo]] = field(default_factory=dict)
+    #: Who registered each callback name; more than one is a conflict.
+    owners: dict[str, list[CallbackInfo]] = field(default_factory=dict)
     errors: list[LoadError] = field(default_factory=list)
-    distributions: dict[str, str] = field(default_factory=dict)  # plugin name -> dist
 
     def fail(self, distribution: str, message: str, exc: BaseException | None = None) -> None:
-        """Record a plugin failure; in strict mode raise it."""
-        error = LoadError(distribution, message)
-        self.errors.append(error)
+        """Record a plugin failure and warn; in strict mode raise it."""
+        self.errors.append(LoadError(distribution, message))
         if self.strict:
             raise PluginError(
                 f"plugin distribution {distribution!r} failed: {message} "
                 "(CVML_STRICT_PLUGINS is set)"
             ) from exc
         warnings.warn(
-            f"cvml plugin distribution {distribution!r} failed and is skipped: {message}",
-            RuntimeWarning,
-            stacklevel=3,
+            f"cvml plugin distribution {distribution!r}: {message}", RuntimeWarning, stacklevel=3
         )
 
-    def _register_from(self, source: PluginSource, plugin: Any, plugin_name: str) -> None:
-        """Call one plugin's ``cvml_register_callbacks`` with a checking ``register``.
-
-        Its names are added only if the whole hook succeeds; otherwise the plugin is
-        unregistered (skipped, as the warning says) and reported.
-        """
-        impl = getattr(plugin, "cvml_register_callbacks", None)
-        if impl is None:
-            return
-        staged: dict[str, tuple[CallbackInfo, type | None]] = {}
+    def add(self, source: PluginSource) -> None:
+        """Load one plugin or callback entry point; a failure is reported, not raised."""
+        plugin_name = f"{source.distribution}:{source.name}"
+        found: list[CallbackInfo] = []
 
         def register(name: str, target: Any, summary: str = "") -> None:
-            if not isinstance(name, str) or not NAME_PATTERN.match(name):
-                raise ValueError(
-                    "callback name must be lowercase letters, digits, '-' or '_', "
-                    f"starting with a letter. Received: name={name!r}"
-                )
-            if isinstance(target, type):
-                target_str = f"{target.__module__}:{target.__qualname__}"
-            elif isinstance(target, str):
-                problem = _target_problem(target)
-                if problem:
-                    raise ValueError(f"callback {name!r}: {problem}")
-                target_str = target
-            else:
-                raise ValueError(
-                    f"callback {name!r}: target must be 'module:ClassName' or a class. "
-                    f"Received: target={target!r}"
-                )
-            lines = str(summary or "").strip().splitlines()
-            info = CallbackInfo(
-                name, lines[0] if lines else "", source.distribution, source.version, target_str
-            )
-            if name in self.conflicts:
-                self.conflicts[name].append(info)
-                raise ValueError(self._conflict_message(name))
-            if name in staged:
+            info = _callback_info(name, target, summary, source)
+            if any(i.name == name for i in found):
                 raise ValueError(f"callback name {name!r} is registered twice")
-            if name in self.callbacks:
-                other = self.callbacks.pop(name)
-                self.classes.pop(name, None)
-                self.conflicts[name] = [other, info]
-                raise ValueError(self._conflict_message(name))
-            staged[name] = (info, target if isinstance(target, type) else None)
+            found.append(info)
 
         try:
-            impl(register=register)
+            if source.target is not None:
+                register(source.name, source.target, source.summary)
+            else:
+                self.pm.register(source.load(), name=plugin_name)
+                self.pm.check_pending()  # a hook implementation without a spec
+                for impl in self.pm.hook.cvml_register_callbacks.get_hookimpls():
+                    if impl.plugin_name == plugin_name:
+                        impl.function(register=register)
+            self._claim(found)
         except Exception as exc:
-            self.pm.unregister(name=plugin_name)
-            self.distributions.pop(plugin_name, None)
-            self.fail(source.distribution, f"cvml_register_callbacks: {exc}", exc)
-            return
-        for name, (info, cls) in staged.items():
-            self.callbacks[name] = info
-            if cls is not None:
-                self.classes[name] = cls
+            if self.pm.has_plugin(plugin_name):
+                self.pm.unregister(name=plugin_name)
+            hint = (
+                f"; known hooks: {HOOK_NAMES}"
+                if isinstance(exc, pluggy.PluginValidationError) else ""
+            )
+            self.fail(
+                source.distribution,
+                f"plugin {source.name!r} is skipped: {type(exc).__name__}: {exc}{hint}",
+                exc,
+            )
+
+    def _claim(self, infos: list[CallbackInfo]) -> None:
+        """Take the names, or record the ones already taken as conflicts and raise."""
+        taken = [info for info in infos if info.name in self.owners]
+        for info in taken or infos:
+            self.owners.setdefault(info.name, []).append(info)
+        if taken:
+            raise ValueError(self._conflict_message(taken[0].name))
 
     def _conflict_message(self, name: str) -> str:
-        owners = ", ".join(f"{i.distribution} {i.version}" for i in self.conflicts[name])
+        owners = ", ".join(f"{i.distribution} {i.version}" for i in self.owners[name])
         return (
             f"callback name {name!r} is registered by several distributions ({owners}); "
             "uninstall all but one, or pick plugins with CVML_PLUGINS"
         )
 
-    def add(self, source: PluginSource) -> None:
-        """Import and register one plugin; failures are reported, not raised."""
-        try:
-            plugin = source.load()
-        except Exception as exc:
-            self.fail(
-                source.distribution,
-                f"import of plugin {source.name!r} failed: {type(exc).__name__}: {exc}",
-                exc,
-            )
-            return
-        plugin_name = f"{source.distribution}:{source.name}"
-        unknown = sorted(
-            attr for attr in dir(plugin)
-            if self.pm.parse_hookimpl_opts(plugin, attr) is not None
-            and not hasattr(hookspecs, attr)
-        )
-        if unknown:
-            self.fail(
-                source.distribution,
-                f"plugin {source.name!r} implements unknown hook(s) {unknown}; "
-                f"known hooks: {sorted(HOOK_NAMES)}",
-            )
-            return
-        try:
-            self.pm.register(plugin, name=plugin_name)
-        except Exception as exc:
-            self.fail(source.distribution, f"plugin {source.name!r}: {exc}", exc)
-            return
-        self.distributions[plugin_name] = source.distribution
-        self._register_from(source, plugin, plugin_name)
-
-    # -- lookups -------------------------------------------------------------------
-
     def available(self) -> list[CallbackInfo]:
-        return [self.callbacks[name] for name in sorted(self.callbacks)]
+        """The usable callbacks (conflicting names left out), sorted by name."""
+        return [infos[0] for _, infos in sorted(self.owners.items()) if len(infos) == 1]
 
     def callback_class(self, name: str) -> type:
-        """Import and return the class registered as ``name``."""
-        if name in self.conflicts:
+        """Import and return the class registered as ``name``.
+
+        A class that sets no ``name`` of its own gets this one (its folder and its label
+        in artifacts), so an author writes the name once, where it is registered.
+        """
+        infos = self.owners.get(name, [])
+        if len(infos) > 1:
             raise PluginError(self._conflict_message(name))
-        if name not in self.callbacks:
-            names = sorted(self.callbacks)
+        if not infos:
+            names = sorted(self.owners)
             close = difflib.get_close_matches(str(name), names, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise UnknownCallbackError(
                 f"no callback named {name!r}.{hint} Available: "
                 f"{', '.join(names) if names else 'none (install a cvml plugin package)'}"
             )
-        if name not in self.classes:
-            info = self.callbacks[name]
-            module_name, _, attr = info.target.partition(":")
+        info = infos[0]
+        cls = info.target
+        if isinstance(cls, str):
             try:
-                obj: Any = importlib.import_module(module_name)
-                for part in attr.split("."):
-                    obj = getattr(obj, part)
+                cls = pkgutil.resolve_name(cls)
             except Exception as exc:
                 raise PluginError(
                     f"callback {name!r} from {info.distribution} {info.version}: cannot "
                     f"import {info.target}: {type(exc).__name__}: {exc}"
                 ) from exc
-            self.classes[name] = obj
-        return self.classes[name]
+        if isinstance(cls, type) and "name" not in vars(cls):
+            cls.name = name  # type: ignore[attr-defined]
+        return cls
 
     def call_hook(self, hook_name: str, **kwargs: Any) -> None:
         """Call every implementation of ``hook_name``, each on its own.
 
-        A plugin that raises is reported as a warning naming its distribution
-        (raised as :class:`PluginError` in strict mode); the others still run.
+        pluggy's own call stops at the first implementation that raises; here one that
+        raises is a failure of its distribution (:meth:`fail`) and the others still run.
         """
-        caller = getattr(self.pm.hook, hook_name)
-        for impl in reversed(caller.get_hookimpls()):
-            args = {name: kwargs[name] for name in impl.argnames if name in kwargs}
+        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
             try:
-                impl.function(**args)
+                impl.function(**{a: kwargs[a] for a in impl.argnames if a in kwargs})
             except Exception as exc:
-                dist = self.distributions.get(impl.plugin_name, impl.plugin_name)
-                message = f"{hook_name} raised {type(exc).__name__}: {exc}"
-                if self.strict:
-                    raise PluginError(
-                        f"plugin distribution {dist!r} failed: {message}"
-                    ) from exc
-                warnings.warn(
-                    f"cvml plugin distribution {dist!r}: {message}",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
+                dist = impl.plugin_name.partition(":")[0]
+                self.fail(dist, f"{hook_name} raised {type(exc).__name__}: {exc}", exc)
 
 
 def load_registry(
@@ -374,18 +295,19 @@ def load_registry(
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     registry = Registry(pm=pm, strict=_env_flag(environ, "CVML_STRICT_PLUGINS"))
-    for builtin in _builtin_sources():
-        registry.add(builtin)
+    try:
+        version = importlib_metadata.version(CORE_DISTRIBUTION)
+    except importlib_metadata.PackageNotFoundError:  # run from a source tree
+        version = "0+unknown"
+    for module in BUILTIN_PLUGINS:
+        registry.add(PluginSource(module, CORE_DISTRIBUTION, version))
     if sources is None:
-        if _env_flag(environ, "CVML_DISABLE_PLUGIN_AUTOLOAD"):
-            sources = []
-        else:
-            sources = installed_plugin_sources()
+        autoload = not _env_flag(environ, "CVML_DISABLE_PLUGIN_AUTOLOAD")
+        sources = installed_plugin_sources() if autoload else []
     wanted = {n.strip() for n in environ.get("CVML_PLUGINS", "").split(",") if n.strip()}
     for source in sources:
-        if wanted and source.name not in wanted and source.distribution not in wanted:
-            continue
-        registry.add(source)
+        if not wanted or source.name in wanted or source.distribution in wanted:
+            registry.add(source)
     return registry
 
 
