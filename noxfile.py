@@ -78,10 +78,11 @@ def core(session: nox.Session) -> None:
 
 @session
 def thirdparty(session: nox.Session) -> None:
-    """The core with two third-party fixture packages really pip-installed."""
+    """The core with the third-party fixture packages really pip-installed."""
     session.install(
         str(ROOT),
         str(FIXTURES / "cvml_example_plugin"),
+        str(FIXTURES / "cvml_listener_plugin"),
         str(FIXTURES / "cvml_broken_plugin"),
         *TEST_DEPS,
     )

@@ -6,21 +6,15 @@ Find and build callbacks by name (no TensorFlow import to list them)::
     cvml_core.available_callbacks()
     cb = cvml_core.create_callback("ckpt", log_dir="runs/x", basis_dict={"val_loss": "min"})
 
-Write a plugin: a module named by an entry point in group ``cvml``::
+Add a callback: a package whose entry point names it (written once) and its class::
 
     # pyproject.toml
-    [project.entry-points.cvml]
-    my_callbacks = "my_package.plugin"
+    [project.entry-points."cvml.callbacks"]
+    my-cb = "my_package:MyCallback"
 
-    # my_package/plugin.py  (keep it light: no TensorFlow import here)
-    import cvml_core
-
-    @cvml_core.hookimpl
-    def cvml_register_callbacks(register):
-        register("my-cb", "my_package.callback:MyCallback", summary="What it does")
-
-``my_package.callback.MyCallback`` subclasses :class:`cvml_core.BasisCallback`
-(or plain ``keras.callbacks.Callback``). The hooks are in :mod:`cvml_core.hookspecs`.
+``my_package.MyCallback`` subclasses :class:`cvml_core.BasisCallback` (or plain
+``keras.callbacks.Callback``); created by name it is called ``my-cb``. A plugin with
+hooks is a module named by an entry point in group ``cvml`` (:mod:`cvml_core.hookspecs`).
 """
 
 from __future__ import annotations

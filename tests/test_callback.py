@@ -184,10 +184,14 @@ def test_the_readme_plugin_author_example_runs_and_gets_the_lifecycle(
     import numpy as np
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
-    code = re.search(r"```python\n(# my_package/callback.py\n.*?)```", readme, re.S).group(1)
+    code = re.search(r"```python\n(# my_package.py\n.*?)```", readme, re.S).group(1)
+    name, cls = re.search(r'\n([\w-]+) = "my_package:(\w+)"', readme).groups()
     namespace = {}
     exec(compile(code, "README.md", "exec"), namespace)
-    cb = namespace["MyCallback"](tmp_path, {"val_loss": "min"})
+    # as the README's entry point would register it: the name is written there only
+    source = PluginSource(name, "my-package", "1.0", target=namespace[cls])
+    plugins._default = load_registry({}, [source])
+    cb = cvml_core.create_callback(name, tmp_path, {"val_loss": "min"})
     x, y = tiny_data
     model = tiny_model()
     model.fit(x, y, validation_split=0.25, epochs=3, verbose=0, callbacks=[cb])

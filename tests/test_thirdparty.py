@@ -1,7 +1,8 @@
 """The plugin system against really pip-installed third-party packages.
 
-``nox -s thirdparty`` installs tests/fixtures/cvml_example_plugin (registers
-``best-epochs``) and tests/fixtures/cvml_broken_plugin (fails at import).
+``nox -s thirdparty`` installs tests/fixtures/cvml_example_plugin (the smallest callback
+package: entry point ``best-epochs`` in ``cvml.callbacks``), tests/fixtures/cvml_listener_plugin
+(a ``cvml_artifact_saved`` hook) and tests/fixtures/cvml_broken_plugin (fails at import).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 import pytest
 
 import cvml_core
+from cvml_core.artifact import read_manifest
 
 pytestmark = pytest.mark.thirdparty
 
@@ -49,7 +51,7 @@ def test_listing_imports_neither_tensorflow_nor_the_callback_module():
     proc = _run(
         "import sys, cvml_core; cvml_core.available_callbacks(); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras') "
-        "or m == 'cvml_example.callback'))"
+        "or m == 'cvml_example'))"
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
@@ -62,8 +64,9 @@ def test_strict_mode_makes_the_broken_plugin_an_error():
 
 
 def test_cvml_plugins_selects_and_autoload_can_be_disabled():
-    only_example = _cvml_json(CVML_PLUGINS="example")
+    only_example = _cvml_json(CVML_PLUGINS="best-epochs")  # the entry point's name
     assert [e.get("name") for e in only_example] == ["best-epochs"]
+    assert _cvml_json(CVML_PLUGINS="listener") == []  # a plugin with hooks only
     by_distribution = _cvml_json(CVML_PLUGINS="cvml-example-plugin")
     assert [e.get("name") for e in by_distribution] == ["best-epochs"]
     none = _cvml_json(CVML_DISABLE_PLUGIN_AUTOLOAD="1")
@@ -78,6 +81,7 @@ def test_the_third_party_callback_is_created_by_name_and_trains(tmp_path, tiny_m
         "best-epochs", log_dir=tmp_path, basis_dict={"val_loss": "min", "val_accuracy": "max"}
     )
     assert isinstance(cb, cvml_core.BasisCallback)
+    assert cb.name == "best-epochs"  # written once, in the entry point
     x, y = tiny_data
     tiny_model().fit(x, y, validation_split=0.25, epochs=3, verbose=0, callbacks=[cb])
     lines = (tmp_path / "best-epochs" / "best_epochs.txt").read_text().splitlines()
@@ -87,11 +91,11 @@ def test_the_third_party_callback_is_created_by_name_and_trains(tmp_path, tiny_m
         key, epoch, value = line.split()
         assert int(epoch) == cb.policy.best[key].epoch and float(value) == cb.policy.best[key].value
 
-    from cvml_example import plugin
+    from cvml_listener import SEEN
 
-    assert plugin.SEEN and all(a.callback == "best-epochs" for a in plugin.SEEN)
-    manifest = json.loads((tmp_path / "best-epochs" / "manifest.json").read_text())
-    assert len(manifest["artifacts"]) == len(plugin.SEEN)
+    assert SEEN and all(a.callback == "best-epochs" for a in SEEN)
+    manifest = read_manifest(tmp_path / "best-epochs")
+    assert len(manifest["artifacts"]) == len(SEEN)
     # the core's lifecycle: the manifest records each key's best once its file landed
     assert manifest["basis"]["best"] == {
         key: {"value": best.value, "epoch": best.epoch} for key, best in cb.policy.best.items()
