@@ -10,9 +10,10 @@ Two entry point groups:
 
 A plugin that fails to import, implements an unknown hook, raises in a hook, or
 registers a bad or taken name or a target module that does not exist is reported as a
-:class:`LoadError` naming its distribution (with a warning) and skipped whole; every
-other plugin still loads. Two distributions registering one name: neither is used, and
-creating it raises, naming both. Environment:
+:class:`LoadError` naming its distribution (with a warning); one that fails while
+loading is skipped whole. Every other plugin still loads, and every other hook
+implementation still runs. Two distributions registering one name: neither is used,
+and creating it raises, naming both. Environment:
 
 * ``CVML_PLUGINS=a,b``: load only these (entry point or distribution names); the
   built-in plugins stay.
@@ -186,7 +187,7 @@ class Registry:
         )
 
     def add(self, source: PluginSource) -> None:
-        """Load one plugin or callback entry point; a failure is reported, not raised."""
+        """Load one plugin or callback entry point; a failure is reported (:meth:`fail`)."""
         plugin_name = f"{source.distribution}:{source.name}"
         found: list[CallbackInfo] = []
 
