@@ -1,23 +1,107 @@
-"""A background worker for slow work that must not hold training.
+"""The background worker: one pool of threads per process, one lane per owner.
 
-One job runs at a time. At most one more waits: :meth:`BackgroundWorker.submit`
-blocks until there is room, or, with ``supersede=True``, replaces a waiting job that
-was itself submitted with ``supersede=True`` (the core's save jobs: a newer one makes
-an older, not yet started one pointless); any other waiting job is never dropped.
-A job's failure is kept and raised on the training thread by the next
-:meth:`raise_if_failed`, :meth:`submit` or :meth:`wait`, never swallowed.
+Slow work that must not hold training (writing checkpoints and event files, converting
+to tflite, posting a Teams card) runs on one pool shared by the whole process: at most
+:data:`POOL_SIZE` daemon threads named ``cvml-worker-N``, started when work comes and
+ending after :data:`IDLE_SECONDS` without any, so no thread outlives the work.
+
+Each owner (a callback, a notifier) submits through its own lane, a
+:class:`BackgroundWorker`. A lane runs its jobs in order, one at a time, on whichever
+pool thread is free; lanes run side by side, and a lane goes to the back of the pool's
+queue after each job, so a busy lane never starves another. ``backlog`` is how many
+jobs may wait in a lane:
+
+* ``1`` (callbacks): :meth:`BackgroundWorker.submit` blocks until there is room, or,
+  with ``supersede=True``, replaces a waiting job that was itself submitted with
+  ``supersede=True`` (the core's save jobs: a newer one makes an older, not yet
+  started one pointless); any other waiting job is never dropped;
+* ``None`` (notifiers): any number waits, in order, and ``submit`` never blocks, so
+  every card a run posts is sent, start card first.
+
+A job's failure is kept and raised on the submitting thread by the next
+:meth:`~BackgroundWorker.raise_if_failed`, :meth:`~BackgroundWorker.submit` or
+:meth:`~BackgroundWorker.wait`, never swallowed. A job must not wait for another job
+(with every pool thread waiting, the awaited job would never start).
 """
 
 from __future__ import annotations
 
+import os
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+#: The most pool threads running jobs at once (one per lane: the three callbacks and a
+#: notifier never wait for a thread).
+POOL_SIZE = 4
+#: Seconds a pool thread waits for work before it ends.
+IDLE_SECONDS = 5.0
+
 
 class BackgroundJobError(RuntimeError):
     """A background job failed; the original exception is the ``__cause__``."""
+
+
+class _Pool:
+    """Daemon threads ``cvml-worker-N`` running lanes' steps in the order queued."""
+
+    def __init__(self, size: int = POOL_SIZE, idle_seconds: float = IDLE_SECONDS) -> None:
+        self.size = size
+        self.idle_seconds = idle_seconds
+        self._cond = threading.Condition()
+        self._ready: deque[Callable[[], None]] = deque()
+        self._numbers: set[int] = set()  # of the live threads
+        self._idle = 0
+
+    @property
+    def threads(self) -> int:
+        """How many pool threads are alive."""
+        with self._cond:
+            return len(self._numbers)
+
+    def run(self, step: Callable[[], None]) -> None:
+        """Run ``step()`` on a pool thread, after the steps queued before it."""
+        with self._cond:
+            self._ready.append(step)
+            if self._idle < len(self._ready) and len(self._numbers) < self.size:
+                number = min(set(range(1, self.size + 1)) - self._numbers)
+                self._numbers.add(number)
+                threading.Thread(
+                    target=self._loop, args=(number,), name=f"cvml-worker-{number}", daemon=True
+                ).start()
+            self._cond.notify()
+
+    def _loop(self, number: int) -> None:
+        while True:
+            with self._cond:
+                while not self._ready:
+                    self._idle += 1
+                    woken = self._cond.wait(self.idle_seconds)
+                    self._idle -= 1
+                    if not woken and not self._ready:
+                        self._numbers.discard(number)  # idle: let the thread end
+                        return
+                step = self._ready.popleft()
+            step()  # a lane's step never raises: it keeps its job's failure
+
+    def _reset(self) -> None:
+        """In a forked child: the parent's threads do not exist here."""
+        self._cond = threading.Condition()
+        self._ready.clear()
+        self._numbers.clear()
+        self._idle = 0
+
+
+_POOL = _Pool()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_POOL._reset)
+
+
+def pool_threads() -> int:
+    """How many threads of the shared pool are alive (0 once it has been idle)."""
+    return _POOL.threads
 
 
 @dataclass
@@ -28,76 +112,83 @@ class _Job:
 
 
 class BackgroundWorker:
-    """Runs jobs on one daemon thread; results are collected with :meth:`drain`."""
+    """One owner's lane on the shared pool; results are collected with :meth:`drain`.
 
-    def __init__(self, name: str = "cvml-worker") -> None:
+    ``name`` names the lane in messages; ``backlog`` is how many jobs may wait (1, or
+    None for any number; see the module docstring).
+    """
+
+    def __init__(self, name: str = "cvml-worker", backlog: int | None = 1) -> None:
+        if backlog is not None and (isinstance(backlog, bool) or not isinstance(backlog, int)
+                                    or backlog < 1):
+            raise ValueError(
+                f"backlog must be an integer >= 1 or None. Received: backlog={backlog!r}"
+            )
         self.name = name
+        self.backlog = backlog
         self._cond = threading.Condition()
-        self._pending: _Job | None = None
+        self._waiting: deque[_Job] = deque()
         self._running: _Job | None = None
+        self._queued = False  # a step of this lane is queued on the pool or running
         self._results: list[Any] = []
         self._errors: list[tuple[str, BaseException]] = []
-        self._thread: threading.Thread | None = None
+        #: Names of the jobs dropped because a newer one replaced them, oldest first.
         self.superseded: list[str] = []
 
-    def _ensure_thread(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
-            self._thread.start()
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while self._pending is None:
-                    if not self._cond.wait(timeout=5.0) and self._pending is None:
-                        self._thread = None  # idle: let the thread end
-                        return
-                job, self._pending = self._pending, None
-                self._running = job
-                self._cond.notify_all()
-            try:
-                result = job.fn()
-            except BaseException as exc:  # kept and re-raised on the training thread
-                with self._cond:
-                    self._errors.append((job.name, exc))
-            else:
-                with self._cond:
-                    if result is not None:
-                        self._results.append(result)
-            finally:
-                with self._cond:
-                    self._running = None
-                    self._cond.notify_all()
+    def __repr__(self) -> str:
+        return f"BackgroundWorker({self.name!r}, busy={self.busy})"
 
     @property
     def busy(self) -> bool:
         """Whether a job is running or waiting."""
         with self._cond:
-            return self._running is not None or self._pending is not None
+            return self._running is not None or bool(self._waiting)
 
     def submit(self, name: str, fn: Callable[[], Any], supersede: bool = False) -> None:
         """Queue ``fn``; its non-None return value is collected for :meth:`drain`.
 
-        Waits until no other job is waiting, except that with ``supersede`` a waiting
-        (not yet started) job also submitted with ``supersede`` is dropped and its
-        name kept in :attr:`superseded`.
+        With ``supersede``, a waiting (not yet started) job also submitted with
+        ``supersede`` is dropped and its name kept in :attr:`superseded`. Otherwise,
+        when ``backlog`` jobs wait, this waits until one has started.
         """
         self.raise_if_failed()
         with self._cond:
-            while self._pending is not None:
-                if supersede and self._pending.replaceable:
-                    self.superseded.append(self._pending.name)
-                    self._pending = None
+            while True:
+                if supersede and self._waiting and self._waiting[-1].replaceable:
+                    self.superseded.append(self._waiting.pop().name)
+                if self.backlog is None or len(self._waiting) < self.backlog:
                     break
                 self._cond.wait()
-            self._pending = _Job(name, fn, supersede)
-            self._ensure_thread()
+            self._waiting.append(_Job(name, fn, supersede))
+            start, self._queued = not self._queued, True
+        if start:
+            _POOL.run(self._step)
+
+    def _step(self) -> None:
+        """On a pool thread: run this lane's next job, then queue the lane again."""
+        with self._cond:
+            job = self._running = self._waiting.popleft()
             self._cond.notify_all()
+        try:
+            result = job.fn()
+        except BaseException as exc:  # kept and re-raised on the submitting thread
+            with self._cond:
+                self._errors.append((job.name, exc))
+        else:
+            if result is not None:
+                with self._cond:
+                    self._results.append(result)
+        with self._cond:
+            self._running = None
+            more = self._queued = bool(self._waiting)
+            self._cond.notify_all()
+        if more:
+            _POOL.run(self._step)
 
     def wait_for_room(self) -> None:
         """Block until no job is waiting (one may be running)."""
         with self._cond:
-            while self._pending is not None:
+            while self._waiting:
                 self._cond.wait()
 
     def raise_if_failed(self) -> None:
@@ -120,10 +211,16 @@ class BackgroundWorker:
             results, self._results = self._results, []
         return results
 
-    def wait(self, raise_error: bool = True) -> None:
-        """Block until no job runs or waits; then raise a failure if there was one."""
+    def wait(self, raise_error: bool = True, timeout: float | None = None) -> bool:
+        """Block until no job runs or waits, or at most ``timeout`` seconds.
+
+        Returns whether the lane is idle. With ``raise_error``, then raises a failure
+        if there was one.
+        """
         with self._cond:
-            while self._running is not None or self._pending is not None:
-                self._cond.wait()
+            idle = self._cond.wait_for(
+                lambda: self._running is None and not self._waiting, timeout
+            )
         if raise_error:
             self.raise_if_failed()
+        return idle

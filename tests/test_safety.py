@@ -1,9 +1,8 @@
-"""Atomic writes, the manifest and the background worker (no TensorFlow)."""
+"""Atomic writes and the manifest (no TensorFlow); the background worker: test_worker.py."""
 
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
 
@@ -15,7 +14,6 @@ from cvml_core.atomic import (
     remove_stale_temps,
     temp_path_for,
 )
-from cvml_core.worker import BackgroundJobError, BackgroundWorker
 
 
 def test_atomic_write_replaces_the_file_and_leaves_no_temp(tmp_path):
@@ -72,85 +70,3 @@ def test_manifest_round_trips_and_rejects_unknown_layouts(tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(ValueError, match="cannot read manifest"):
         Manifest(tmp_path, "ckpt")
-
-
-def test_worker_runs_jobs_in_order_one_at_a_time():
-    worker = BackgroundWorker()
-    running = []
-    overlaps = []
-    lock = threading.Lock()
-
-    def job(i):
-        def run():
-            with lock:
-                running.append(i)
-                if len(running) > 1:
-                    overlaps.append(list(running))
-            threading.Event().wait(0.01)
-            with lock:
-                running.remove(i)
-            return i
-
-        return run
-
-    for i in range(5):
-        worker.submit(f"job{i}", job(i))
-    worker.wait()
-    assert worker.drain() == [0, 1, 2, 3, 4]
-    assert overlaps == []
-
-
-def test_a_newer_job_supersedes_the_waiting_one():
-    worker = BackgroundWorker()
-    release = threading.Event()
-    started = threading.Event()
-
-    def blocker():
-        started.set()
-        release.wait()
-        return "first"
-
-    worker.submit("first", blocker)
-    started.wait()
-    worker.submit("second", lambda: "second", supersede=True)
-    worker.submit("third", lambda: "third", supersede=True)
-    release.set()
-    worker.wait()
-    assert worker.drain() == ["first", "third"]
-    assert worker.superseded == ["second"]
-
-
-def test_a_background_failure_is_raised_on_the_calling_thread():
-    worker = BackgroundWorker()
-
-    def fails():
-        raise PermissionError("read-only file system")
-
-    worker.submit("save epoch 3", fails)
-    with pytest.raises(BackgroundJobError, match="save epoch 3.*read-only") as info:
-        worker.wait()
-    assert isinstance(info.value.__cause__, PermissionError)
-    worker.wait()  # reported once
-    worker.submit("next", lambda: "ok")
-    worker.wait()
-    assert worker.drain() == ["ok"]
-
-
-def test_every_background_failure_is_named():
-    worker = BackgroundWorker()
-    release = threading.Event()
-
-    def fails(name, wait=False):
-        def run():
-            if wait:
-                release.wait()
-            raise OSError(f"{name} broke")
-
-        return run
-
-    worker.submit("save epoch 2", fails("save epoch 2", wait=True))
-    worker.submit("save epoch 3", fails("save epoch 3"))  # waits behind the first
-    release.set()
-    with pytest.raises(BackgroundJobError) as info:
-        worker.wait()
-    assert "save epoch 2 broke" in str(info.value) and "save epoch 3 broke" in str(info.value)
