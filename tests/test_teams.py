@@ -19,7 +19,8 @@ import pytest
 from markdown_it import MarkdownIt
 
 import cvml_core
-from cvml_core import plugins, teams
+from cvml_core import plugins, teams, teams_webhook
+from cvml_core import teams_cards as cards
 from cvml_core.run import RunInfo, mask_url
 from cvml_core.teams import WebhookURLError, validate_webhook_url
 
@@ -261,9 +262,9 @@ def test_cards_are_adaptive_card_messages():
     except ValueError as exc:
         error = exc
     for payload in (
-        teams.start_card(run),
-        teams.end_card(run, {"loss": 0.1}),
-        teams.failure_card(run, {"loss": 0.1}, error),
+        cards.start_card(run),
+        cards.end_card(run, {"loss": 0.1}),
+        cards.failure_card(run, {"loss": 0.1}, error),
     ):
         assert json.loads(json.dumps(payload)) == payload
         assert payload["type"] == "message"
@@ -272,10 +273,10 @@ def test_cards_are_adaptive_card_messages():
         card = attachment["content"]
         assert card["type"] == "AdaptiveCard" and card["version"] == "1.4"
         assert {e["type"] for e in card["body"]} <= {"TextBlock", "FactSet"}
-    end = card_text(teams.end_card(run, {"loss": 0.1}))
+    end = card_text(cards.end_card(run, {"loss": 0.1}))
     assert "val_loss (min): 0.125 at epoch 4" in end and "runs/x/ckpt/best.keras" in end
     assert "Duration: 1m 15s" in end
-    failure = card_text(teams.failure_card(run, {}, error))
+    failure = card_text(cards.failure_card(run, {}, error))
     assert "ValueError: NaN loss" in failure and "Traceback" in failure
 
 
@@ -315,7 +316,7 @@ def test_a_failure_card_carries_the_error(tmp_path, tiny_model, webhook):
 def test_a_webhook_answering_500_is_retried_and_warns_once(
     tmp_path, tiny_model, failing_webhook, monkeypatch
 ):
-    monkeypatch.setenv(teams.ENV_ATTEMPTS, "2")
+    monkeypatch.setenv(teams_webhook.ENV_ATTEMPTS, "2")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         history = train(tmp_path, tiny_model, failing_webhook.url)
@@ -341,7 +342,7 @@ def test_a_webhook_answering_404_is_not_retried(tmp_path, tiny_model, failing_we
 def test_a_webhook_that_never_answers_costs_one_warning(
     tmp_path, tiny_model, silent_webhook, monkeypatch
 ):
-    monkeypatch.setenv(teams.ENV_TIMEOUT, "0.5")
+    monkeypatch.setenv(teams_webhook.ENV_TIMEOUT, "0.5")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         history = train(tmp_path, tiny_model, silent_webhook)
@@ -365,7 +366,8 @@ def test_the_notifier_is_a_builtin_plugin_without_tensorflow():
     import sys
 
     code = (
-        "import sys, cvml_core.teams, cvml_core.run; "
+        "import sys, cvml_core.teams, cvml_core.teams_cards, cvml_core.teams_webhook, "
+        "cvml_core.run, cvml_core.worker; "
         "print('tensorflow' in sys.modules or 'keras' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -406,8 +408,8 @@ def _finished(run):
 def test_every_card_names_the_run_and_the_host():
     run = _finished(RunInfo(log_dir="runs/exp-7", epochs=2, model_name="tiny"))
     assert run.host == HOST and run.run_name == "exp-7"
-    for payload in (teams.start_card(run), teams.end_card(run, {}),
-                    teams.failure_card(run, {}, _error())):
+    for payload in (cards.start_card(run), cards.end_card(run, {}),
+                    cards.failure_card(run, {}, _error())):
         text = card_text(payload)
         assert "Run: exp-7" in text and f"Host: {HOST}" in text and "Model: tiny" in text
     assert RunInfo(model_name="tiny").run_name == "tiny" and RunInfo().run_name == "run"
@@ -422,8 +424,8 @@ def test_text_from_the_run_shows_as_it_is():
     path = f"{log_dir}/ckpt/__best__ #1.keras"
     run.artifacts = [cvml_core.Artifact("checkpoint", path, 2, {}, "val__loss__", "ckpt")]
     message = "bad `x` in __init__.py: **not bold** & <b>not html</b>\n- not a list"
-    texts = [card_text(teams.start_card(run)), card_text(teams.end_card(run, {"__m__": 1})),
-             card_text(teams.failure_card(run, {}, _error(message)))]
+    texts = [card_text(cards.start_card(run)), card_text(cards.end_card(run, {"__m__": 1})),
+             card_text(cards.failure_card(run, {}, _error(message)))]
     for text in texts:
         assert f"Log dir: {log_dir}" in text and "Model: net_<v2>" in text
     start, end, failure = texts
@@ -432,7 +434,7 @@ def test_text_from_the_run_shows_as_it_is():
     assert "__m__: 1" in end and "val__loss__ (min): 0.5 at epoch 2" in end
     assert "Error: ValueError: bad `x` in __init__.py: **not bold** & <b>not html</b>" in failure
     assert "- not a list" in failure  # the message's second line, in the traceback
-    assert "`" not in json.dumps(teams.end_card(run, {})).replace("\\\\`", "")
+    assert "`" not in json.dumps(cards.end_card(run, {})).replace("\\\\`", "")
 
 
 def test_escaping_round_trips_through_a_commonmark_renderer():
@@ -442,12 +444,12 @@ def test_escaping_round_trips_through_a_commonmark_renderer():
         "a\\_b", "x\\", "best_val_loss.keras", "snake_case", "-0.5",
     ]
     for text in nasty:
-        assert rendered(teams.md_escape(text)) == text, text
+        assert rendered(cards.md_escape(text)) == text, text
     # Names with inner underscores are left alone (CommonMark never emphasises them).
-    assert teams.md_escape("best_val_loss.keras") == "best_val_loss.keras"
+    assert cards.md_escape("best_val_loss.keras") == "best_val_loss.keras"
     # Lines: blank-line separated (Teams shows a single newline as a space), indented
     # with no-break spaces (leading spaces would start a code block).
-    assert teams.md_escape("a\n    b") == "a\n\n\u00a0\u00a0\u00a0\u00a0b"
+    assert cards.md_escape("a\n    b") == "a\n\n\u00a0\u00a0\u00a0\u00a0b"
 
 
 @pytest.mark.parametrize(
@@ -465,7 +467,7 @@ def test_escaping_round_trips_through_a_commonmark_renderer():
 )
 def test_the_start_card_tells_what_a_resume_restored(start, restored, by, expected):
     run = RunInfo(epochs=5, start_epoch=start, restored_epoch=restored, restored_by=by)
-    text = card_text(teams.start_card(run))
+    text = card_text(cards.start_card(run))
     assert f"Epochs: {start + 1} to 5" in text
     if expected is None:
         assert "Resumed" not in text
@@ -524,7 +526,7 @@ def _raised(function, *args):
 
 def test_a_long_traceback_keeps_whole_frames_within_the_limit():
     error = _raised(_deep, 60)
-    text = teams.traceback_text(error, limit=1500)
+    text = cards.traceback_text(error, limit=1500)
     lines = text.splitlines()
     assert lines[0].startswith("… the first ") and "not shown (card size limit)" in lines[0]
     assert len(text) <= 1500 + len(lines[0]) + 1
@@ -538,12 +540,12 @@ def test_a_long_traceback_keeps_whole_frames_within_the_limit():
     assert 'raise KeyError(message)' in text
     # The full traceback, when it fits, is all there.
     small = _raised(_deep, 2)
-    full = teams.traceback_text(small)
+    full = cards.traceback_text(small)
     assert full.startswith("Traceback (most recent call last):") and full.count("in _deep\n") == 3
 
 
 def test_a_huge_error_message_is_cut_and_chained_errors_are_kept():
-    huge = teams.traceback_text(_raised(_deep, 1, "m" * 10_000), limit=800)
+    huge = cards.traceback_text(_raised(_deep, 1, "m" * 10_000), limit=800)
     assert len(huge) <= 1000 and huge.rstrip().endswith("…")
     try:
         try:
@@ -551,8 +553,8 @@ def test_a_huge_error_message_is_cut_and_chained_errors_are_kept():
         except OSError as inner:
             raise RuntimeError("save failed") from inner
     except RuntimeError as exc:
-        chained = teams.traceback_text(exc)
+        chained = cards.traceback_text(exc)
     assert "OSError: disk __full__" in chained and chained.endswith("RuntimeError: save failed")
-    card = teams.failure_card(_finished(RunInfo(epochs=1)), {}, _raised(_deep, 200))
+    card = cards.failure_card(_finished(RunInfo(epochs=1)), {}, _raised(_deep, 200))
     text = card_text(card)  # a valid card, under Teams' size limit, whatever the depth
     assert "KeyError: 'deep failure'" in text and "not shown (card size limit)" in text

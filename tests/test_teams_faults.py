@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import cvml_core
-from cvml_core import teams
+from cvml_core import teams, teams_cards, teams_webhook
 from cvml_core.run import RunInfo, mask_url
 from cvml_core.teams import TeamsNotifier, WebhookURLError, validate_webhook_url
 
@@ -36,7 +36,7 @@ def _url(port, path=f"/workflows/{SECRET_PATH}/triggers/manual"):
 
 
 def _card(title="Training started"):
-    return teams.adaptive_card_message([{"type": "TextBlock", "text": title, "wrap": True}])
+    return teams_cards.adaptive_card_message([{"type": "TextBlock", "text": title, "wrap": True}])
 
 
 def _leaks(*texts):
@@ -197,7 +197,7 @@ def _deliver(url, cards=2, **kwargs):
         for i in range(cards):
             notifier.post(_card(f"card {i}"))
         ok = notifier.close(wait=DEADLINE)
-    assert not notifier._thread.is_alive()
+    assert not notifier.busy
     return notifier, ok, teams_warnings(caught)
 
 
@@ -233,7 +233,7 @@ def test_a_server_error_is_retried_then_counted(http_webhook, status, thread_err
     http_webhook.plan = [(status, {})]
     notifier, ok, caught = _deliver(http_webhook.url, timeout=5, attempts=2)
     assert ok is False and notifier.failed == 2 and len(http_webhook.requests) == 4
-    assert notifier.pauses == [teams.BACKOFF, teams.BACKOFF]
+    assert notifier.pauses == [teams_webhook.BACKOFF, teams_webhook.BACKOFF]
     (warning,) = caught
     assert f"HTTP {status}" in str(warning.message) and _leaks(str(warning.message)) == []
     assert thread_errors == []
@@ -268,14 +268,14 @@ def test_retry_after_beyond_the_budget_stops_that_card(http_webhook):
 
 
 def test_retry_after_forms():
-    assert teams.retry_after({"Retry-After": "7"}) == 7.0
+    assert teams_webhook.retry_after({"Retry-After": "7"}) == 7.0
     soon = email.utils.formatdate(time.time() + 3, usegmt=True)
-    assert 0.0 <= teams.retry_after({"Retry-After": soon}) <= 4.0
+    assert 0.0 <= teams_webhook.retry_after({"Retry-After": soon}) <= 4.0
     past = email.utils.formatdate(time.time() - 60, usegmt=True)
-    assert teams.retry_after({"Retry-After": past}) == 0.0
+    assert teams_webhook.retry_after({"Retry-After": past}) == 0.0
     for junk in ("", "soon", "-3", "1.5"):
-        assert teams.retry_after({"Retry-After": junk}) is None
-    assert teams.retry_after({}) is None
+        assert teams_webhook.retry_after({"Retry-After": junk}) is None
+    assert teams_webhook.retry_after({}) is None
 
 
 def test_a_redirect_is_not_followed(http_webhook):
@@ -384,15 +384,15 @@ def test_bad_notifier_arguments_are_refused(kwargs, name):
 @pytest.mark.parametrize(
     ("var", "value"),
     [
-        (teams.ENV_TIMEOUT, "-1"),
-        (teams.ENV_TIMEOUT, "0"),
-        (teams.ENV_TIMEOUT, "ten"),
-        (teams.ENV_TIMEOUT, "nan"),
-        (teams.ENV_TIMEOUT, "inf"),
-        (teams.ENV_ATTEMPTS, "0"),
-        (teams.ENV_ATTEMPTS, "2.5"),
-        (teams.ENV_ATTEMPTS, "-1"),
-        (teams.ENV_ATTEMPTS, "three"),
+        (teams_webhook.ENV_TIMEOUT, "-1"),
+        (teams_webhook.ENV_TIMEOUT, "0"),
+        (teams_webhook.ENV_TIMEOUT, "ten"),
+        (teams_webhook.ENV_TIMEOUT, "nan"),
+        (teams_webhook.ENV_TIMEOUT, "inf"),
+        (teams_webhook.ENV_ATTEMPTS, "0"),
+        (teams_webhook.ENV_ATTEMPTS, "2.5"),
+        (teams_webhook.ENV_ATTEMPTS, "-1"),
+        (teams_webhook.ENV_ATTEMPTS, "three"),
     ],
 )
 def test_bad_settings_are_refused_where_the_url_is_checked(monkeypatch, var, value):
@@ -409,8 +409,8 @@ def test_bad_settings_are_refused_where_the_url_is_checked(monkeypatch, var, val
 
 
 def test_good_settings_are_used(monkeypatch):
-    monkeypatch.setenv(teams.ENV_TIMEOUT, "2.5")
-    monkeypatch.setenv(teams.ENV_ATTEMPTS, " 4 ")
+    monkeypatch.setenv(teams_webhook.ENV_TIMEOUT, "2.5")
+    monkeypatch.setenv(teams_webhook.ENV_ATTEMPTS, " 4 ")
     notifier = TeamsNotifier(f"{HOSTED}/workflows/x?{SECRET}")
     assert (notifier.timeout, notifier.attempts) == (2.5, 4)
     assert notifier.close(wait=DEADLINE) is True
@@ -432,8 +432,8 @@ def _train(tmp_path, tiny_model, url, epochs=3):
 def test_training_under_a_broken_webhook_finishes_with_one_warning(
     tmp_path, tiny_model, raw_webhook, monkeypatch, capsys, caplog, thread_errors
 ):
-    monkeypatch.setenv(teams.ENV_TIMEOUT, "5")
-    monkeypatch.setenv(teams.ENV_ATTEMPTS, "1")
+    monkeypatch.setenv(teams_webhook.ENV_TIMEOUT, "5")
+    monkeypatch.setenv(teams_webhook.ENV_ATTEMPTS, "1")
     caplog.set_level(logging.DEBUG)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -456,8 +456,8 @@ def test_a_url_with_a_control_character_fails_before_training(tmp_path, tiny_mod
 
 
 def test_a_bad_setting_fails_before_training(tmp_path, tiny_model, monkeypatch):
-    monkeypatch.setenv(teams.ENV_ATTEMPTS, "0")
-    with pytest.raises(ValueError, match=teams.ENV_ATTEMPTS):
+    monkeypatch.setenv(teams_webhook.ENV_ATTEMPTS, "0")
+    with pytest.raises(ValueError, match=teams_webhook.ENV_ATTEMPTS):
         _train(tmp_path, tiny_model, f"{HOSTED}/workflows/x?{SECRET}")
 
 
@@ -465,4 +465,86 @@ def test_the_hooks_post_nothing_for_a_run_without_url():
     run = RunInfo(epochs=1)
     teams.cvml_train_begin(run)
     teams.cvml_train_end(run, {}, None)
-    assert teams._active == {}
+    assert teams.plugin.runs == []
+
+
+# -- the plugin object and the shared worker ---------------------------------------------
+
+
+def test_cards_are_posted_on_the_shared_worker_in_order(http_webhook):
+    notifier = TeamsNotifier(http_webhook.url, timeout=5)
+    threads = []
+    post_once = notifier._post_once
+
+    def recording(data, timeout):
+        threads.append(threading.current_thread().name)
+        return post_once(data, timeout)
+
+    notifier._post_once = recording
+    for i in range(3):
+        notifier.post(_card(f"card {i}"))  # never blocks: the cards wait in the lane
+    assert notifier.close(wait=DEADLINE) is True and not notifier.busy
+    assert [r["attachments"][0]["content"]["body"][0]["text"] for r in http_webhook.requests] == [
+        "card 0", "card 1", "card 2"
+    ]
+    assert threads and all(name.startswith("cvml-worker-") for name in threads)
+
+
+def test_close_is_bounded_when_the_webhook_never_answers(silent_webhook, thread_errors):
+    """A dead webhook never holds the caller past ``close``'s bound; the card still
+    ends within its own timeout in the background, and the run warns once."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        notifier = TeamsNotifier(silent_webhook, timeout=1, attempts=1)
+        notifier.post(_card())
+        assert notifier.close(wait=0.05) is False
+        notifier._lane.wait()  # the card's own timeout ends it
+    assert notifier.failed == 1 and not notifier.busy
+    (warning,) = teams_warnings(caught)
+    assert "not confirmed within 0.05 s" in str(warning.message)
+    assert _leaks(str(warning.message), notifier.last_error) == []
+    assert thread_errors == []
+
+
+def test_the_plugin_object_keeps_each_runs_notifier_on_itself(http_webhook):
+    """Two runs at once: each has its own notifier, found by the run object."""
+    first = RunInfo(log_dir="runs/first", epochs=1, webhook_url=http_webhook.url)
+    second = RunInfo(log_dir="runs/second", epochs=1, notify={"teams": http_webhook.url})
+    assert second.webhook_url == http_webhook.url and first.notify == {"teams": http_webhook.url}
+    plugin = teams.TeamsPlugin()
+    plugin.cvml_train_begin(first)
+    plugin.cvml_train_begin(second)
+    assert plugin.runs == [first, second]
+    assert plugin.notifier_of(first) is not plugin.notifier_of(second)
+    assert plugin.notifier_of(RunInfo(epochs=1, webhook_url=http_webhook.url)) is None
+    for run in (second, first):
+        run.end_time = run.start_time + 1
+        plugin.cvml_train_end(run, {}, None)
+    assert plugin.runs == []
+    titles = [
+        (r["attachments"][0]["content"]["body"][1]["facts"][0]["value"],
+         r["attachments"][0]["content"]["body"][0]["text"])
+        for r in http_webhook.requests
+    ]
+    assert sorted(titles) == sorted(
+        [(name, title) for name in ("first", "second")
+         for title in ("Training started", "Training finished")]
+    )
+
+
+def test_the_builtin_plugin_is_the_module_with_the_objects_hooks():
+    registry = cvml_core.plugins.get_registry()
+    impls = {
+        hook: [i for i in getattr(registry.pm.hook, hook).get_hookimpls()
+               if i.plugin_name.endswith("cvml_core.teams")]
+        for hook in ("cvml_train_begin", "cvml_train_end")
+    }
+    for hook, (impl,) in impls.items():
+        assert impl.function.__self__ is teams.plugin, hook
+
+
+def test_a_runs_notify_urls_are_secret():
+    url = f"{HOSTED}/workflows/{SECRET_PATH}?{SECRET}"
+    run = RunInfo(notify={"teams": url, "other": url})
+    assert _leaks(repr(run), run.masked_notify(), run.masked_webhook_url) == []
+    assert run.masked_notify() == {"teams": mask_url(url), "other": mask_url(url)}
