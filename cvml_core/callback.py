@@ -41,22 +41,21 @@ improved keys are committed at once. Any callback may override ``on_due``,
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 import tempfile
-import threading
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from cvml_core.artifact import Artifact, Manifest, Staged
-from cvml_core.atomic import fsync_dir, remove_stale_temps, write_error
+from cvml_core.atomic import remove_stale_temps
 from cvml_core.basis import BasisPolicy, KeyBest
 from cvml_core.distribute import is_chief
 from cvml_core.keras_compat import Callback
+from cvml_core.ledger import Ledger, SaveJob
 from cvml_core.plugins import call_hook
 from cvml_core.worker import BackgroundWorker
 
@@ -73,25 +72,6 @@ def _float_metrics(logs: Mapping[str, Any] | None) -> dict[str, float]:
         except (TypeError, ValueError):
             continue
     return metrics
-
-
-@dataclass
-class SaveJob:
-    """What :meth:`BasisCallback.write` writes: the files of one snapshot.
-
-    ``keys`` are the basis keys whose best file to write, ``extras`` the other files
-    (names the callback chose, e.g. ``"last"``). ``bests`` holds each key's best as
-    decided with this snapshot. ``background`` is False when written on the training
-    thread.
-    """
-
-    epoch: int
-    logs: dict[str, Any]
-    snapshot: Any
-    keys: list[str] = field(default_factory=list)
-    extras: list[str] = field(default_factory=list)
-    bests: dict[str, KeyBest] = field(default_factory=dict)
-    background: bool = True
 
 
 class BasisCallback(Callback):
@@ -145,9 +125,10 @@ class BasisCallback(Callback):
         self.chief = is_chief()
         if self.chief:  # a non-chief process never writes into log_dir
             self._check_writable()
-        self.manifest = Manifest(self.folder, self.name)
-        if self.chief and self.manifest.pending:  # a run stopped mid-publish: finish it
-            adopted, dropped = self.manifest.recover()
+        #: The folder's manifest and committed bests (:mod:`cvml_core.ledger`).
+        self.ledger = Ledger(self.folder, self.name, self.policy)
+        if self.chief:  # a run stopped mid-publish: finish it
+            adopted, dropped = self.ledger.recover()
             if adopted or dropped:
                 warnings.warn(
                     f"{self.name}: the previous run stopped while publishing files in "
@@ -155,24 +136,16 @@ class BasisCallback(Callback):
                     f"into place), dropped {', '.join(dropped) or 'none'} (never renamed)",
                     self.warning_category, stacklevel=2,
                 )
-        if self.manifest.basis_state:
-            try:
-                self.policy.load_state_dict(self.manifest.basis_state)
-            except ValueError as exc:
-                raise ValueError(f"{exc} (saved in {self.manifest.path})") from exc
+        self.ledger.start()
         self.worker = BackgroundWorker(f"cvml-{self.name}")
         self.sample_data: tuple[Any, Any] | None = None
         self.last_logs: dict[str, Any] = {}
-        self._lock = threading.Lock()  # guards the fields below (worker and training thread)
-        #: Per key, the best whose file is written (what the manifest records).
-        self.committed: dict[str, KeyBest] = copy.deepcopy(self.policy.best)
+        self._lock = self.ledger.lock  # guards the fields below and the policy's bests
         #: Per key, the best of the newest save not written yet (what a rollback keeps).
         self._writing: dict[str, KeyBest] = {}
         self._waiting: dict[tuple[str, str], SaveJob] = {}  # target -> newest job to write
         self._failed: list[tuple[str, KeyBest]] = []  # rolled back on the training thread
         self._messages: list[str] = []  # warnings to give on the training thread
-        self._unannounced: list[Artifact] = []
-        self._state_dirty = False
 
     def _check_writable(self) -> None:
         try:
@@ -250,15 +223,19 @@ class BasisCallback(Callback):
 
     # -- the lifecycle ---------------------------------------------------------------
 
+    @property
+    def manifest(self) -> Manifest:
+        """The folder's manifest."""
+        return self.ledger.manifest
+
+    @property
+    def committed(self) -> dict[str, KeyBest]:
+        """Per key, the best whose file is written (what the manifest records)."""
+        return self.ledger.committed
+
     def committed_state(self) -> dict[str, Any]:
         """The basis state with, per key, the best whose file is written."""
-        with self._lock:
-            state = self.policy.state_dict()
-            state["best"] = {
-                key: {"value": best.value, "epoch": best.epoch}
-                for key, best in self.committed.items()
-            }
-            return state
+        return self.ledger.committed_state()
 
     def save(
         self,
@@ -338,92 +315,11 @@ class BasisCallback(Callback):
         if error is not None:
             raise error
 
-    def _commits(self, job: SaveJob, artifact: Artifact) -> bool:
-        return artifact.basis_key in job.keys and artifact.epoch == job.epoch
-
-    def _publish(
-        self, staged: list[Staged], job: SaveJob
-    ) -> tuple[list[Staged], list[Staged], OSError | None]:
-        """Steps 2 and 3 of the order of :class:`Manifest`: name the renames in the
-        manifest's ``pending``, then rename. Returns the files renamed, those not
-        renamed (their temp files must stay until a manifest without their pending
-        entry is written: a pending entry whose temp file is gone counts as renamed)
-        and the error that stopped them. If the pending entries cannot be written,
-        nothing is renamed and the temp files are removed at once."""
-        entries = []
-        for item in staged:
-            entry: dict[str, Any] = {
-                "op": "rename", "temp": item.temp.name, "artifact": item.artifact.to_dict(),
-            }
-            key = item.artifact.basis_key
-            if key is not None and self._commits(job, item.artifact):
-                best = job.bests[key]
-                entry["best"] = {"key": key, "value": best.value, "epoch": best.epoch}
-            entries.append(entry)
-        with self._lock:
-            self.manifest.pending = self.manifest.pending + entries
-            try:
-                self.manifest.write()
-            except OSError as exc:
-                self.manifest.pending = self.manifest.pending[: -len(entries)]
-                self._remove_temps(staged)
-                names = ", ".join(Path(i.artifact.path).name for i in staged)
-                return [], [], write_error(
-                    f"recording the coming rename of {names} (left under its old content)"
-                    " by writing", self.manifest.path, exc,
-                )
-        done: list[Staged] = []
-        for i, item in enumerate(staged):
-            final = Path(item.artifact.path)
-            try:
-                os.replace(item.temp, final)
-            except OSError as exc:
-                return done, staged[i:], write_error("renaming into place", final, exc)
-            done.append(item)
-        fsync_dir(self.folder)
-        return done, [], None
-
-    @staticmethod
-    def _remove_temps(staged: list[Staged]) -> None:
-        for item in staged:
-            with contextlib.suppress(OSError):
-                item.temp.unlink()
-
     def _write_one(self, job: SaveJob) -> None:
         landed: set[str] = set()
         try:
             for item in self.write(job):
-                group = list(item) if isinstance(item, (list, tuple)) else [item]
-                staged = [g for g in group if isinstance(g, Staged)]
-                artifacts = [g for g in group if isinstance(g, Artifact)]
-                error: OSError | None = None
-                leftover: list[Staged] = []
-                if staged:
-                    done, leftover, error = self._publish(staged, job)
-                    artifacts += [g.artifact for g in done]
-                    if error is not None and not done and not leftover:
-                        raise error
-                with self._lock:
-                    for artifact in artifacts:
-                        key = artifact.basis_key
-                        if key is not None and self._commits(job, artifact):
-                            landed.add(key)
-                            old = self.committed[key].epoch
-                            if old is None or (job.bests[key].epoch or 0) >= old:
-                                self.committed[key] = copy.copy(job.bests[key])
-                try:
-                    self.record(artifacts)
-                except OSError as exc:
-                    if not artifacts and error is not None:
-                        raise error from exc  # temps stay: the next start drops them
-                    names = ", ".join(Path(a.path).name for a in artifacts)
-                    raise write_error(
-                        f"{names} (epoch {job.epoch}) is in place, but recording it by "
-                        "writing", self.manifest.path, exc,
-                    ) from exc
-                self._remove_temps(leftover)  # the manifest no longer names them
-                if error is not None:
-                    raise error
+                landed |= self.ledger.publish(item, job)
         except Exception as exc:
             self._done_writing(job)
             failed = [k for k in job.keys if k not in landed]
@@ -479,59 +375,16 @@ class BasisCallback(Callback):
         Safe from the worker. The artifacts are announced to plugins on the training
         thread, at the next epoch end or at train end.
         """
-        state = self.committed_state()
-        with self._lock:
-            for artifact in artifacts:
-                self.manifest.add(artifact)
-            self.manifest.basis_state = state
-            self.manifest.pending = [
-                e for e in self.manifest.pending if e.get("op") == "delete"
-                and (self.folder / Path(str(e.get("path", ""))).name).exists()
-            ]
-            self._unannounced.extend(artifacts)
-            self.manifest.write()
-            self._state_dirty = False
+        self.ledger.record(artifacts)
 
     def forget(self, paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
-        """Delete files this callback wrote (e.g. retention), manifest first: their
-        entries leave the manifest, which names each delete as pending, then the files
-        go. Safe from the worker. Returns the files deleted; a failure is a
-        :class:`~cvml_core.atomic.FileWriteError` naming the file and its folder."""
-        names = {Path(p).name for p in paths}
-        if not names:
-            return []
-        with self._lock:
-            kept = [e for e in self.manifest.artifacts
-                    if Path(str(e.get("path", ""))).name not in names]
-            old_artifacts, old_pending = self.manifest.artifacts, self.manifest.pending
-            self.manifest.artifacts = kept
-            self.manifest.pending = old_pending + [
-                {"op": "delete", "path": name} for name in sorted(names)
-            ]
-            try:
-                self.manifest.write()
-            except OSError as exc:
-                self.manifest.artifacts, self.manifest.pending = old_artifacts, old_pending
-                raise write_error(
-                    f"recording the retention delete of {', '.join(sorted(names))} (kept) "
-                    "by writing", self.manifest.path, exc,
-                ) from exc
-        deleted = []
-        for name in sorted(names):
-            path = self.folder / name
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                continue
-            except OSError as exc:  # left pending: the next start deletes it
-                raise write_error("deleting (retention)", path, exc) from exc
-            deleted.append(path)
-        return deleted
+        """Delete files this callback wrote (e.g. retention), manifest first (see
+        :meth:`Ledger.forget <cvml_core.ledger.Ledger.forget>`). Safe from the worker."""
+        return self.ledger.forget(paths)
 
     def manifest_artifacts(self) -> list[dict[str, Any]]:
         """A copy of the manifest's artifact entries, safe while the worker records."""
-        with self._lock:
-            return [dict(entry) for entry in self.manifest.artifacts]
+        return self.ledger.artifacts()
 
     def run_in_background(self, name: str, job: Callable[[], Any]) -> None:
         """Run ``job()`` on the worker (work that is not a save, e.g. event files).
@@ -544,7 +397,7 @@ class BasisCallback(Callback):
         """On the training thread: roll back failed keys, give the warnings, announce
         new files through ``cvml_artifact_saved``, raise a background failure."""
         with self._lock:
-            artifacts, self._unannounced = self._unannounced, []
+            artifacts, self.ledger.unannounced = self.ledger.unannounced, []
             failed, self._failed = self._failed, []
             messages, self._messages = self._messages, []
         self._roll_back(failed)
@@ -572,7 +425,7 @@ class BasisCallback(Callback):
                 stacklevel=2,
             )
         finally:
-            if self._state_dirty and self.chief:
+            if self.ledger.state_dirty and self.chief:
                 self.record([])
 
     # -- Keras hooks ---------------------------------------------------------------
@@ -580,9 +433,7 @@ class BasisCallback(Callback):
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self.chief = is_chief(self.model)
         if self.chief:
-            if self.manifest.pending:
-                with self._lock:
-                    self.manifest.recover()
+            self.ledger.recover()
             remove_stale_temps(self.folder)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -601,10 +452,7 @@ class BasisCallback(Callback):
         if self.writes_files:
             self.save(number, logs, improved, self.extras_due(number))
         elif improved:
-            with self._lock:  # a best without a file: committed at once
-                for key in improved:
-                    self.committed[key] = copy.copy(self.policy.best[key])
-                self._state_dirty = True
+            self.ledger.commit_now(improved)  # a best without a file
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         logs = dict(logs or self.last_logs)

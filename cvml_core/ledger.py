@@ -1,0 +1,237 @@
+"""A callback folder's record of its files and bests, kept manifest-first.
+
+The :class:`Ledger` holds the folder's :class:`~cvml_core.artifact.Manifest` and, per
+basis key, the *committed* best: the best whose file is in place. It publishes each
+:class:`~cvml_core.artifact.Staged` file a callback's ``write`` yields in the order
+the manifest's crash safety needs (pending entry, rename, record), deletes files for
+retention the same way, and lists what it recorded. Every method is safe from the
+worker and the training thread alike (one lock, :attr:`Ledger.lock`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cvml_core.artifact import Artifact, Manifest, Staged
+from cvml_core.atomic import fsync_dir, write_error
+from cvml_core.basis import BasisPolicy, KeyBest
+
+
+@dataclass
+class SaveJob:
+    """What :meth:`BasisCallback.write` writes: the files of one snapshot.
+
+    ``keys`` are the basis keys whose best file to write, ``extras`` the other files
+    (names the callback chose, e.g. ``"last"``). ``bests`` holds each key's best as
+    decided with this snapshot. ``background`` is False when written on the training
+    thread.
+    """
+
+    epoch: int
+    logs: dict[str, Any]
+    snapshot: Any
+    keys: list[str] = field(default_factory=list)
+    extras: list[str] = field(default_factory=list)
+    bests: dict[str, KeyBest] = field(default_factory=dict)
+    background: bool = True
+
+    def commits(self, artifact: Artifact) -> bool:
+        """Whether ``artifact`` is the best file of one of this job's keys."""
+        return artifact.basis_key in self.keys and artifact.epoch == self.epoch
+
+
+class Ledger:
+    """The manifest and committed bests of one callback folder."""
+
+    def __init__(self, folder: Path, callback: str, policy: BasisPolicy) -> None:
+        self.folder = folder
+        self.policy = policy
+        self.manifest = Manifest(folder, callback)
+        self.lock = threading.Lock()
+        #: Per key, the best whose file is written (what the manifest records).
+        self.committed: dict[str, KeyBest] = {}
+        #: Recorded, not yet announced to plugins (the training thread does that).
+        self.unannounced: list[Artifact] = []
+        #: Committed bests without a file (e.g. tb's) not yet in the manifest.
+        self.state_dirty = False
+
+    def start(self) -> None:
+        """Load the saved bests into the policy; from then on they count as committed."""
+        if self.manifest.basis_state:
+            try:
+                self.policy.load_state_dict(self.manifest.basis_state)
+            except ValueError as exc:
+                raise ValueError(f"{exc} (saved in {self.manifest.path})") from exc
+        self.committed = copy.deepcopy(self.policy.best)
+
+    def committed_state(self) -> dict[str, Any]:
+        """The basis state with, per key, the best whose file is written."""
+        with self.lock:
+            state = self.policy.state_dict()
+            state["best"] = {
+                key: {"value": best.value, "epoch": best.epoch}
+                for key, best in self.committed.items()
+            }
+            return state
+
+    def commit_now(self, keys: Iterable[str]) -> None:
+        """Commit the policy's bests of ``keys`` at once (bests without a file)."""
+        with self.lock:
+            for key in keys:
+                self.committed[key] = copy.copy(self.policy.best[key])
+            self.state_dirty = True
+
+    def publish(self, item: Any, job: SaveJob) -> set[str]:
+        """Put one thing ``write`` yielded in place and record it; return the keys of
+        ``job`` it commits. Raises the first error after recording what landed."""
+        group = list(item) if isinstance(item, (list, tuple)) else [item]
+        staged = [g for g in group if isinstance(g, Staged)]
+        artifacts = [g for g in group if isinstance(g, Artifact)]
+        error: OSError | None = None
+        leftover: list[Staged] = []
+        if staged:
+            done, leftover, error = self._rename(staged, job)
+            artifacts += [g.artifact for g in done]
+            if error is not None and not done and not leftover:
+                raise error
+        landed: set[str] = set()
+        with self.lock:
+            for artifact in artifacts:
+                key = artifact.basis_key
+                if key is not None and job.commits(artifact):
+                    landed.add(key)
+                    old = self.committed[key].epoch
+                    if old is None or (job.bests[key].epoch or 0) >= old:
+                        self.committed[key] = copy.copy(job.bests[key])
+        try:
+            self.record(artifacts)
+        except OSError as exc:
+            if not artifacts and error is not None:
+                raise error from exc  # temps stay: the next start drops them
+            names = ", ".join(Path(a.path).name for a in artifacts)
+            raise write_error(
+                f"{names} (epoch {job.epoch}) is in place, but recording it by "
+                "writing", self.manifest.path, exc,
+            ) from exc
+        _remove_temps(leftover)  # the manifest no longer names them
+        if error is not None:
+            raise error
+        return landed
+
+    def _rename(
+        self, staged: list[Staged], job: SaveJob
+    ) -> tuple[list[Staged], list[Staged], OSError | None]:
+        """Steps 2 and 3 of the order of :class:`Manifest`: name the renames in the
+        manifest's ``pending``, then rename. Returns the files renamed, those not
+        renamed (their temp files must stay until a manifest without their pending
+        entry is written: a pending entry whose temp file is gone counts as renamed)
+        and the error that stopped them. If the pending entries cannot be written,
+        nothing is renamed and the temp files are removed at once."""
+        entries = []
+        for item in staged:
+            entry: dict[str, Any] = {
+                "op": "rename", "temp": item.temp.name, "artifact": item.artifact.to_dict(),
+            }
+            key = item.artifact.basis_key
+            if key is not None and job.commits(item.artifact):
+                best = job.bests[key]
+                entry["best"] = {"key": key, "value": best.value, "epoch": best.epoch}
+            entries.append(entry)
+        with self.lock:
+            self.manifest.pending = self.manifest.pending + entries
+            try:
+                self.manifest.write()
+            except OSError as exc:
+                self.manifest.pending = self.manifest.pending[: -len(entries)]
+                _remove_temps(staged)
+                names = ", ".join(Path(i.artifact.path).name for i in staged)
+                return [], [], write_error(
+                    f"recording the coming rename of {names} (left under its old content)"
+                    " by writing", self.manifest.path, exc,
+                )
+        done: list[Staged] = []
+        for i, item in enumerate(staged):
+            final = Path(item.artifact.path)
+            try:
+                os.replace(item.temp, final)
+            except OSError as exc:
+                return done, staged[i:], write_error("renaming into place", final, exc)
+            done.append(item)
+        fsync_dir(self.folder)
+        return done, [], None
+
+    def record(self, artifacts: list[Artifact]) -> None:
+        """Add ``artifacts`` to the manifest with the committed basis state; write it.
+        They are announced later, on the training thread."""
+        state = self.committed_state()
+        with self.lock:
+            for artifact in artifacts:
+                self.manifest.add(artifact)
+            self.manifest.basis_state = state
+            self.manifest.pending = [
+                e for e in self.manifest.pending if e.get("op") == "delete"
+                and (self.folder / Path(str(e.get("path", ""))).name).exists()
+            ]
+            self.unannounced.extend(artifacts)
+            self.manifest.write()
+            self.state_dirty = False
+
+    def forget(self, paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+        """Delete recorded files, manifest first: their entries leave the manifest,
+        which names each delete as pending, then the files go. Returns the files
+        deleted; a failure is a :class:`~cvml_core.atomic.FileWriteError`."""
+        names = {Path(p).name for p in paths}
+        if not names:
+            return []
+        with self.lock:
+            kept = [e for e in self.manifest.artifacts
+                    if Path(str(e.get("path", ""))).name not in names]
+            old_artifacts, old_pending = self.manifest.artifacts, self.manifest.pending
+            self.manifest.artifacts = kept
+            self.manifest.pending = old_pending + [
+                {"op": "delete", "path": name} for name in sorted(names)
+            ]
+            try:
+                self.manifest.write()
+            except OSError as exc:
+                self.manifest.artifacts, self.manifest.pending = old_artifacts, old_pending
+                raise write_error(
+                    f"recording the retention delete of {', '.join(sorted(names))} (kept) "
+                    "by writing", self.manifest.path, exc,
+                ) from exc
+        deleted = []
+        for name in sorted(names):
+            path = self.folder / name
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:  # left pending: the next start deletes it
+                raise write_error("deleting (retention)", path, exc) from exc
+            deleted.append(path)
+        return deleted
+
+    def artifacts(self) -> list[dict[str, Any]]:
+        """A copy of the manifest's artifact entries."""
+        with self.lock:
+            return [dict(entry) for entry in self.manifest.artifacts]
+
+    def recover(self) -> tuple[list[str], list[str]]:
+        """Finish the publishing a stopped run left pending (see :meth:`Manifest.recover`)."""
+        with self.lock:
+            if not self.manifest.pending:
+                return [], []
+            return self.manifest.recover()
+
+
+def _remove_temps(staged: list[Staged]) -> None:
+    for item in staged:
+        with contextlib.suppress(OSError):
+            item.temp.unlink()
