@@ -12,8 +12,10 @@ it never competes with training for GPU memory. No TensorFlow import here.
 
 The worker dies with this process (see :mod:`cvml_tflite.worker_main`): on Linux
 through the kernel's parent-death signal, which fires when the *thread* that started
-it ends, so workers are started from :func:`_spawn`'s thread, which lives as long as
-the process. Its command line is ``python -m cvml_tflite.worker_main --parent <pid>``.
+it ends. So :func:`_start` starts each worker from a thread of its own that waits for
+it and ends with it: the conversions themselves run on the shared background worker
+(:mod:`cvml_core.worker`), whose threads end when idle, which would kill an idle
+worker process. Its command line is ``python -m cvml_tflite.worker_main --parent <pid>``.
 """
 
 from __future__ import annotations
@@ -26,43 +28,30 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 from cvml_tflite.worker_main import IDLE_EXIT_CODE, PARENT_ENV
 
-T = TypeVar("T")
-_spawn_queue: queue.Queue[tuple[Callable[[], Any], queue.Queue[Any]]] = queue.Queue()
-_spawn_thread: threading.Thread | None = None
-_spawn_lock = threading.Lock()
 
+def _start(args: list[str], **popen_kwargs: Any) -> subprocess.Popen[str]:
+    """``subprocess.Popen(args, ...)`` from a new thread that then waits for the process
+    and ends when it exits (the kernel's parent-death signal follows that thread)."""
+    box: queue.Queue[subprocess.Popen[str] | BaseException] = queue.Queue(maxsize=1)
 
-def _spawn_loop() -> None:
-    while True:
-        fn, box = _spawn_queue.get()
+    def parent() -> None:
         try:
-            box.put((True, fn()))
+            proc: subprocess.Popen[str] = subprocess.Popen(args, **popen_kwargs)
         except BaseException as exc:  # handed to the caller
-            box.put((False, exc))
+            box.put(exc)
+            return
+        box.put(proc)
+        proc.wait()  # reaps it; Popen.poll elsewhere reads its return code
 
-
-def _spawn(fn: Callable[[], T]) -> T:
-    """Run ``fn`` (which starts a process) on the one thread that lives as long as
-    this process, so that the child's parent-death signal fires only when the
-    process dies, never when a short-lived worker thread ends."""
-    global _spawn_thread
-    with _spawn_lock:
-        if _spawn_thread is None or not _spawn_thread.is_alive():
-            _spawn_thread = threading.Thread(
-                target=_spawn_loop, name="cvml-tflite-spawner", daemon=True
-            )
-            _spawn_thread.start()
-    box: queue.Queue[Any] = queue.Queue(maxsize=1)
-    _spawn_queue.put((fn, box))
-    ok, value = box.get()
-    if not ok:
-        raise value
-    return value
+    threading.Thread(target=parent, name="cvml-tflite-parent", daemon=True).start()
+    started = box.get()
+    if isinstance(started, BaseException):
+        raise started
+    return started
 
 
 class WorkerCrashedError(RuntimeError):
@@ -94,7 +83,7 @@ class ConverterProcess:
         self._stderr: IO[bytes] = tempfile.TemporaryFile(prefix="cvml-tflite-worker-")
         child_env = _child_env(env)
         child_env[PARENT_ENV] = str(os.getpid())
-        self.proc = _spawn(lambda: subprocess.Popen(
+        self.proc = _start(
             [sys.executable, "-m", "cvml_tflite.worker_main", "--parent", str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -102,7 +91,7 @@ class ConverterProcess:
             env=child_env,
             text=True,
             encoding="utf-8",
-        ))
+        )
         self.conversions = 0
         self.last_rss_mb: float | None = None
 
