@@ -16,10 +16,13 @@ Shared by every callback. Pure Python: no TensorFlow import.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from cvml_core.checks import check_int, check_number, is_integer
+
+__all__ = ["BasisPolicy", "KeyBest", "MissingMetricError", "is_integer", "validate_basis_dict"]
 
 MODES = ("min", "max")
 
@@ -37,11 +40,6 @@ class KeyBest:
 
     value: float | None = None
     epoch: int | None = None
-
-
-def is_integer(value: Any) -> bool:
-    """An int or numpy integer, not a bool."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def validate_basis_dict(basis_dict: Any) -> dict[str, str]:
@@ -87,29 +85,13 @@ class BasisPolicy:
         min_delta: float = 0.0,
     ) -> None:
         self.basis = validate_basis_dict(basis_dict)
-        if not is_integer(skip_from_start) or skip_from_start < 0:
-            raise ValueError(
-                "skip_from_start must be an integer >= 0 (the number of first epochs "
-                f"that are never due). Received: skip_from_start={skip_from_start!r}"
-            )
-        if not is_integer(frequency) or frequency < 1:
-            raise ValueError(
-                "frequency must be an integer >= 1 (an epoch e is due when "
-                f"e % frequency == 0). Received: frequency={frequency!r}"
-            )
-        if (
-            isinstance(min_delta, bool)
-            or not isinstance(min_delta, numbers.Real)
-            or not math.isfinite(min_delta)
-            or min_delta < 0
-        ):
-            raise ValueError(
-                "min_delta must be a finite number >= 0. "
-                f"Received: min_delta={min_delta!r}"
-            )
-        self.skip_from_start: int = int(skip_from_start)
-        self.frequency: int = int(frequency)
-        self.min_delta: float = float(min_delta)
+        self.skip_from_start = check_int(
+            "skip_from_start", skip_from_start, 0, "the number of first epochs that are never due"
+        )
+        self.frequency = check_int(
+            "frequency", frequency, 1, "an epoch e is due when e % frequency == 0"
+        )
+        self.min_delta = check_number("min_delta", min_delta, low=0.0)
         self.best: dict[str, KeyBest] = {key: KeyBest() for key in self.basis}
 
     def __repr__(self) -> str:

@@ -83,6 +83,10 @@ class BasisCallback(Callback):
     :param skip_from_start: the first epochs that are never due.
     :param frequency: an epoch ``e`` is due when ``e % frequency == 0``.
     :param min_delta: how much a value must beat the best to count as improved.
+    :param folder: this callback's folder in ``log_dir`` (default: the class's ``name``).
+
+    These are the schedule every callback shares: a subclass takes its own options as
+    keywords and forwards the rest (``**schedule``) here, so they are declared once.
 
     The basis state is restored from the folder's ``manifest.json`` if one exists,
     so a resumed run keeps its bests.

@@ -22,14 +22,9 @@ from cvml_ckpt.state import StateCopy
 from cvml_core.artifact import Manifest, Staged
 from cvml_core.atomic import staging, temp_path_for
 from cvml_core.callback import BasisCallback, SaveJob
+from cvml_core.checks import check_bool
 from cvml_core.distribute import process_count
 from cvml_core.keras_compat import optimizer_built, uses_legacy_keras
-
-
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False. Received: {name}={value!r}")
-    return value
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -71,9 +66,8 @@ class CkptCallback(BasisCallback):
 
     :param log_dir: the run's folder; files go to ``log_dir/ckpt/``.
     :param basis_dict: ``{metric: "min"|"max"}``, e.g. ``{"val_loss": "min"}``.
-    :param skip_from_start: the first epochs that are never due.
-    :param frequency: an epoch ``e`` (1-based) is due when ``e % frequency == 0``.
-    :param min_delta: how much a value must beat its best to count as improved.
+    :param schedule: ``skip_from_start``, ``frequency``, ``min_delta`` and ``folder``,
+        as for :class:`~cvml_core.callback.BasisCallback`.
     :param save_last: also write ``last.keras`` on every due epoch.
     :param keep_top_k: how many bests to keep per key: the current best
         (``best_<key>``) and the ``keep_top_k - 1`` previous ones
@@ -106,21 +100,19 @@ class CkptCallback(BasisCallback):
         self,
         log_dir: str | os.PathLike[str],
         basis_dict: Mapping[str, str],
-        skip_from_start: int = 0,
-        frequency: int = 1,
-        min_delta: float = 0.0,
+        *,
         save_last: bool = False,
         keep_top_k: int | None = 1,
         save_weights_only: bool = False,
         include_optimizer: bool = True,
         background: bool = True,
-        folder: str | None = None,
+        **schedule: Any,
     ) -> None:
-        super().__init__(log_dir, basis_dict, skip_from_start, frequency, min_delta, folder)
-        self.save_last = _check_bool("save_last", save_last)
-        self.save_weights_only = _check_bool("save_weights_only", save_weights_only)
-        self.include_optimizer = _check_bool("include_optimizer", include_optimizer)
-        self.background = _check_bool("background", background) and not uses_legacy_keras()
+        super().__init__(log_dir, basis_dict, **schedule)
+        self.save_last = check_bool("save_last", save_last)
+        self.save_weights_only = check_bool("save_weights_only", save_weights_only)
+        self.include_optimizer = check_bool("include_optimizer", include_optimizer)
+        self.background = check_bool("background", background) and not uses_legacy_keras()
         if keep_top_k is not None and (
             isinstance(keep_top_k, bool) or not isinstance(keep_top_k, int) or keep_top_k < 1
         ):

@@ -35,6 +35,7 @@ import tensorflow as tf
 
 from cvml_core.basis import is_integer
 from cvml_core.callback import BasisCallback
+from cvml_core.checks import check_bool, check_int
 from cvml_core.keras_compat import keras
 from cvml_tb import images as img
 from cvml_tb import summaries
@@ -98,7 +99,6 @@ class TensorboardCallback(BasisCallback):
     :param basis_dict: ``{metric: "min"|"max"}``; each key's best so far is written, and
         sample images on due epochs where a key improved (and on the first epoch of
         each ``fit``).
-    :param skip_from_start, frequency, min_delta: the basis schedule (see ``BasisCallback``).
     :param image_shape: ``(H, W[, C])`` the inputs are reshaped to for display (flat
         inputs); C is 1, 3 or 4. Giving it turns image logging on.
     :param sample_data: ``(x, y)``, ``x`` or a dataset of batches to draw the images
@@ -117,7 +117,8 @@ class TensorboardCallback(BasisCallback):
     :param write_graph: write the model's conceptual graph (Graphs tab), as Keras does.
     :param write_model_summary: write ``model.summary()`` and the arguments as text
         (True or False).
-    :param folder: this callback's folder in ``log_dir`` (default ``"tb"``).
+    :param schedule: ``skip_from_start``, ``frequency``, ``min_delta`` and ``folder``,
+        as for :class:`~cvml_core.callback.BasisCallback`.
 
     Example::
 
@@ -133,9 +134,7 @@ class TensorboardCallback(BasisCallback):
         self,
         log_dir: str | os.PathLike[str],
         basis_dict: Mapping[str, str],
-        skip_from_start: int = 0,
-        frequency: int = 1,
-        min_delta: float = 0.0,
+        *,
         image_shape: Sequence[int] | None = None,
         sample_data: Any = None,
         max_images: int = 8,
@@ -145,15 +144,11 @@ class TensorboardCallback(BasisCallback):
         histogram_freq: int = 0,
         write_graph: bool = True,
         write_model_summary: bool = True,
-        folder: str | None = None,
+        **schedule: Any,
     ) -> None:
-        super().__init__(log_dir, basis_dict, skip_from_start, frequency, min_delta, folder)
+        super().__init__(log_dir, basis_dict, **schedule)
         self.image_shape = img.check_image_shape(image_shape)
-        if not is_integer(max_images) or max_images < 0:
-            raise ValueError(
-                "max_images must be an integer >= 0 (0 turns images off). "
-                f"Received: max_images={max_images!r}"
-            )
+        max_images = check_int("max_images", max_images, 0, "0 turns images off")
         if log_images not in (None, True, False):
             raise ValueError(
                 "log_images must be True, False or None (auto). "
@@ -166,11 +161,7 @@ class TensorboardCallback(BasisCallback):
                 "update_freq must be 'epoch', 'batch' or an integer >= 1 (write batch "
                 f"scalars every N batches). Received: update_freq={update_freq!r}"
             )
-        if not is_integer(histogram_freq) or histogram_freq < 0:
-            raise ValueError(
-                "histogram_freq must be an integer >= 0 (0: no histograms). "
-                f"Received: histogram_freq={histogram_freq!r}"
-            )
+        histogram_freq = check_int("histogram_freq", histogram_freq, 0, "0: no histograms")
         if class_names is not None and (
             isinstance(class_names, (str, bytes))
             or not isinstance(class_names, (Sequence, np.ndarray))
@@ -181,13 +172,8 @@ class TensorboardCallback(BasisCallback):
                 "['cat', 'dog']), or None; a single str is not allowed. Received: "
                 f"class_names={class_names!r} of type {type(class_names).__name__}"
             )
-        for arg, value in (("write_model_summary", write_model_summary),
-                           ("write_graph", write_graph)):
-            if not isinstance(value, (bool, np.bool_)):
-                raise ValueError(
-                    f"{arg} must be True or False. Received: {arg}={value!r} of type "
-                    f"{type(value).__name__}"
-                )
+        write_model_summary = check_bool("write_model_summary", write_model_summary)
+        write_graph = check_bool("write_graph", write_graph)
         if log_images is None:
             log_images = image_shape is not None or sample_data is not None
         self.log_images = bool(log_images) and max_images > 0

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
-import numbers
 import os
 import shutil
 import tempfile
@@ -20,8 +18,8 @@ import numpy as np
 
 from cvml_core.artifact import Staged, file_stem
 from cvml_core.atomic import scratch_dir, temp_path_for
-from cvml_core.basis import is_integer
 from cvml_core.callback import BasisCallback, SaveJob
+from cvml_core.checks import check_bool, check_int, check_number
 from cvml_core.keras_compat import flatten, keras
 from cvml_tflite import QUANTIZATION_MODES
 from cvml_tflite.convert import SNAPSHOT_CONFIG, SNAPSHOT_REFERENCE, SNAPSHOT_WEIGHTS
@@ -118,6 +116,8 @@ class TFLiteCallback(BasisCallback):
     against the Keras model in inference mode; figures go to ``manifest.json``.
 
     :param at_train_end: also convert the final model to ``final.tflite``.
+    :param schedule: ``skip_from_start``, ``frequency``, ``min_delta`` and ``folder``,
+        as for :class:`~cvml_core.callback.BasisCallback`.
     :param quantization: None (float32), ``"float16"``, ``"dynamic"`` (dynamic-range)
         or ``"int8"`` (full integer, int8 inputs/outputs, calibrated on ``sample_data``).
     :param sample_data: input samples (an array, first axis = samples, any numeric
@@ -155,9 +155,7 @@ class TFLiteCallback(BasisCallback):
         self,
         log_dir: str | os.PathLike[str],
         basis_dict: Mapping[str, str],
-        skip_from_start: int = 0,
-        frequency: int = 1,
-        min_delta: float = 0.0,
+        *,
         at_train_end: bool = False,
         quantization: str | None = None,
         sample_data: Any = None,
@@ -168,57 +166,30 @@ class TFLiteCallback(BasisCallback):
         calibration_samples: int = 100,
         worker_max_conversions: int = 20,
         worker_max_rss_mb: float | None = 4096.0,
-        folder: str | None = None,
+        **schedule: Any,
     ) -> None:
         if quantization not in QUANTIZATION_MODES:
             raise ValueError(
                 f"quantization must be one of {list(QUANTIZATION_MODES)} (None = float32). "
                 f"Received: quantization={quantization!r}"
             )
-        for arg, value in (("at_train_end", at_train_end), ("strict", strict)):
-            if not isinstance(value, bool):
-                raise ValueError(f"{arg} must be True or False. Received: {arg}={value!r}")
-        if max_error is not None and (
-            isinstance(max_error, bool)
-            or not isinstance(max_error, numbers.Real)
-            or not math.isfinite(max_error)
-            or max_error < 0
-        ):
-            raise ValueError(
-                f"max_error must be None or a finite number >= 0. Received: max_error={max_error!r}"
-            )
-        if (
-            isinstance(min_top1_agreement, bool)
-            or not isinstance(min_top1_agreement, numbers.Real)
-            or not 0.0 <= min_top1_agreement <= 1.0
-        ):
-            raise ValueError(
-                "min_top1_agreement must be a number in [0, 1]. "
-                f"Received: min_top1_agreement={min_top1_agreement!r}"
-            )
-        for arg, value in (
-            ("verify_samples", verify_samples),
-            ("calibration_samples", calibration_samples),
-            ("worker_max_conversions", worker_max_conversions),
-        ):
-            if not is_integer(value) or value < 1:
-                raise ValueError(f"{arg} must be an integer >= 1. Received: {arg}={value!r}")
-        if worker_max_rss_mb is not None and (
-            isinstance(worker_max_rss_mb, bool)
-            or not isinstance(worker_max_rss_mb, numbers.Real)
-            or not worker_max_rss_mb > 0
-        ):
-            raise ValueError(
-                "worker_max_rss_mb must be None or a number > 0. "
-                f"Received: worker_max_rss_mb={worker_max_rss_mb!r}"
-            )
+        at_train_end = check_bool("at_train_end", at_train_end)
+        strict = check_bool("strict", strict)
+        max_error = check_number("max_error", max_error, low=0.0, none_ok=True)
+        min_top1_agreement = check_number("min_top1_agreement", min_top1_agreement, 0.0, 1.0)
+        verify_samples = check_int("verify_samples", verify_samples, 1)
+        calibration_samples = check_int("calibration_samples", calibration_samples, 1)
+        worker_max_conversions = check_int("worker_max_conversions", worker_max_conversions, 1)
+        worker_max_rss_mb = check_number(
+            "worker_max_rss_mb", worker_max_rss_mb, low=0.0, low_open=True, none_ok=True
+        )
         if quantization == "int8" and sample_data is None:
             raise ValueError(
                 "quantization='int8' needs sample_data: a representative batch of inputs "
                 "(e.g. 100 dev samples) to calibrate on. Received: sample_data=None"
             )
         sample = self._check_sample(sample_data) if sample_data is not None else None
-        super().__init__(log_dir, basis_dict, skip_from_start, frequency, min_delta, folder)
+        super().__init__(log_dir, basis_dict, **schedule)
         self.at_train_end = at_train_end
         self.quantization = quantization
         self.strict = strict
