@@ -200,6 +200,16 @@ class BasisCallback(Callback):
     def release(self, snapshot: Any) -> None:
         """Free a snapshot that is written, or replaced before being written."""
 
+    @classmethod
+    def demo_options(cls, demo: Any) -> dict[str, Any]:
+        """Options for ``cvml demo``, which passes itself (``demo.epochs``,
+        ``demo.image_shape``, ``demo.class_names``); log_dir and basis come apart."""
+        return {}
+
+    def demo_report(self, log_dir: Path) -> list[str]:
+        """Lines ``cvml demo`` prints for this callback after training."""
+        return []
+
     def set_sample_data(self, x: Any, y: Any = None) -> None:
         """Give the callback sample inputs (and labels); data passed by the user wins."""
         if self.sample_data is None:

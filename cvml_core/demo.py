@@ -3,9 +3,10 @@
 A small CNN learns scikit-learn's 8x8 handwritten digits (1797 images shipped inside
 scikit-learn: no download) through :class:`cvml_core.train.TrainInfer`, with every
 callback the installed plugins register, into ``runs/demo`` (or ``--log-dir``). At
-the end it prints where each artifact is, the best metrics, the ``.tflite``
-verification figures (when the ``tflite`` plugin is installed) and the TensorBoard
-command. Set ``CVML_TEAMS_WEBHOOK_URL`` to also get Teams cards.
+the end it prints where each artifact is, the best metrics and what each callback
+adds (``demo_report``: the ``.tflite`` verification figures, the TensorBoard command).
+Each callback class chooses its own options (``demo_options``). Set
+``CVML_TEAMS_WEBHOOK_URL`` to also get Teams cards.
 
 A ``log_dir`` left by an earlier demo (it holds a ``.cvml-demo`` marker) is replaced;
 any other non-empty folder is refused, never deleted.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +27,13 @@ BATCH_SIZE = 32
 IMAGE_SHAPE = (8, 8, 1)
 
 
-def callback_options(name: str, epochs: int) -> dict[str, Any]:
-    """Options the demo gives the callbacks it knows; others get log_dir and basis only."""
-    if name == "tb":
-        return {"image_shape": IMAGE_SHAPE, "class_names": [str(d) for d in range(10)]}
-    if name == "tflite":
-        # Convert in the second half only: each conversion costs a few seconds of CPU.
-        return {"skip_from_start": epochs // 2}
-    return {}
+@dataclass(frozen=True)
+class Demo:
+    """What the demo tells each callback class's ``demo_options(demo)``."""
+
+    epochs: int
+    image_shape: tuple[int, ...] = IMAGE_SHAPE
+    class_names: tuple[str, ...] = tuple(str(d) for d in range(10))
 
 
 def load_data(seed: int = 0) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
@@ -91,16 +92,17 @@ def _prepare_log_dir(log_dir: Path) -> str | None:
 
 
 def _build_callbacks(log_dir: Path, epochs: int) -> list[Any]:
+    """One of every installed callback, with the options its class asks for."""
     from cvml_core.plugins import get_registry
+    from cvml_core.protocol import InDemo
 
     registry = get_registry()
     callbacks = []
     for info in registry.available():
         try:
             cls = registry.callback_class(info.name)
-            callbacks.append(
-                cls(str(log_dir), dict(BASIS), **callback_options(info.name, epochs))
-            )
+            options = cls.demo_options(Demo(epochs)) if issubclass(cls, InDemo) else {}
+            callbacks.append(cls(str(log_dir), dict(BASIS), **options))
         except Exception as exc:  # a broken third-party callback must not stop the demo
             print(
                 f"cvml demo: skipping callback {info.name!r} ({info.distribution}): "
@@ -110,24 +112,10 @@ def _build_callbacks(log_dir: Path, epochs: int) -> list[Any]:
     return callbacks
 
 
-def _tflite_figures(details: dict[str, Any]) -> str:
-    parts = []
-    if details.get("quantization"):
-        parts.append(str(details["quantization"]))
-    if details.get("size") is not None:
-        parts.append(f"{details['size'] / 1024:.1f} KiB")
-    if details.get("max_abs_error") is not None:
-        parts.append(f"max abs error {details['max_abs_error']:.2g}")
-    if details.get("top1_agreement") is not None:
-        parts.append(f"top-1 agreement {100 * details['top1_agreement']:.1f}%")
-    if details.get("verify_samples") is not None:
-        parts.append(f"on {details['verify_samples']} samples")
-    if "verified" in details:
-        parts.append("verified" if details["verified"] else "NOT verified")
-    return ", ".join(parts) or str(details)
-
-
 def _report(train_infer: Any, log_dir: Path) -> None:
+    from cvml_core.protocol import InDemo, WritesFolder
+    from cvml_core.resolve import callback_label
+
     run = train_infer.run
     print("\nArtifacts:")
     latest = run.latest_artifacts()
@@ -137,26 +125,18 @@ def _report(train_infer: Any, log_dir: Path) -> None:
         what = f"best {artifact.basis_key}" if artifact.basis_key else artifact.kind
         print(f"  {artifact.callback:8s} {artifact.path}  ({what}, epoch {artifact.epoch})")
     for cb in train_infer.callbacks:
-        folder = getattr(cb, "folder", None)
-        if folder is not None:
-            print(f"  {getattr(cb, 'name', type(cb).__name__):8s} folder: {folder}")
+        if isinstance(cb, WritesFolder):
+            print(f"  {callback_label(cb):8s} folder: {cb.folder}")
     print("\nBest metrics:")
     for key, best in run.best.items():
         if best.get("value") is None:
             print(f"  {key} ({run.basis_dict[key]}): no finite value")
         else:
             print(f"  {key} ({run.basis_dict[key]}): {best['value']:.4f} at epoch {best['epoch']}")
-    tflite = [a for a in latest if a.callback == "tflite"]
-    if tflite:
-        print("\nTFLite verification (LiteRT vs Keras on dev samples):")
-        for artifact in tflite:
-            print(f"  {Path(artifact.path).name}: {_tflite_figures(artifact.details)}")
-    if any(getattr(cb, "name", "") == "tb" for cb in train_infer.callbacks):
-        print("\nLook at the run in TensorBoard:")
-        print(f"  tensorboard --logdir {log_dir}")
-    else:
-        print("\nInstall the tb callback (pip install ./plugins/cvml_tb) to look at runs in "
-              "TensorBoard.")
+    for cb in train_infer.callbacks:
+        lines = cb.demo_report(log_dir) if isinstance(cb, InDemo) else []
+        if lines:
+            print("\n" + "\n".join(lines))
 
 
 def run_demo(log_dir: str | os.PathLike[str] = "runs/demo", epochs: int = 8) -> int:
@@ -181,6 +161,7 @@ def run_demo(log_dir: str | os.PathLike[str] = "runs/demo", epochs: int = 8) -> 
 
     import tensorflow as tf
 
+    from cvml_core.resolve import callback_label
     from cvml_core.train import TrainInfer
 
     (x_train, y_train), (x_dev, y_dev) = load_data()
@@ -189,7 +170,7 @@ def run_demo(log_dir: str | os.PathLike[str] = "runs/demo", epochs: int = 8) -> 
     )
     dev = tf.data.Dataset.from_tensor_slices((x_dev, y_dev))
     callbacks = _build_callbacks(folder, epochs)
-    names = ", ".join(getattr(cb, "name", type(cb).__name__) for cb in callbacks) or "none"
+    names = ", ".join(callback_label(cb) for cb in callbacks) or "none"
     print(
         f"cvml demo: a small CNN on scikit-learn's 8x8 digits ({len(x_train)} train / "
         f"{len(x_dev)} dev images), {epochs} epoch{'s' if epochs > 1 else ''}, "

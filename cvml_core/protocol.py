@@ -62,3 +62,15 @@ class Restores(Protocol):
     resume; returns that epoch, 0 when it has none."""
 
     def restore_latest(self, model: Any, max_epoch: int) -> int: ...
+
+
+@runtime_checkable
+class InDemo(Protocol):
+    """Takes part in ``cvml demo``: the class picks its options for the demo's data
+    (``demo.epochs``, ``demo.image_shape``, ``demo.class_names``), the instance adds
+    lines to the demo's report."""
+
+    @classmethod
+    def demo_options(cls, demo: Any) -> dict[str, Any]: ...
+
+    def demo_report(self, log_dir: Path) -> list[str]: ...

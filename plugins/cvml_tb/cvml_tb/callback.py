@@ -28,6 +28,7 @@ import os
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -218,6 +219,13 @@ class TensorboardCallback(BasisCallback):
             self.on_train_batch_end = self._log_batch  # type: ignore[method-assign]
 
     # -- sample data -----------------------------------------------------------------
+
+    @classmethod
+    def demo_options(cls, demo: Any) -> dict[str, Any]:
+        return {"image_shape": demo.image_shape, "class_names": list(demo.class_names)}
+
+    def demo_report(self, log_dir: Path) -> list[str]:
+        return ["Look at the run in TensorBoard:", f"  tensorboard --logdir {log_dir}"]
 
     def set_sample_data(self, x: Any, y: Any = None) -> None:
         """Samples from ``TrainInfer``; ignored when ``sample_data`` was given explicitly."""

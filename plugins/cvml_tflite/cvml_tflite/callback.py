@@ -45,6 +45,24 @@ class TFLiteWarning(UserWarning):
     """A conversion failed (``strict=False``) or a file failed its verification."""
 
 
+def _figures(details: dict[str, Any]) -> str:
+    """A conversion's verification figures in one line."""
+    parts = []
+    if details.get("quantization"):
+        parts.append(str(details["quantization"]))
+    if details.get("size") is not None:
+        parts.append(f"{details['size'] / 1024:.1f} KiB")
+    if details.get("max_abs_error") is not None:
+        parts.append(f"max abs error {details['max_abs_error']:.2g}")
+    if details.get("top1_agreement") is not None:
+        parts.append(f"top-1 agreement {100 * details['top1_agreement']:.1f}%")
+    if details.get("verify_samples") is not None:
+        parts.append(f"on {details['verify_samples']} samples")
+    if "verified" in details:
+        parts.append("verified" if details["verified"] else "NOT verified")
+    return ", ".join(parts) or str(details)
+
+
 @dataclass
 class _Snapshot:
     """The model as it was at the end of ``epoch``: its config and a copy of its weights."""
@@ -223,6 +241,20 @@ class TFLiteCallback(BasisCallback):
                 f"Received: sample_data with shape {array.shape} and dtype {array.dtype}"
             )
         return array
+
+    @classmethod
+    def demo_options(cls, demo: Any) -> dict[str, Any]:
+        # The second half only: each conversion costs a few seconds of CPU.
+        return {"skip_from_start": demo.epochs // 2}
+
+    def demo_report(self, log_dir: Path) -> list[str]:
+        latest = {(e["kind"], e.get("basis_key")): e for e in self.manifest_artifacts()}
+        if not latest:
+            return []
+        lines = ["TFLite verification (LiteRT vs Keras on dev samples):"]
+        for entry in latest.values():
+            lines.append(f"  {Path(entry['path']).name}: {_figures(entry.get('details', {}))}")
+        return lines
 
     def set_sample_data(self, x: Any, y: Any = None) -> None:
         """Take handed-over samples unless the user gave some; ignore (with a warning)
