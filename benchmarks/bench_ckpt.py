@@ -55,6 +55,7 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 from cvml_ckpt import CkptCallback  # noqa: E402
 
+from cvml_core.artifact import read_manifest  # noqa: E402
 from cvml_core.keras_compat import keras  # noqa: E402
 
 MOBILENET_INPUT = (96, 96, 3)
@@ -120,7 +121,7 @@ def med(values: list[float]) -> float | None:
 def write_seconds(cb, epoch: int) -> float | None:
     """``write_seconds`` of the ``best_val_loss`` file written for (0-based) ``epoch``."""
     try:
-        data = json.loads((Path(cb.folder) / "manifest.json").read_text())
+        data = read_manifest(cb.folder)
     except (OSError, ValueError):
         return None
     for entry in reversed(data.get("artifacts", [])):

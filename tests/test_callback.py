@@ -8,6 +8,7 @@ import pytest
 
 import cvml_core
 from cvml_core import plugins
+from cvml_core.artifact import read_manifest
 from cvml_core.atomic import atomic_write_text
 from cvml_core.basis import MissingMetricError
 from cvml_core.callback import BasisCallback, LogDirError
@@ -177,7 +178,6 @@ def test_only_the_chief_writes_but_every_worker_decides_alike(
 def test_the_readme_plugin_author_example_runs_and_gets_the_lifecycle(
     tmp_path, tiny_model, tiny_data
 ):
-    import json
     import re
     from pathlib import Path
 
@@ -197,6 +197,6 @@ def test_the_readme_plugin_author_example_runs_and_gets_the_lifecycle(
     model.fit(x, y, validation_split=0.25, epochs=3, verbose=0, callbacks=[cb])
     saved = np.load(tmp_path / "my-cb" / "best_val_loss.npz")
     assert len(saved.files) == len(model.get_weights())
-    manifest = json.loads((tmp_path / "my-cb" / "manifest.json").read_text())
+    manifest = read_manifest(tmp_path / "my-cb")
     assert manifest["basis"] == cb.policy.state_dict()
     assert manifest["artifacts"][-1]["epoch"] == cb.policy.best["val_loss"].epoch

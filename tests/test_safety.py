@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from cvml_core.artifact import Artifact, Manifest
+from cvml_core.artifact import Artifact, Manifest, read_manifest
 from cvml_core.atomic import (
     TEMP_PREFIX,
     atomic_path,
@@ -59,7 +57,7 @@ def test_manifest_round_trips_and_rejects_unknown_layouts(tmp_path):
     manifest.write()
     again = Manifest(tmp_path, "ckpt")
     assert again.artifacts == manifest.artifacts and again.basis_state == manifest.basis_state
-    data = json.loads((tmp_path / "manifest.json").read_text())
+    data = read_manifest(tmp_path)  # the whole record (manifest.json and its history)
     assert set(data) == {"version", "callback", "basis", "artifacts"}
     assert set(data["artifacts"][0]) == {
         "kind", "path", "epoch", "metrics", "basis_key", "callback", "details"

@@ -8,11 +8,10 @@ the TensorFlow backend, is verified against this backend's own outputs.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
+from cvml_core.artifact import read_manifest
 from cvml_core.keras_compat import keras
 
 pytest.importorskip("cvml_ckpt")
@@ -57,7 +56,7 @@ def test_ckpt_tb_and_tflite_in_one_fit(tmp_path):
     model.fit(x, y, validation_data=(x[:16], y[:16]), epochs=3, batch_size=16, verbose=0,
               callbacks=callbacks)
 
-    ckpt = json.loads((tmp_path / "ckpt" / "manifest.json").read_text())
+    ckpt = read_manifest(tmp_path / "ckpt")
     last = [a for a in ckpt["artifacts"] if a["path"].endswith("last.keras")][-1]
     assert last["epoch"] == 3
     loaded = keras.models.load_model(tmp_path / "ckpt" / "last.keras")
@@ -73,7 +72,7 @@ def test_ckpt_tb_and_tflite_in_one_fit(tmp_path):
     tags = validation.Tags()["tensors"]
     assert "epoch_loss" in tags and any("image" in t or "samples" in t for t in tags), tags
 
-    tflite = json.loads((tmp_path / "tflite" / "manifest.json").read_text())
+    tflite = read_manifest(tmp_path / "tflite")
     best = tflite["artifacts"][-1]
     assert best["details"]["verified"], best["details"]
     if keras.backend.backend() != "tensorflow":

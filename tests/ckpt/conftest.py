@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 import cvml_core
 from cvml_core import plugins
+from cvml_core.artifact import HISTORY_NAME, MANIFEST_NAME
+from cvml_core.artifact import read_manifest as read_folder_manifest
 
 
 class ArtifactRecorder:
@@ -35,7 +36,7 @@ def announced(monkeypatch):
 
 
 def read_manifest(log_dir):
-    return json.loads((Path(log_dir) / "ckpt" / "manifest.json").read_text())
+    return read_folder_manifest(Path(log_dir) / "ckpt")
 
 
 def saves(log_dir, role="best"):
@@ -50,14 +51,15 @@ def saves(log_dir, role="best"):
 def file_epoch(path):
     """The epoch the manifest beside ``path`` records for it (its last entry)."""
     path = Path(path)
-    manifest = json.loads((path.parent / "manifest.json").read_text())
+    manifest = read_folder_manifest(path.parent)
     entries = [e for e in manifest["artifacts"] if Path(e["path"]).name == path.name]
     assert entries, f"{path.name} is not in the manifest"
     return entries[-1]["epoch"]
 
 
 def ckpt_files(log_dir):
-    return sorted(p.name for p in (Path(log_dir) / "ckpt").iterdir() if p.name != "manifest.json")
+    manifest = (MANIFEST_NAME, HISTORY_NAME)
+    return sorted(p.name for p in (Path(log_dir) / "ckpt").iterdir() if p.name not in manifest)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 
+from cvml_core.artifact import read_manifest
 from cvml_core.keras_compat import keras
 
 RUN = r"""
@@ -65,7 +66,7 @@ print(json.dumps({"replicas": strategy.num_replicas_in_sync, "weights": weights}
 
 
 def decisions(folder):
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = read_manifest(folder)
     return [
         (a["epoch"], a["basis_key"], a["details"]["role"], os.path.basename(a["path"]))
         for a in manifest["artifacts"]

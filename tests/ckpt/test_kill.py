@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -11,6 +10,7 @@ import time
 
 from cvml_ckpt import CkptCallback
 
+from cvml_core.artifact import HISTORY_NAME, MANIFEST_NAME, read_manifest
 from cvml_core.keras_compat import keras
 
 # About 50 MB per checkpoint (weights and Adam state), tiny data: the writer is always busy.
@@ -47,7 +47,7 @@ def test_sigkill_during_a_write_leaves_only_loadable_files(tmp_path, tiny_model)
         deadline = time.monotonic() + 300  # a guard against a hang, not a timing assertion
         while proc.poll() is None and time.monotonic() < deadline:
             if (folder / "manifest.json").exists():
-                manifest = json.loads((folder / "manifest.json").read_text())
+                manifest = read_manifest(folder)
                 temps = [p.name for p in folder.iterdir() if p.name.startswith(".tmp-")]
                 epochs = {a["epoch"] for a in manifest["artifacts"]}
                 if temps and len(epochs) >= 3:
@@ -62,10 +62,10 @@ def test_sigkill_during_a_write_leaves_only_loadable_files(tmp_path, tiny_model)
     assert killed_during, "the training process ended before a write could be interrupted"
     assert proc.returncode == -signal.SIGKILL
 
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = read_manifest(folder)
     finals = [p for p in folder.iterdir() if not p.name.startswith(".tmp-")]
     for path in finals:
-        if path.name != "manifest.json":
+        if path.name not in (MANIFEST_NAME, HISTORY_NAME):
             keras.models.load_model(path)  # raises on a truncated or corrupt file
     latest = {os.path.basename(a["path"]): a for a in manifest["artifacts"]}
     best = manifest["basis"]["best"]["loss"]

@@ -8,13 +8,13 @@ of the same model taken at the same epoch end, after loading both with
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from cvml_ckpt import CkptCallback
 
+from cvml_core.artifact import read_manifest
 from cvml_core.keras_compat import keras
 
 
@@ -139,7 +139,7 @@ def test_each_checkpoint_loads_like_model_save_of_its_epoch(tmp_path, build):
               callbacks=[cb, reference])
 
     folder = tmp_path / "run" / "ckpt"
-    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest = read_manifest(folder)
     latest = {Path(e["path"]).name: e for e in manifest["artifacts"]}  # what each file holds
     checked = 0
     for name, entry in latest.items():

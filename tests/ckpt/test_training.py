@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import pytest
 from cvml_ckpt import CkptCallback
 
 import cvml_core
+from cvml_core.artifact import read_manifest
 from cvml_core.keras_compat import keras
 
 
@@ -30,7 +30,7 @@ class KeepStates(keras.callbacks.Callback):
 
 def epoch_of(log_dir, name):
     """The epoch the manifest records for the file ``name`` (its last entry)."""
-    manifest = json.loads((log_dir / "ckpt" / "manifest.json").read_text())
+    manifest = read_manifest(log_dir / "ckpt")
     entries = [e for e in manifest["artifacts"] if Path(e["path"]).name == name]
     return entries[-1]["epoch"]
 

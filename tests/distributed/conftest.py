@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from cvml_core.artifact import read_manifest
+
 HERE = Path(__file__).parent
 TIMEOUT = 600  # seconds per process: a guard against a hang, not a timing assertion
 
@@ -72,7 +74,7 @@ def check_one_writer():
         assert first["announced"] and second["announced"] == []
         assert [p for p in log_dir.rglob("*") if p.name.startswith(".tmp-")] == []
         for name in manifests:
-            manifest = json.loads((log_dir / name / "manifest.json").read_text())
+            manifest = read_manifest(log_dir / name)
             written = [(a["path"], a["epoch"]) for a in manifest["artifacts"]]
             assert len(written) == len(set(written)), written
             assert manifest["basis"]["best"] == first["decisions"][-1][name]

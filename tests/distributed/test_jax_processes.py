@@ -7,9 +7,9 @@ file, and everything written loads. Runs in ``nox -s backends``; skipped without
 
 from __future__ import annotations
 
-import json
-
 import pytest
+
+from cvml_core.artifact import read_manifest
 
 pytest.importorskip("jax")
 
@@ -24,5 +24,5 @@ def test_two_jax_processes_decide_alike_and_only_process_0_writes(
     check_one_writer(first, second, tmp_path, ["ckpt", "tflite"])
     for path in (tmp_path / "ckpt").glob("*.keras"):
         keras.models.load_model(path)
-    tflite = json.loads((tmp_path / "tflite" / "manifest.json").read_text())
+    tflite = read_manifest(tmp_path / "tflite")
     assert tflite["artifacts"] and all(a["details"]["verified"] for a in tflite["artifacts"])

@@ -8,9 +8,9 @@ only the chief (worker 0) writes. Runs in ``nox -s backends``; skipped without t
 
 from __future__ import annotations
 
-import json
-
 import pytest
+
+from cvml_core.artifact import read_manifest
 
 pytest.importorskip("tf_keras")
 
@@ -28,5 +28,5 @@ def test_two_tf_keras_workers_decide_alike_and_only_worker_0_writes(
     assert files
     for path in files:
         tf_keras.models.load_model(path)
-    tflite = json.loads((tmp_path / "tflite" / "manifest.json").read_text())
+    tflite = read_manifest(tmp_path / "tflite")
     assert tflite["artifacts"] and all(a["details"]["verified"] for a in tflite["artifacts"])

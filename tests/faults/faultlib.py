@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from cvml_core.artifact import HISTORY_NAME, MANIFEST_NAME, read_manifest
+
 TEMP = ".tmp-"
 
 
@@ -47,15 +49,21 @@ def manifest_problems(folder: Path, settled: bool = True) -> list[str]:
 
     Every file under a final name is named by the manifest (or, unless ``settled``, by
     a pending rename that happened or a pending delete); every file the manifest
-    names exists; each key's best file is the manifest's best epoch. ``settled``:
+    names exists; each key's best file is the manifest's best epoch; ``manifest.json``'s
+    ``current`` is the last entry per file of its history. ``settled``:
     after the next start (no pending entries, no temps)."""
-    data = json.loads((folder / "manifest.json").read_text())
-    files = {p.name for p in folder.iterdir() if p.name != "manifest.json"}
+    state = json.loads((folder / MANIFEST_NAME).read_text())  # what is live
+    data = read_manifest(folder)  # the whole record: the history replayed
+    files = {p.name for p in folder.iterdir() if p.name not in (MANIFEST_NAME, HISTORY_NAME)}
     temps = {n for n in files if n.startswith(TEMP)}
     finals = files - temps
     named = {Path(a["path"]).name for a in data["artifacts"]}
     pending = data.get("pending", [])
     problems = []
+    latest = {Path(a["path"]).name: a for a in data["artifacts"]}
+    current = {Path(a["path"]).name: a for a in state["current"]}
+    if current != latest:
+        problems.append(f"current {sorted(current)} vs the history's {sorted(latest)}")
     if settled:
         if pending:
             problems.append(f"pending entries left: {pending}")

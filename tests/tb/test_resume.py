@@ -8,6 +8,8 @@ import pytest
 from cvml_tb import TensorboardCallback, TensorboardStepWarning
 from cvml_tb.steps import WrittenSteps, last_written_steps
 
+from cvml_core.artifact import read_manifest
+
 
 def _fit(model, data, cb, epochs, initial_epoch=0, extra=()):
     x, y = data
@@ -67,7 +69,6 @@ def test_resume_before_the_last_written_epoch_continues_after_it(
 
 
 def test_shifted_image_artifacts_keep_the_keras_epoch(tmp_path, cnn, images_data, read_run):
-    import json
 
     x, y = images_data
     model = cnn()
@@ -83,7 +84,7 @@ def test_shifted_image_artifacts_keep_the_keras_epoch(tmp_path, cnn, images_data
         _fit(model, images_data, make(), epochs=3, initial_epoch=1)  # steps 1, 2 -> 3, 4
     grid_steps = _steps(read_run(tmp_path / "tb" / "validation")["samples/grid"])
     assert grid_steps == sorted(set(grid_steps)) and grid_steps[0] == 0 and 3 in grid_steps
-    entries = json.loads((tmp_path / "tb" / "manifest.json").read_text())["artifacts"]
+    entries = read_manifest(tmp_path / "tb")["artifacts"]
     resumed_first = [e for e in entries if e["details"]["step"] == 3]
     assert len(resumed_first) == 1
     assert resumed_first[0]["epoch"] == 2 and resumed_first[0]["basis_key"] is None

@@ -6,12 +6,13 @@ module-level in ``cvml_tflite.process``), so TensorFlow is imported by few worke
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from cvml_core.artifact import read_manifest as read_folder_manifest
 
 HERE = Path(__file__).parent
 if str(HERE) not in sys.path:  # the worker inherits sys.path and imports the test layers
@@ -21,7 +22,7 @@ if str(HERE) not in sys.path:  # the worker inherits sys.path and imports the te
 @pytest.fixture
 def read_manifest():
     def read(log_dir):
-        return json.loads((Path(log_dir) / "tflite" / "manifest.json").read_text())
+        return read_folder_manifest(Path(log_dir) / "tflite")
 
     return read
 
