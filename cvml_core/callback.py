@@ -37,6 +37,9 @@ for the worker at train end. Example::
 A callback without ``write`` (e.g. one that only logs) still gets the policy: its
 improved keys are committed at once. Any callback may override ``on_due``,
 ``on_improved`` and ``on_finished``; ``epoch`` is always 1-based, as Keras prints it.
+
+(Over 300 lines because the save queue, the rollback and the Keras hooks share one
+lock's invariants over the policy's bests; the files' record is in :mod:`cvml_core.ledger`.)
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ from cvml_core.basis import BasisPolicy, KeyBest
 from cvml_core.distribute import is_chief
 from cvml_core.keras_compat import Callback
 from cvml_core.ledger import Ledger, SaveJob
-from cvml_core.plugins import call_hook
+from cvml_core.plugins import call_hook, registered_name
 from cvml_core.worker import BackgroundWorker
 
 
@@ -119,6 +122,8 @@ class BasisCallback(Callback):
         folder: str | None = None,
     ) -> None:
         super().__init__()
+        if type(self).name == BasisCallback.name:  # built directly: the registered name
+            type(self).name = registered_name(type(self)) or BasisCallback.name
         self.policy = BasisPolicy(basis_dict, skip_from_start, frequency, min_delta)
         if not isinstance(log_dir, (str, os.PathLike)) or not str(log_dir):
             raise ValueError(f"log_dir must be a folder path. Received: log_dir={log_dir!r}")

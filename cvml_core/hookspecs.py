@@ -66,8 +66,8 @@ def cvml_train_begin(run: Any) -> None:
     Called once, before the first epoch, on the training thread.
 
     :param run: a :class:`cvml_core.run.RunInfo` describing the run (``log_dir``,
-        ``epochs``, ``start_epoch``, ``basis_dict``, callback names, start time and the
-        webhook URL if one was given).
+        ``epochs``, ``start_epoch``, ``basis_dict``, callback names, start time and ``notify``,
+        where notifiers post, e.g. ``{"teams": url}``).
 
     The return value is ignored.
     """

@@ -284,6 +284,16 @@ class Registry:
                 self.fail(dist, f"{hook_name} raised {type(exc).__name__}: {exc}", exc)
 
 
+def registered_name(cls: type) -> str | None:
+    """The name a ``cvml.callbacks`` entry point gives ``cls``, or None; reads
+    metadata only (for a class built directly, not by name)."""
+    target = f"{cls.__module__}:{cls.__qualname__}"
+    for ep in importlib_metadata.entry_points(group=CALLBACK_GROUP):
+        if ep.value.replace(" ", "") == target:
+            return str(ep.name)
+    return None
+
+
 def load_registry(
     environ: Mapping[str, str] | None = None,
     sources: Iterable[PluginSource] | None = None,

@@ -129,7 +129,6 @@ class RunInfo:
     ``start_time`` (``time.time()``), ``notify`` (where notifier plugins post: a
     destination name -> URL mapping, e.g. ``{"teams": url}`` for the built-in Teams
     plugin; the URLs are secrets: ``repr`` hides them, print :meth:`masked_notify`),
-    ``webhook_url`` (the same as ``notify["teams"]``: either one given fills the other),
     ``model_name``, ``chief`` (False on the non-chief tasks of a multi-worker
     ``tf.distribute`` run: a notifier should post from the chief only), ``host`` (this
     machine's name, ``socket.gethostname()``), ``restored_epoch`` and ``restored_by``
@@ -152,7 +151,6 @@ class RunInfo:
     callbacks: list[str] = field(default_factory=list)
     start_time: float = field(default_factory=time.time)
     notify: dict[str, str] = field(default_factory=dict, repr=False)
-    webhook_url: str | None = field(default=None, repr=False)
     model_name: str = ""
     chief: bool = True
     host: str = field(default_factory=socket.gethostname)
@@ -164,21 +162,9 @@ class RunInfo:
     best: dict[str, dict[str, Any]] = field(default_factory=dict)
     artifacts: list[Artifact] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        self.notify = dict(self.notify)
-        if self.webhook_url and "teams" not in self.notify:
-            self.notify["teams"] = self.webhook_url
-        elif self.webhook_url is None and self.notify.get("teams"):
-            self.webhook_url = self.notify["teams"]
-
     def masked_notify(self) -> dict[str, str]:
         """``notify`` with every URL's secret part hidden (see :func:`mask_url`)."""
         return {name: mask_url(url) for name, url in self.notify.items()}
-
-    @property
-    def masked_webhook_url(self) -> str:
-        """The Teams webhook URL with its secret part hidden (see :func:`mask_url`)."""
-        return mask_url(self.notify.get("teams") or self.webhook_url)
 
     @property
     def run_name(self) -> str:

@@ -44,9 +44,8 @@ DESTINATION = "teams"
 
 
 def webhook_of(run: Any) -> str | None:
-    """The run's Teams webhook URL: ``run.notify["teams"]``, else ``run.webhook_url``."""
-    notify = getattr(run, "notify", None) or {}
-    return notify.get(DESTINATION) or getattr(run, "webhook_url", None) or None
+    """The run's Teams webhook URL, ``run.notify["teams"]``, or None."""
+    return (getattr(run, "notify", None) or {}).get(DESTINATION) or None
 
 
 class TeamsPlugin:

@@ -31,6 +31,9 @@ first calls ``restore_latest(model, max_epoch=N)`` on the callbacks that have it
 (:class:`~cvml_core.protocol.Restores`: the ``ckpt`` callback): the first one that
 returns an epoch > 0 restored the weights. Basis bests come back by themselves: each
 callback reloads its ``manifest.json``.
+
+(About 350 lines: ``TrainInfer`` alone, most of it ``train``'s argument checks and
+documentation; data, callbacks and the run's record live in the modules above.)
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ from cvml_core.summary import (
     summary_text,
     tracked_basis,
 )
-from cvml_core.teams import validate_webhook_url
+from cvml_core.teams_webhook import validate_webhook_url
 
 #: How many dev examples a callback that wants sample data receives.
 SAMPLE_SIZE = 32
@@ -208,7 +211,7 @@ class TrainInfer:
             start_epoch=int(start_epoch),
             basis_dict=basis,
             callbacks=[callback_label(cb) for cb in cbs],
-            webhook_url=webhook_url,
+            notify={"teams": webhook_url} if webhook_url else {},
             model_name=str(getattr(self.model, "name", "") or ""),
             chief=is_chief(self.model),
             restored_epoch=restored[0],

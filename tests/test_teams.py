@@ -246,8 +246,8 @@ def test_no_url_means_no_notifications():
 
 def test_mask_url_keeps_scheme_host_and_last_4_characters():
     assert mask_url(f"https://teams.example.com/a/b?{SECRET}") == "https://teams.example.com/…abcd"
-    run = RunInfo(webhook_url=f"https://teams.example.com/a/b?{SECRET}")
-    assert "S3CRET" not in repr(run) and run.masked_webhook_url.endswith("…abcd")
+    run = RunInfo(notify={"teams": f"https://teams.example.com/a/b?{SECRET}"})
+    assert "S3CRET" not in repr(run) and run.masked_notify()["teams"].endswith("…abcd")
 
 
 def test_cards_are_adaptive_card_messages():
@@ -375,12 +375,12 @@ def test_the_notifier_is_a_builtin_plugin_without_tensorflow():
 
 
 def test_only_the_chief_posts(webhook):
-    run = RunInfo(webhook_url=webhook.url, chief=False, epochs=1)
+    run = RunInfo(notify={"teams": webhook.url}, chief=False, epochs=1)
     teams.cvml_train_begin(run)
     run.end_time = run.start_time + 1
     teams.cvml_train_end(run, {}, None)
     assert webhook.requests == []
-    chief = RunInfo(webhook_url=webhook.url, epochs=1)
+    chief = RunInfo(notify={"teams": webhook.url}, epochs=1)
     teams.cvml_train_begin(chief)
     chief.end_time = chief.start_time + 1
     teams.cvml_train_end(chief, {"loss": 0.5}, None)

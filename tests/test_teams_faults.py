@@ -508,15 +508,14 @@ def test_close_is_bounded_when_the_webhook_never_answers(silent_webhook, thread_
 
 def test_the_plugin_object_keeps_each_runs_notifier_on_itself(http_webhook):
     """Two runs at once: each has its own notifier, found by the run object."""
-    first = RunInfo(log_dir="runs/first", epochs=1, webhook_url=http_webhook.url)
+    first = RunInfo(log_dir="runs/first", epochs=1, notify={"teams": http_webhook.url})
     second = RunInfo(log_dir="runs/second", epochs=1, notify={"teams": http_webhook.url})
-    assert second.webhook_url == http_webhook.url and first.notify == {"teams": http_webhook.url}
     plugin = teams.TeamsPlugin()
     plugin.cvml_train_begin(first)
     plugin.cvml_train_begin(second)
     assert plugin.runs == [first, second]
     assert plugin.notifier_of(first) is not plugin.notifier_of(second)
-    assert plugin.notifier_of(RunInfo(epochs=1, webhook_url=http_webhook.url)) is None
+    assert plugin.notifier_of(RunInfo(epochs=1, notify={"teams": http_webhook.url})) is None
     for run in (second, first):
         run.end_time = run.start_time + 1
         plugin.cvml_train_end(run, {}, None)
@@ -546,5 +545,5 @@ def test_the_builtin_plugin_is_the_module_with_the_objects_hooks():
 def test_a_runs_notify_urls_are_secret():
     url = f"{HOSTED}/workflows/{SECRET_PATH}?{SECRET}"
     run = RunInfo(notify={"teams": url, "other": url})
-    assert _leaks(repr(run), run.masked_notify(), run.masked_webhook_url) == []
+    assert _leaks(repr(run), run.masked_notify()) == []
     assert run.masked_notify() == {"teams": mask_url(url), "other": mask_url(url)}

@@ -73,6 +73,13 @@ def test_cvml_plugins_selects_and_autoload_can_be_disabled():
     assert [e for e in none if e.get("distribution") != "cvml-core"] == []
 
 
+def test_the_third_party_callback_built_directly_takes_its_entry_point_name(tmp_path):
+    from cvml_example import BestEpochsCallback
+
+    cb = BestEpochsCallback(tmp_path, {"val_loss": "min"})
+    assert cb.name == "best-epochs" and cb.folder == tmp_path / "best-epochs"
+
+
 def test_the_third_party_callback_is_created_by_name_and_trains(tmp_path, tiny_model, tiny_data):
     with pytest.warns(RuntimeWarning, match="cvml-broken-plugin"):
         names = [info.name for info in cvml_core.available_callbacks()]

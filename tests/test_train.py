@@ -301,7 +301,7 @@ def test_run_hooks_get_a_run_info(tmp_path, tiny_model, probe):
     assert isinstance(run, RunInfo) and end_run is run and error is None
     assert run.log_dir == str(tmp_path) and run.epochs == 3 and run.start_epoch == 0
     assert run.basis_dict == {"val_accuracy": "max", "val_loss": "min"}
-    assert run.callbacks == ["recording"] and run.webhook_url is None
+    assert run.callbacks == ["recording"] and run.notify == {}
     assert run.end_time >= run.start_time and run.epochs_done == 3
     assert logs["val_loss"] == pytest.approx(history.history["val_loss"][-1])
     losses = history.history["val_loss"]

@@ -4,7 +4,7 @@ The folder is on a small tmpfs (``tmpfs`` fixture: skipped with the reason where
 cannot be mounted). "Real" steps fill that file system to the last byte right when
 the step starts, so the step meets a real ``ENOSPC``; the fill is triggered by a
 monkeypatch wrapping the step's function (``CkptCallback._write_to`` for the temp
-write, ``BasisCallback._publish`` for the pending-manifest write, ``os.replace``
+write, ``Ledger._rename`` for the pending-manifest write, ``os.replace``
 (after the real rename) for the commit-manifest write, ``BasisCallback.forget`` for
 the retention delete). A rename does not allocate, so a full disk cannot fail it:
 there the ``ENOSPC`` is injected by a monkeypatch of ``os.replace`` raising it. EPERM
@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from faultlib import chattr_immutable, fill, free, manifest_problems  # noqa: E402
 
 from cvml_core.callback import BasisCallback  # noqa: E402
+from cvml_core.ledger import Ledger  # noqa: E402
 
 LOGS = [{"loss": 3.0}, {"loss": 2.0}, {"loss": 1.0}]
 
@@ -57,7 +58,7 @@ def _arm(step, monkeypatch, mount, folder):
     if step == "temp write":
         monkeypatch.setattr(CkptCallback, "_write_to", fill_then(CkptCallback._write_to))
     elif step == "pending manifest write":
-        monkeypatch.setattr(BasisCallback, "_publish", fill_then(BasisCallback._publish))
+        monkeypatch.setattr(Ledger, "_rename", fill_then(Ledger._rename))
     elif step == "rename (injected)":
         def replace(src, dst):
             if Path(dst).name != "manifest.json":
