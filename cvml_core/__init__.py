@@ -21,10 +21,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cvml_core.artifact import Artifact, Manifest
+from cvml_core.artifact import Artifact
 from cvml_core.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from cvml_core.basis import BasisPolicy, MissingMetricError
 from cvml_core.hookspecs import hookimpl
+from cvml_core.manifest import Manifest
 from cvml_core.plugins import (
     CallbackInfo,
     PluginError,

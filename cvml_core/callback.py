@@ -9,7 +9,7 @@ A callback that writes a file per improved basis key gives two steps and nothing
   to a temporary name (:func:`cvml_core.atomic.staging`), and yield a
   :class:`~cvml_core.artifact.Staged` per file (or a list of them to publish
   together); the core renames them into place in the manifest-first order of
-  :class:`~cvml_core.artifact.Manifest`. (Yielding a plain :class:`Artifact` for a
+  :class:`~cvml_core.manifest.Manifest`. (Yielding a plain :class:`Artifact` for a
   file already renamed, e.g. with :func:`cvml_core.atomic.atomic_path`, still works,
   without that order.)
 
@@ -53,12 +53,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from cvml_core.artifact import Artifact, Manifest, Staged
+from cvml_core.artifact import Artifact, Staged
 from cvml_core.atomic import remove_stale_temps
 from cvml_core.basis import BasisPolicy, KeyBest
 from cvml_core.distribute import is_chief
 from cvml_core.keras_compat import Callback
 from cvml_core.ledger import Ledger, SaveJob
+from cvml_core.manifest import Manifest
 from cvml_core.plugins import call_hook, registered_name
 from cvml_core.worker import BackgroundWorker
 

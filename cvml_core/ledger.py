@@ -1,6 +1,6 @@
 """A callback folder's record of its files and bests, kept manifest-first.
 
-The :class:`Ledger` holds the folder's :class:`~cvml_core.artifact.Manifest` and, per
+The :class:`Ledger` holds the folder's :class:`~cvml_core.manifest.Manifest` and, per
 basis key, the *committed* best: the best whose file is in place. It publishes each
 :class:`~cvml_core.artifact.Staged` file a callback's ``write`` yields in the order
 the manifest's crash safety needs (pending entry, rename, record), deletes files for
@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cvml_core.artifact import Artifact, Manifest, Staged
+from cvml_core.artifact import Artifact, Staged
 from cvml_core.atomic import fsync_dir, write_error
 from cvml_core.basis import BasisPolicy, KeyBest
+from cvml_core.manifest import Manifest
 
 
 @dataclass

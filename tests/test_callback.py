@@ -8,10 +8,10 @@ import pytest
 
 import cvml_core
 from cvml_core import plugins
-from cvml_core.artifact import read_manifest
 from cvml_core.atomic import atomic_write_text
 from cvml_core.basis import MissingMetricError
 from cvml_core.callback import BasisCallback, LogDirError
+from cvml_core.manifest import read_manifest
 from cvml_core.plugins import PluginSource, load_registry
 from cvml_core.worker import BackgroundJobError
 

@@ -16,15 +16,10 @@ from pathlib import Path
 
 import pytest
 
-import cvml_core.artifact as artifact_module
-from cvml_core.artifact import (
-    HISTORY_NAME,
-    MANIFEST_NAME,
-    Artifact,
-    Manifest,
-    read_manifest,
-)
+import cvml_core.manifest as manifest_module
+from cvml_core.artifact import Artifact
 from cvml_core.atomic import FileWriteError
+from cvml_core.manifest import HISTORY_NAME, MANIFEST_NAME, Manifest, read_manifest
 
 
 def _record(manifest: Manifest, folder: Path, epoch: int, name: str = "best_loss.keras") -> None:
@@ -144,7 +139,7 @@ def test_lines_no_manifest_json_covers_are_ignored_then_replaced(tmp_path, monke
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(artifact_module, "atomic_write_text", full)
+    monkeypatch.setattr(manifest_module, "atomic_write_text", full)
     manifest.add(Artifact("checkpoint", str(tmp_path / "best_loss.keras"), 2, {}, "loss"))
     with pytest.raises(FileWriteError, match=f"writing {MANIFEST_NAME} in .*No space left"):
         manifest.write()
@@ -201,7 +196,8 @@ def test_no_manifest_means_no_record(tmp_path):
 WRITER = """
 import sys
 from pathlib import Path
-from cvml_core.artifact import Artifact, Manifest
+from cvml_core.artifact import Artifact
+from cvml_core.manifest import Manifest
 folder = Path(sys.argv[1])
 manifest = Manifest(folder, "ckpt")
 epoch = len(manifest.artifacts)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cvml_core.artifact import Artifact, Manifest, read_manifest
+from cvml_core.artifact import Artifact
 from cvml_core.atomic import (
     TEMP_PREFIX,
     atomic_path,
@@ -12,6 +12,7 @@ from cvml_core.atomic import (
     remove_stale_temps,
     temp_path_for,
 )
+from cvml_core.manifest import Manifest, read_manifest
 
 
 def test_atomic_write_replaces_the_file_and_leaves_no_temp(tmp_path):

@@ -8,8 +8,8 @@ import pytest
 
 import cvml_core
 from cvml_core import plugins
-from cvml_core.artifact import HISTORY_NAME, MANIFEST_NAME
-from cvml_core.artifact import read_manifest as read_folder_manifest
+from cvml_core.manifest import HISTORY_NAME, MANIFEST_NAME
+from cvml_core.manifest import read_manifest as read_folder_manifest
 
 
 class ArtifactRecorder:

@@ -12,8 +12,8 @@ import pytest
 from cvml_ckpt import CkptCallback
 
 import cvml_core
-from cvml_core.artifact import read_manifest
 from cvml_core.keras_compat import keras
+from cvml_core.manifest import read_manifest
 
 
 class KeepStates(keras.callbacks.Callback):

@@ -19,12 +19,13 @@ import numpy as np
 from cvml_ckpt import files
 from cvml_ckpt.shadow import Shadow, state_variables
 from cvml_ckpt.state import StateCopy
-from cvml_core.artifact import Manifest, Staged
+from cvml_core.artifact import Staged
 from cvml_core.atomic import staging, temp_path_for
 from cvml_core.callback import BasisCallback, SaveJob
 from cvml_core.checks import check_bool
 from cvml_core.distribute import process_count
 from cvml_core.keras_compat import optimizer_built, uses_legacy_keras
+from cvml_core.manifest import Manifest
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

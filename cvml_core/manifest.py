@@ -1,0 +1,394 @@
+"""The manifest of a callback folder: ``manifest.json`` (what is live) and its
+append-only history ``manifest.history.jsonl``.
+
+(Over 300 lines: the two files' write order, its crash recovery and the reading of
+version 1 files are one format, kept in one place.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cvml_core.artifact import Artifact
+from cvml_core.atomic import atomic_write_text, fsync_dir, write_error
+
+MANIFEST_NAME = "manifest.json"
+#: The append-only history beside ``manifest.json`` (JSON lines, one per change).
+HISTORY_NAME = "manifest.history.jsonl"
+MANIFEST_VERSION = 2
+#: Version 1 is the single-file manifest of earlier releases (the whole history in
+#: ``"artifacts"``): still read, and written as version 2 at the first write.
+READABLE_VERSIONS = (1, 2)
+
+
+
+class Manifest:
+    """The manifest a callback keeps in its folder: ``manifest.json``, what is live
+    now, and ``manifest.history.jsonl``, every file recorded, in order.
+
+    A write costs the same at epoch 5000 as at epoch 5: ``manifest.json`` holds only
+    what is live (bounded by the files in the folder, not by the run's length) and is
+    replaced atomically; the history gets only the new lines. Layout (stable; tools
+    read it)::
+
+        manifest.json
+        {"version": 2, "callback": "ckpt",
+         "basis": {...BasisPolicy.state_dict()...},
+         "current": [{...Artifact.to_dict()...}, ...],   # per file name: its last entry
+         "pending": [...],                                # only while a publish is open
+         "history": {"file": "manifest.history.jsonl", "bytes": 5120, "lines": 12}}
+
+        manifest.history.jsonl (one JSON object a line)
+        {"op": "add", "seq": 0, "artifact": {...Artifact.to_dict()...}}
+        {"op": "forget", "seqs": [0], "paths": ["best_loss.epoch0001.keras"]}
+
+    :attr:`artifacts` is the history replayed (every ``add`` in order, minus the
+    entries a ``forget`` (retention) removed): the same list the single-file
+    manifest of version 1 held, which is still read (:func:`read_manifest` gives
+    that whole view as one dict).
+
+    A write appends its new lines to the history and fsyncs it, then replaces
+    ``manifest.json`` (temporary file, fsync, rename), whose ``history.bytes`` says how
+    much of the history it covers. That rename is the commit: a reader reads the
+    history up to ``history.bytes`` only, so lines past it (a write killed, or
+    failed, between the two steps; a line cut short by a kill) are never read, and
+    the next write truncates them before appending. A reader sees the old or the new
+    manifest, never half of one, even while a writer is at work.
+
+    The order of a publish (files and manifest agree after any single failure or a
+    kill at any point):
+
+    1. each file is written and fsynced under a ``.tmp-`` name beside its final name;
+    2. the manifest is written with a ``"pending"`` list naming each rename (temp
+       name, final entry, and the best it commits);
+    3. each temp file is renamed to its final name;
+    4. the manifest is written with the entries recorded and ``"pending"`` empty.
+
+    A retention delete is the mirror: the manifest drops the entries and names the
+    file in ``"pending"`` (``op: delete``) first, then the file is deleted.
+    :meth:`recover` (run when a callback starts on the folder) finishes what a killed
+    or failed run left: a pending rename whose temp file is gone happened, so its
+    entry is recorded and its best committed (adopted); one whose temp file is still
+    there did not, so it is dropped (the temp file goes with the stale temps); a
+    pending delete is done again. So the manifest never names a file that does not
+    exist, and no final file exists that the manifest does not name.
+
+    Writers change :attr:`artifacts` by appending (:meth:`add`), which a write finds
+    at the cost of what was appended, or by assigning a new list without some entries
+    (retention), which a write finds by one pass in memory over the list (no file
+    cost); entries are records, not edited in place. ``callback`` None takes the name
+    the file holds.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], callback: str | None = None) -> None:
+        self.path = Path(folder) / MANIFEST_NAME
+        self.history_path = Path(folder) / HISTORY_NAME
+        self.callback = callback or ""
+        self.basis_state: dict[str, Any] | None = None
+        #: Every entry recorded and not forgotten, in the order recorded.
+        self.artifacts: list[dict[str, Any]] = []
+        #: Renames and deletes announced but not known to be done (see the order above).
+        self.pending: list[dict[str, Any]] = []
+        # What the files hold (as of the last read or write):
+        self._seqs: dict[int, tuple[int, dict[str, Any]]] = {}  # id(entry) -> (seq, entry)
+        self._synced: list[dict[str, Any]] | None = None  # self.artifacts as written
+        self._synced_len = 0
+        self._synced_tail: dict[str, Any] | None = None
+        self._current: dict[str, dict[str, Any]] = {}  # file name -> its last entry
+        self._count: dict[str, int] = {}  # file name -> entries of it in self.artifacts
+        self._next_seq = 0
+        self._history_bytes = 0  # the committed length of the history
+        self._history_lines = 0
+        self._stored_callback = ""
+        if self.path.exists():
+            self._read()
+            if callback is None:
+                self.callback = self._stored_callback
+
+    # -- reading -------------------------------------------------------------------
+
+    def _read(self) -> None:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read manifest {self.path}: {exc}") from exc
+        if not isinstance(data, dict) or data.get("version") not in READABLE_VERSIONS:
+            raise ValueError(
+                f"manifest {self.path} has an unknown layout; expected version "
+                f"{' or '.join(map(str, READABLE_VERSIONS))}. "
+                f"Received: version={data.get('version')!r}"
+                if isinstance(data, dict)
+                else f"manifest {self.path} is not a JSON object"
+            )
+        self._stored_callback = str(data.get("callback") or "")
+        self.basis_state = data.get("basis")
+        self.pending = list(data.get("pending", []))
+        if data["version"] == 1:  # the whole history inline: all of it is new to the log
+            self.artifacts = list(data.get("artifacts", []))
+            return
+        history = data.get("history") or {}
+        try:
+            size = int(history.get("bytes", 0))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"manifest {self.path}: bad history.bytes: {exc}") from exc
+        live: dict[int, dict[str, Any]] = {}
+        lines = self._read_history(size).split(b"\n")[:-1] if size else []
+        for number, line in enumerate(lines, 1):
+            try:
+                record = json.loads(line)
+                if record["op"] == "add":
+                    seq = int(record["seq"])
+                    live[seq] = dict(record["artifact"])
+                    self._next_seq = max(self._next_seq, seq + 1)
+                elif record["op"] == "forget":
+                    for seq in record["seqs"]:
+                        live.pop(int(seq), None)
+                else:
+                    raise ValueError(f"unknown op {record['op']!r}")
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(
+                    f"cannot read manifest history {self.history_path} (line {number}): "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+        self.artifacts = list(live.values())
+        for seq, entry in live.items():
+            self._seqs[id(entry)] = (seq, entry)
+        _apply(self._current, self._count, self.artifacts, [], self.artifacts)
+        self._history_bytes, self._history_lines = size, len(lines)
+        self._mark_synced()
+
+    def _read_history(self, size: int) -> bytes:
+        """The first ``size`` bytes of the history: what ``manifest.json`` covers."""
+        try:
+            with open(self.history_path, "rb") as handle:
+                data = handle.read(size)
+        except OSError as exc:
+            raise ValueError(f"cannot read manifest history {self.history_path}: {exc}") from exc
+        if len(data) < size or not data.endswith(b"\n"):
+            raise ValueError(
+                f"manifest history {self.history_path} holds {len(data)} bytes, "
+                f"{self.path.name} records {size} (ending a line)"
+            )
+        return data
+
+    @property
+    def current(self) -> list[dict[str, Any]]:
+        """Per file name, its last entry (as of the last read or write), oldest first:
+        what ``manifest.json`` lists as ``"current"``."""
+        if self._synced is None:  # a version 1 manifest, not written since it was read
+            current: dict[str, dict[str, Any]] = {}
+            _apply(current, {}, self.artifacts, [], self.artifacts)
+            return list(current.values())
+        return list(self._current.values())
+
+    # -- changing ------------------------------------------------------------------
+
+    def recover(self) -> tuple[list[str], list[str]]:
+        """Finish the pending renames and deletes of a run that stopped between the
+        steps of a publish; write the manifest if anything changed.
+
+        Returns ``(adopted, dropped)``: the file names recorded now, and those whose
+        rename never happened. Call it only while no writer uses the folder.
+        """
+        if not self.pending:
+            return [], []
+        folder = self.path.parent
+        adopted: list[str] = []
+        dropped: list[str] = []
+        still: list[dict[str, Any]] = []
+        for entry in self.pending:
+            if entry.get("op") == "delete":
+                target = folder / Path(str(entry.get("path", ""))).name
+                try:
+                    if target.name and target.is_file():
+                        target.unlink()
+                except OSError:  # e.g. an immutable file: stays pending, tried again
+                    still.append(entry)
+                continue
+            artifact = dict(entry.get("artifact") or {})
+            final = folder / Path(str(artifact.get("path", ""))).name
+            temp = folder / Path(str(entry.get("temp", ""))).name
+            if temp.name and not temp.exists() and final.is_file():
+                self.artifacts.append(artifact)
+                adopted.append(final.name)
+                best = entry.get("best")
+                if best and self.basis_state is not None:
+                    bests = self.basis_state.setdefault("best", {})
+                    old = bests.get(best["key"]) or {}
+                    if old.get("epoch") is None or int(best["epoch"]) >= int(old["epoch"]):
+                        bests[best["key"]] = {"value": best["value"], "epoch": best["epoch"]}
+            else:
+                dropped.append(final.name)
+        self.pending = still
+        self.write()
+        return adopted, dropped
+
+    def add(self, artifact: Artifact) -> None:
+        self.artifacts.append(artifact.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole record as one dict, in the single-file layout: ``version``,
+        ``callback``, ``basis``, ``artifacts`` (the history replayed) and ``pending``
+        (when any)."""
+        data = {
+            "version": MANIFEST_VERSION,
+            "callback": self.callback,
+            "basis": self.basis_state,
+            "artifacts": self.artifacts,
+        }
+        if self.pending:
+            data["pending"] = self.pending
+        return data
+
+    def write(self) -> None:
+        """Write the manifest: append the new history lines (fsynced), then replace
+        ``manifest.json`` atomically. The cost is that of the change and of what is
+        live, not of the history. A failure is a
+        :class:`~cvml_core.atomic.FileWriteError` naming the file and its folder; the
+        manifest on disk is then the previous one, and the next write carries the
+        change again."""
+        added, forgotten = self._changes()
+        current, count = dict(self._current), dict(self._count)
+        _apply(current, count, added, [entry for _, entry in forgotten], self.artifacts)
+        lines = []
+        if forgotten:
+            lines.append(_line({
+                "op": "forget", "seqs": [seq for seq, _ in forgotten],
+                "paths": sorted({_name(entry) for _, entry in forgotten}),
+            }))
+        lines += [
+            _line({"op": "add", "seq": self._next_seq + i, "artifact": entry})
+            for i, entry in enumerate(added)
+        ]
+        size = self._history_bytes
+        if lines:
+            data = b"".join(lines)
+            try:
+                self._append(data)
+            except OSError as exc:
+                raise write_error("writing", self.history_path, exc) from exc
+            size += len(data)
+        state: dict[str, Any] = {
+            "version": MANIFEST_VERSION,
+            "callback": self.callback,
+            "basis": self.basis_state,
+            "current": list(current.values()),
+            "history": {"file": HISTORY_NAME, "bytes": size,
+                        "lines": self._history_lines + len(lines)},
+        }
+        if self.pending:
+            state["pending"] = self.pending
+        try:
+            atomic_write_text(self.path, json.dumps(state, indent=2, sort_keys=True))
+        except OSError as exc:
+            raise write_error("writing", self.path, exc) from exc
+        # committed: the files now hold all of self.artifacts
+        for _, entry in forgotten:
+            del self._seqs[id(entry)]
+        for entry in added:
+            self._seqs[id(entry)] = (self._next_seq, entry)
+            self._next_seq += 1
+        self._current, self._count = current, count
+        self._history_bytes, self._history_lines = size, self._history_lines + len(lines)
+        self._mark_synced()
+
+    def _mark_synced(self) -> None:
+        self._synced = self.artifacts
+        self._synced_len = len(self.artifacts)
+        self._synced_tail = self.artifacts[-1] if self.artifacts else None
+
+    def _changes(self) -> tuple[list[dict[str, Any]], list[tuple[int, dict[str, Any]]]]:
+        """The entries of :attr:`artifacts` not in the history yet, and the ``(seq,
+        entry)`` of those in it that :attr:`artifacts` no longer holds.
+
+        The usual change (entries appended to the list last written) costs what was
+        appended; another (a list assigned by retention) is found by identity."""
+        entries, n = self.artifacts, self._synced_len
+        if entries is self._synced and len(entries) >= n and (
+            n == 0 or entries[n - 1] is self._synced_tail
+        ):
+            return entries[n:], []
+        present = {id(entry) for entry in entries}
+        forgotten = [(seq, entry) for key, (seq, entry) in self._seqs.items()
+                     if key not in present]
+        return [entry for entry in entries if id(entry) not in self._seqs], forgotten
+
+    def _append(self, data: bytes) -> None:
+        """Append ``data`` to the history at its committed length (dropping any tail
+        no ``manifest.json`` covers) and fsync it."""
+        self.history_path.parent.mkdir(parents=True, exist_ok=True)
+        created = not self.history_path.exists()
+        fd = os.open(self.history_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            length = os.fstat(fd).st_size
+            if length < self._history_bytes:
+                raise OSError(
+                    f"it holds {length} bytes, {self.path.name} records {self._history_bytes}"
+                )
+            if length > self._history_bytes:  # lines of a write that never committed
+                os.ftruncate(fd, self._history_bytes)
+            os.lseek(fd, self._history_bytes, os.SEEK_SET)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if created:
+            fsync_dir(self.history_path.parent)
+
+
+def _name(entry: dict[str, Any]) -> str:
+    return Path(str(entry.get("path", ""))).name
+
+
+def _line(record: dict[str, Any]) -> bytes:
+    return (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def _apply(
+    current: dict[str, dict[str, Any]],
+    count: dict[str, int],
+    added: list[dict[str, Any]],
+    forgotten: list[dict[str, Any]],
+    entries: list[dict[str, Any]],
+) -> None:
+    """Update ``current`` (file name -> last entry) and ``count`` (file name ->
+    entries) for ``added`` and ``forgotten`` entries; ``entries`` is the list after
+    the change, searched only when a name's last entry goes and older ones stay."""
+    lost = set()
+    for entry in forgotten:
+        name = _name(entry)
+        count[name] = count.get(name, 0) - 1
+        if count[name] <= 0:
+            count.pop(name, None)
+            current.pop(name, None)
+            lost.discard(name)
+        elif current.get(name) is entry:
+            lost.add(name)
+    for entry in reversed(entries if lost else []):
+        name = _name(entry)
+        if name in lost:
+            current.pop(name, None)
+            current[name] = entry
+            lost.discard(name)
+            if not lost:
+                break
+    for entry in added:
+        name = _name(entry)
+        current.pop(name, None)
+        current[name] = entry
+        count[name] = count.get(name, 0) + 1
+
+
+def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """The whole manifest of ``folder`` as one dict, in the single-file layout of
+    version 1 (``artifacts``: every entry recorded and not forgotten, in order), from
+    ``manifest.json`` and its history. ``FileNotFoundError`` if there is none."""
+    manifest = Manifest(folder)
+    if not manifest.path.exists():
+        raise FileNotFoundError(f"no {MANIFEST_NAME} in {Path(folder)}")
+    return manifest.to_dict()
