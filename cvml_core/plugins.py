@@ -19,6 +19,9 @@ and creating it raises, naming both. Environment:
   built-in plugins stay.
 * ``CVML_DISABLE_PLUGIN_AUTOLOAD=1``: load no entry points.
 * ``CVML_STRICT_PLUGINS=1``: a plugin failure raises :class:`PluginError`.
+
+(About 350 lines, a third of them this documentation and the records' dataclasses:
+isolation per distribution and name conflicts are what pluggy does not do.)
 """
 
 from __future__ import annotations
