@@ -224,6 +224,12 @@ class Ledger:
         with self.lock:
             return [dict(entry) for entry in self.manifest.artifacts]
 
+    def current(self) -> list[dict[str, Any]]:
+        """A copy of the last entry per file name (what the folder holds), oldest
+        first; its cost does not grow with the history."""
+        with self.lock:
+            return [dict(entry) for entry in self.manifest.current]
+
     def recover(self) -> tuple[list[str], list[str]]:
         """Finish the publishing a stopped run left pending (see :meth:`Manifest.recover`)."""
         with self.lock:

@@ -269,7 +269,7 @@ class CkptCallback(BasisCallback):
 
     def _previous_entries(self, key: str) -> list[dict[str, Any]]:
         return [
-            e for e in files.current_checkpoints(self.folder, self.manifest_artifacts())
+            e for e in files.current_checkpoints(self.folder, self.current_artifacts())
             if e.get("basis_key") == key
         ]
 
