@@ -374,15 +374,19 @@ def test_a_plugin_whose_register_hook_fails_is_skipped_whole():
 @pytest.mark.parametrize(
     "module_text",
     [
-        "from os.path import *\n",
-        "try:\n    from os import sep as Target\nexcept ImportError:\n    Target = None\n",
+        "from cvml_star_source import *\n",
+        "try:\n    from cvml_star_source import Target\nexcept ImportError:\n    Target = None\n",
         "import sys\nif sys.version_info >= (3,):\n    class Target:\n        pass\n",
     ],
 )
 def test_targets_defined_in_blocks_or_by_star_imports_are_accepted(
     tmp_path, monkeypatch, module_text
 ):
+    (tmp_path / "cvml_star_source.py").write_text("class Target:\n    pass\n")
     (tmp_path / "cvml_block_target.py").write_text(module_text)
     monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("cvml_block_target", "cvml_star_source"):  # each case imports its own
+        monkeypatch.delitem(sys.modules, name, raising=False)
     registry = load_registry({}, [source(Registers(("t", "cvml_block_target:Target")))])
     assert registry.errors == [] and [c.name for c in registry.available()] == ["t"]
+    assert registry.callback_class("t").__name__ == "Target"  # imported at create time
