@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -222,3 +223,37 @@ def test_snapshots_copied_into_the_shadow_or_to_numpy_while_it_is_busy_hold_thei
         epoch = epoch_of(tmp_path, name)
         assert_same(loaded.get_weights(), states.weights[epoch])
         assert_same(loaded.optimizer.variables, states.optimizer[epoch])
+
+
+def test_a_non_chief_scratch_folder_goes_even_when_training_raises(
+    tmp_path, tiny_model, tiny_data, monkeypatch
+):
+    """Keras skips on_train_end when fit raises: the copy of the model a non-chief task
+    saved in a scratch folder (off log_dir) is still removed, at the latest when the
+    callback is collected."""
+    import gc
+    import json
+
+    monkeypatch.setenv("TF_CONFIG", json.dumps(
+        {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}
+    ))
+
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("stop")
+
+    def scratch_folders():
+        return set(Path(tempfile.gettempdir()).glob("cvml-ckpt-*"))
+
+    before = scratch_folders()
+    cb = CkptCallback(tmp_path, {"loss": "min"})
+    x, y = tiny_data
+    with pytest.raises(RuntimeError, match="stop"):
+        tiny_model().fit(x, y, epochs=3, verbose=0, callbacks=[cb, Stop()])
+    assert not cb.chief and not (tmp_path / "ckpt").exists()  # never writes in log_dir
+    (scratch,) = scratch_folders() - before
+    assert any(scratch.iterdir())  # the model.save copy the shadow is built from
+    del cb
+    gc.collect()
+    assert not scratch.exists()

@@ -134,6 +134,9 @@ class CkptCallback(BasisCallback):
                 )
         self._shadow: Shadow | None = None
         self._copy: StateCopy | None = None  # reads the live model's variables
+        # A non-chief's scratch folders: removed at train end, else (training raised:
+        # Keras skips on_train_end) when the callback is collected or the process exits.
+        self._scratch: dict[Path, tempfile.TemporaryDirectory[str]] = {}
         self._sources: list[Path] = []  # the model.save files of this run; the last
         # is the shadow's source
         self._in_flight = 0  # snapshots taken and not yet written (they use the shadow)
@@ -185,7 +188,9 @@ class CkptCallback(BasisCallback):
         if self.chief:
             path = temp_path_for(self.folder / name)
         else:
-            path = Path(tempfile.mkdtemp(prefix="cvml-ckpt-")) / name
+            scratch = tempfile.TemporaryDirectory(prefix="cvml-ckpt-")
+            self._scratch[Path(scratch.name)] = scratch
+            path = Path(scratch.name) / name
         self._sources.append(path)
         return path
 
@@ -329,9 +334,10 @@ class CkptCallback(BasisCallback):
         for path in self._sources:
             with contextlib.suppress(OSError):
                 path.unlink()
-            if path.parent != self.folder:  # a non-chief's scratch folder
-                shutil.rmtree(path.parent, ignore_errors=True)
-        self._sources = []
+        for scratch in self._scratch.values():  # a non-chief's scratch folders
+            with contextlib.suppress(OSError):
+                scratch.cleanup()
+        self._sources, self._scratch = [], {}
 
     # -- resuming ------------------------------------------------------------------
 
