@@ -11,7 +11,9 @@ import importlib.util  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+import cvml_core  # noqa: E402
 from cvml_core import plugins  # noqa: E402
+from cvml_core.plugins import PluginSource  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -45,6 +47,26 @@ def make_data(n=64, features=8, classes=2, seed=0):
     x = rng.random((n, features)).astype("float32")
     y = (x[:, : features // 2].sum(1) > x[:, features // 2 :].sum(1)).astype("int32") % classes
     return x, y
+
+
+@pytest.fixture
+def tiny_cnn():
+    """A factory of small compiled CNNs for 8x8x3 images, 2 classes (cvml's Keras)."""
+    from cvml_core.keras_compat import keras
+
+    def build(seed=0, shape=(8, 8, 3)):
+        keras.utils.set_random_seed(seed)
+        model = keras.Sequential([
+            keras.Input(shape),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2, activation="softmax"),
+        ])
+        model.compile(optimizer=keras.optimizers.Adam(0.01),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    return build
 
 
 @pytest.fixture
@@ -95,3 +117,29 @@ def drive():
         return callback
 
     return run
+
+
+class RunHooks:
+    """A plugin recording what ``cvml_train_begin`` / ``cvml_train_end`` receive."""
+
+    def __init__(self):
+        self.begin = []
+        self.end = []
+
+    @cvml_core.hookimpl
+    def cvml_train_begin(self, run):
+        self.begin.append(run)
+
+    @cvml_core.hookimpl
+    def cvml_train_end(self, run, logs, error):
+        self.end.append((run, dict(logs), error))
+
+
+@pytest.fixture
+def run_hooks():
+    """A :class:`RunHooks` plugin registered for this test."""
+    plugin = RunHooks()
+    plugins.get_registry().add(
+        PluginSource(name="probe", distribution="cvml-probe", version="0", module=plugin)
+    )
+    return plugin

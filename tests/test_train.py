@@ -61,33 +61,21 @@ class RecordingCallback(cvml_core.BasisCallback):
         return epochs[-1]
 
 
-class Probe:
-    """A plugin recording the run hooks and registering the test callback by name."""
-
-    def __init__(self):
-        self.begin = []
-        self.end = []
+class Registers:
+    """A plugin registering the test callback by name."""
 
     @cvml_core.hookimpl
     def cvml_register_callbacks(self, register):
         register("recording", RecordingCallback, summary="test callback")
 
-    @cvml_core.hookimpl
-    def cvml_train_begin(self, run):
-        self.begin.append(run)
-
-    @cvml_core.hookimpl
-    def cvml_train_end(self, run, logs, error):
-        self.end.append((run, dict(logs), error))
-
 
 @pytest.fixture
-def probe():
-    plugin = Probe()
-    plugins.get_registry().add(
-        PluginSource(name="probe", distribution="cvml-probe", version="0", module=plugin)
-    )
-    return plugin
+def probe(run_hooks):
+    """The run hooks' recorder, with the ``recording`` callback registered."""
+    plugins.get_registry().add(PluginSource(
+        name="recording", distribution="cvml-recording", version="0", module=Registers()
+    ))
+    return run_hooks
 
 
 def make_sets(n_train=64, n_dev=40, seed=0):

@@ -6,30 +6,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import cvml_core
-from cvml_core import plugins
 from cvml_core.data_checks import loss_name
 from cvml_core.keras_compat import keras
-from cvml_core.plugins import PluginSource
 from cvml_core.train import TrainInfer
 
 
-class Probe:
-    def __init__(self):
-        self.begin = []
-
-    @cvml_core.hookimpl
-    def cvml_train_begin(self, run):
-        self.begin.append(run)
-
-
 @pytest.fixture
-def probe():
-    plugin = Probe()
-    plugins.get_registry().add(
-        PluginSource(name="probe", distribution="cvml-probe", version="0", module=plugin)
-    )
-    return plugin
+def probe(run_hooks):
+    return run_hooks
 
 
 class EpochCounter(keras.callbacks.Callback):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cvml_core import TrainInfer
-from cvml_core.keras_compat import Callback, keras
+from cvml_core.keras_compat import Callback
 
 pytest.importorskip("cvml_ckpt")
 pytest.importorskip("cvml_tb")
@@ -29,19 +29,6 @@ def _sets():
     return train, dev
 
 
-def _model(seed=0):
-    keras.utils.set_random_seed(seed)
-    model = keras.Sequential([
-        keras.Input((8, 8, 3)),
-        keras.layers.Conv2D(4, 3, activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(2, activation="softmax"),
-    ])
-    model.compile(optimizer=keras.optimizers.Adam(0.01),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    return model
-
-
 class _StateAtStart(Callback):
     def on_train_begin(self, logs=None):
         self.weights = [np.array(w) for w in self.model.get_weights()]
@@ -54,7 +41,7 @@ class _StateAtEnd(Callback):
         self.optimizer = [np.array(v) for v in self.model.optimizer.variables]
 
 
-def test_train_then_resume_with_every_callback(tmp_path):
+def test_train_then_resume_with_every_callback(tmp_path, tiny_cnn):
     from cvml_ckpt import CkptCallback
     from cvml_tb import TensorboardCallback
     from cvml_tflite import TFLiteCallback
@@ -72,14 +59,14 @@ def test_train_then_resume_with_every_callback(tmp_path):
 
     end = _StateAtEnd()
     first = callbacks()
-    TrainInfer(_model()).train(train, dev, 16, 3, callbacks=[*first, end], show_results=0)
+    TrainInfer(tiny_cnn()).train(train, dev, 16, 3, callbacks=[*first, end], show_results=0)
     assert (tmp_path / "run" / "ckpt" / "last.keras").exists()
     assert list((tmp_path / "run" / "tb").rglob("events.out.tfevents.*"))
     converted = [a for a in first[2].manifest.artifacts if a["basis_key"] == "val_loss"]
     assert converted and converted[-1]["details"]["verified"]
 
     start = _StateAtStart()
-    history = TrainInfer(_model(seed=1)).train(
+    history = TrainInfer(tiny_cnn(seed=1)).train(
         train, dev, 16, 4, start_epoch=3, callbacks=[*callbacks(), start], show_results=0
     )
     assert list(history.epoch) == [3]

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from cvml_core import TrainInfer
-from cvml_core.keras_compat import Callback, keras
+from cvml_core.keras_compat import Callback
 from cvml_core.manifest import Manifest
 
 pytest.importorskip("cvml_ckpt")
@@ -57,31 +57,16 @@ def image_sets(n_train=64, n_dev=32, seed=0):
     return train, dev, x[n_train:]
 
 
-def image_model(seed=0):
-    keras.utils.set_random_seed(seed)
-    model = keras.Sequential(
-        [
-            keras.Input(IMAGE_SHAPE),
-            keras.layers.Conv2D(4, 3, activation="relu"),
-            keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(2, activation="softmax"),
-        ]
-    )
-    model.compile(optimizer=keras.optimizers.Adam(0.01),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    return model
-
-
 def card_text(card):
     return json.dumps(card["attachments"][0]["content"]["body"])
 
 
-def test_the_seed_usage_with_all_three_plugins(tmp_path, webhook, capsys):
+def test_the_seed_usage_with_all_three_plugins(tmp_path, webhook, capsys, tiny_cnn):
     server, webhook_url = webhook
     train_dataset, dev_dataset, x_dev = image_sets()
     log_dir = str(tmp_path / "run")
     batch_size, epochs, start_epoch = 16, 6, 0
-    trainInfer = TrainInfer(image_model())  # noqa: N806 - the seed's spelling
+    trainInfer = TrainInfer(tiny_cnn())  # noqa: N806 - the seed's spelling
 
     basis_dict = {"val_loss": "min"}
     callbacks = [
@@ -120,12 +105,12 @@ class _WeightsAtStart(Callback):
         self.weights = [w.copy() for w in self.model.get_weights()]
 
 
-def test_resume_at_start_epoch_restores_the_checkpoint_and_keeps_bests(tmp_path):
+def test_resume_at_start_epoch_restores_the_checkpoint_and_keeps_bests(tmp_path, tiny_cnn):
     train_dataset, dev_dataset, _ = image_sets()
     log_dir = str(tmp_path / "run")
     basis_dict = {"val_loss": "min"}
 
-    first = image_model(seed=0)
+    first = tiny_cnn(seed=0)
     TrainInfer(first).train(
         train_dataset, dev_dataset, 16, 3, show_results=0,
         callbacks=[CkptCallback(log_dir, basis_dict, save_last=True),
@@ -136,7 +121,7 @@ def test_resume_at_start_epoch_restores_the_checkpoint_and_keeps_bests(tmp_path)
 
     probe = _WeightsAtStart()
     resumed_ckpt = CkptCallback(log_dir, basis_dict, save_last=True)
-    history = TrainInfer(image_model(seed=1)).train(
+    history = TrainInfer(tiny_cnn(seed=1)).train(
         train_dataset, dev_dataset, 16, 6, start_epoch=3, show_results=0,
         callbacks=[resumed_ckpt, TensorboardCallback(log_dir, basis_dict), probe],
     )
@@ -150,6 +135,6 @@ def test_resume_at_start_epoch_restores_the_checkpoint_and_keeps_bests(tmp_path)
     else:
         assert (best_after.epoch, best_after.value) == (best_before["epoch"], best_before["value"])
     # the best checkpoint file holds the epoch the policy names, read from the file itself
-    assert CkptCallback.restore(image_model(seed=2), log_dir, which="val_loss") == best_after.epoch
+    assert CkptCallback.restore(tiny_cnn(seed=2), log_dir, which="val_loss") == best_after.epoch
     entries = [a for a in resumed_ckpt.manifest.artifacts if a["basis_key"] == "val_loss"]
     assert entries[-1]["epoch"] == best_after.epoch
