@@ -14,7 +14,7 @@ import cvml_core
 
 def test_package_and_plugin_import_without_tensorflow():
     code = (
-        "import sys, cvml_tflite, cvml_tflite.plugin, cvml_core;"
+        "import sys, cvml_tflite, cvml_core;"
         "names = [c.name for c in cvml_core.available_callbacks()];"
         "assert 'tflite' in names, names;"
         "heavy = [m for m in ('tensorflow', 'keras') if m in sys.modules];"

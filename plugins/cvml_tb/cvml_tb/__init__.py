@@ -1,7 +1,7 @@
 """cvml-tb: the ``tb`` callback, TensorBoard scalars, best-so-far values and sample images.
 
 ``from cvml_tb import TensorboardCallback`` imports TensorFlow; importing this package
-or :mod:`cvml_tb.plugin` does not (``cvml plugins`` lists callbacks without TensorFlow).
+does not (``cvml plugins`` lists callbacks from the package metadata, without TensorFlow).
 """
 
 from __future__ import annotations
