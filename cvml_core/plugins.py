@@ -27,7 +27,6 @@ isolation per distribution and name conflicts are what pluggy does not do.)
 from __future__ import annotations
 
 import difflib
-import importlib
 import importlib.util
 import os
 import pkgutil
@@ -48,7 +47,7 @@ CALLBACK_GROUP = "cvml.callbacks"
 CORE_DISTRIBUTION = "cvml-core"
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]*$")
 TARGET_PATTERN = re.compile(r"^\w+(\.\w+)*:\w+(\.\w+)*$")
-BUILTIN_PLUGINS: tuple[str, ...] = ("cvml_core.teams",)
+BUILTIN_PLUGINS: tuple[str, ...] = ("cvml_core.teams:plugin",)  # "module:object"
 HOOK_NAMES = sorted(n for n in dir(hookspecs) if n.startswith("cvml_"))
 
 
@@ -112,7 +111,9 @@ class PluginSource:
     def load(self) -> Any:
         if self.entry_point is not None:
             return self.entry_point.load()
-        return self.module if self.module is not None else importlib.import_module(self.name)
+        if self.module is not None:
+            return self.module
+        return pkgutil.resolve_name(self.name)  # a built-in: "module" or "module:object"
 
 
 def _env_flag(environ: Mapping[str, str], name: str) -> bool:

@@ -12,10 +12,9 @@ waits for the end card at most ``CVML_TEAMS_TIMEOUT`` seconds (default 10). A fa
 webhook gives one ``RuntimeWarning`` per run, with the URL masked. Only the chief of a
 multi-worker run posts.
 
-The plugin is an object, :class:`TeamsPlugin`; its per-run state (the run and its
-notifier, from begin to end) lives on it. This module registers as the plugin too: its
-``cvml_train_begin`` / ``cvml_train_end`` are :data:`plugin`'s bound methods (register
-the module or the object, not both). Standard library only: no TensorFlow import.
+The plugin is an object, :data:`plugin` (a :class:`TeamsPlugin`), registered by the
+loader as a built-in; its per-run state (the run and its notifier, from begin to end)
+lives on it. Standard library only: no TensorFlow import.
 """
 
 from __future__ import annotations
@@ -33,8 +32,6 @@ __all__ = [
     "TeamsNotifier",
     "TeamsPlugin",
     "WebhookURLError",
-    "cvml_train_begin",
-    "cvml_train_end",
     "plugin",
     "validate_webhook_url",
 ]
@@ -108,8 +105,5 @@ class TeamsPlugin:
             notifier.close()
 
 
-#: The built-in plugin object.
+#: The built-in plugin object (``cvml_core.plugins.BUILTIN_PLUGINS``).
 plugin = TeamsPlugin()
-# The module is what cvml_core.plugins registers: these are the object's hooks.
-cvml_train_begin = plugin.cvml_train_begin
-cvml_train_end = plugin.cvml_train_end

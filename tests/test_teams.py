@@ -361,7 +361,7 @@ def test_a_bad_url_fails_at_train_start(tmp_path, tiny_model):
 
 def test_the_notifier_is_a_builtin_plugin_without_tensorflow():
     registry = plugins.get_registry()
-    assert "cvml-core:cvml_core.teams" in dict(registry.pm.list_name_plugin())
+    assert "cvml-core:cvml_core.teams:plugin" in dict(registry.pm.list_name_plugin())
     import subprocess
     import sys
 
@@ -376,14 +376,14 @@ def test_the_notifier_is_a_builtin_plugin_without_tensorflow():
 
 def test_only_the_chief_posts(webhook):
     run = RunInfo(notify={"teams": webhook.url}, chief=False, epochs=1)
-    teams.cvml_train_begin(run)
+    teams.plugin.cvml_train_begin(run)
     run.end_time = run.start_time + 1
-    teams.cvml_train_end(run, {}, None)
+    teams.plugin.cvml_train_end(run, {}, None)
     assert webhook.requests == []
     chief = RunInfo(notify={"teams": webhook.url}, epochs=1)
-    teams.cvml_train_begin(chief)
+    teams.plugin.cvml_train_begin(chief)
     chief.end_time = chief.start_time + 1
-    teams.cvml_train_end(chief, {"loss": 0.5}, None)
+    teams.plugin.cvml_train_end(chief, {"loss": 0.5}, None)
     assert [card_text(r["json"]).splitlines()[0] for r in webhook.requests] == [
         "Training started", "Training finished"
     ]

@@ -463,8 +463,8 @@ def test_a_bad_setting_fails_before_training(tmp_path, tiny_model, monkeypatch):
 
 def test_the_hooks_post_nothing_for_a_run_without_url():
     run = RunInfo(epochs=1)
-    teams.cvml_train_begin(run)
-    teams.cvml_train_end(run, {}, None)
+    teams.plugin.cvml_train_begin(run)
+    teams.plugin.cvml_train_end(run, {}, None)
     assert teams.plugin.runs == []
 
 
@@ -531,11 +531,11 @@ def test_the_plugin_object_keeps_each_runs_notifier_on_itself(http_webhook):
     )
 
 
-def test_the_builtin_plugin_is_the_module_with_the_objects_hooks():
+def test_the_builtin_plugin_is_the_teams_plugin_object():
     registry = cvml_core.plugins.get_registry()
     impls = {
         hook: [i for i in getattr(registry.pm.hook, hook).get_hookimpls()
-               if i.plugin_name.endswith("cvml_core.teams")]
+               if i.plugin_name.endswith("cvml_core.teams:plugin")]
         for hook in ("cvml_train_begin", "cvml_train_end")
     }
     for hook, (impl,) in impls.items():
