@@ -13,7 +13,8 @@ Add a callback: a package whose entry point names it (written once) and its clas
     my-cb = "my_package:MyCallback"
 
 ``my_package.MyCallback`` subclasses :class:`cvml_core.BasisCallback` (or plain
-``keras.callbacks.Callback``); created by name it is called ``my-cb``. A plugin with
+``keras.callbacks.Callback``); created by name or built directly, it is called
+``my-cb``. A plugin with
 hooks is a module named by an entry point in group ``cvml`` (:mod:`cvml_core.hookspecs`).
 """
 
