@@ -26,6 +26,7 @@ from cvml_core.artifact import Artifact
 from cvml_core.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from cvml_core.basis import BasisPolicy, MissingMetricError
 from cvml_core.hookspecs import hookimpl
+from cvml_core.ledger import SaveJob
 from cvml_core.manifest import Manifest
 from cvml_core.plugins import (
     CallbackInfo,
@@ -38,14 +39,13 @@ from cvml_core.run import RunInfo
 from cvml_core.worker import BackgroundJobError, BackgroundWorker
 
 if TYPE_CHECKING:
-    from cvml_core.callback import BasisCallback, LogDirError, SaveJob
+    from cvml_core.callback import BasisCallback, LogDirError
     from cvml_core.train import TrainInfer
 
 # Names whose modules import Keras/TensorFlow: loaded on first use only.
 _LAZY = {
     "BasisCallback": "cvml_core.callback",
     "LogDirError": "cvml_core.callback",
-    "SaveJob": "cvml_core.callback",
     "TrainInfer": "cvml_core.train",
 }
 

@@ -123,8 +123,11 @@ class BasisCallback(Callback):
         folder: str | None = None,
     ) -> None:
         super().__init__()
-        if type(self).name == BasisCallback.name:  # built directly: the registered name
-            type(self).name = registered_name(type(self)) or BasisCallback.name
+        cls = type(self)
+        if "name" not in vars(cls):  # built directly: the name its entry point gives it
+            found = registered_name(cls)  # (the rule create_callback applies too)
+            if found:
+                cls.name = found
         self.policy = BasisPolicy(basis_dict, skip_from_start, frequency, min_delta)
         if not isinstance(log_dir, (str, os.PathLike)) or not str(log_dir):
             raise ValueError(f"log_dir must be a folder path. Received: log_dir={log_dir!r}")

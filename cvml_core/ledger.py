@@ -75,12 +75,15 @@ class Ledger:
     def committed_state(self) -> dict[str, Any]:
         """The basis state with, per key, the best whose file is written."""
         with self.lock:
-            state = self.policy.state_dict()
-            state["best"] = {
-                key: {"value": best.value, "epoch": best.epoch}
-                for key, best in self.committed.items()
-            }
-            return state
+            return self._committed_state()
+
+    def _committed_state(self) -> dict[str, Any]:  # the caller holds the lock
+        state = self.policy.state_dict()
+        state["best"] = {
+            key: {"value": best.value, "epoch": best.epoch}
+            for key, best in self.committed.items()
+        }
+        return state
 
     def commit_now(self, keys: Iterable[str]) -> None:
         """Commit the policy's bests of ``keys`` at once (bests without a file)."""
@@ -171,8 +174,8 @@ class Ledger:
     def record(self, artifacts: list[Artifact]) -> None:
         """Add ``artifacts`` to the manifest with the committed basis state; write it.
         They are announced later, on the training thread."""
-        state = self.committed_state()
-        with self.lock:
+        with self.lock:  # one lock: a best committed meanwhile is not written over
+            state = self._committed_state()
             for artifact in artifacts:
                 self.manifest.add(artifact)
             self.manifest.basis_state = state

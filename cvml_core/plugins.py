@@ -208,8 +208,8 @@ class Registry:
                 self.pm.register(source.load(), name=plugin_name)
                 self.pm.check_pending()  # a hook implementation without a spec
                 for impl in self.pm.hook.cvml_register_callbacks.get_hookimpls():
-                    if impl.plugin_name == plugin_name:
-                        impl.function(register=register)
+                    if impl.plugin_name == plugin_name:  # it may leave the argument out
+                        impl.function(**({"register": register} if impl.argnames else {}))
             self._claim(found)
         except Exception as exc:
             if self.pm.has_plugin(plugin_name):
@@ -288,14 +288,20 @@ class Registry:
                 self.fail(dist, f"{hook_name} raised {type(exc).__name__}: {exc}", exc)
 
 
+_registered_names: dict[type, str | None] = {}
+
+
 def registered_name(cls: type) -> str | None:
     """The name a ``cvml.callbacks`` entry point gives ``cls``, or None; reads
-    metadata only (for a class built directly, not by name)."""
-    target = f"{cls.__module__}:{cls.__qualname__}"
-    for ep in importlib_metadata.entry_points(group=CALLBACK_GROUP):
-        if ep.value.replace(" ", "") == target:
-            return str(ep.name)
-    return None
+    metadata only, once per class (for a class built directly, not by name)."""
+    if cls not in _registered_names:
+        target = f"{cls.__module__}:{cls.__qualname__}"
+        _registered_names[cls] = next(
+            (str(ep.name) for ep in importlib_metadata.entry_points(group=CALLBACK_GROUP)
+             if ep.value.replace(" ", "") == target),
+            None,
+        )
+    return _registered_names[cls]
 
 
 def load_registry(

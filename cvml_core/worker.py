@@ -1,9 +1,11 @@
 """The background worker: one pool of threads per process, one lane per owner.
 
 Slow work that must not hold training (writing checkpoints and event files, converting
-to tflite, posting a Teams card) runs on one pool shared by the whole process: at most
-:data:`POOL_SIZE` daemon threads named ``cvml-worker-N``, started when work comes and
-ending after :data:`IDLE_SECONDS` without any, so no thread outlives the work.
+to tflite, posting a Teams card) runs on one pool shared by the whole process: daemon
+threads named ``cvml-worker-N``, one per lane with work (:data:`POOL_SIZE`), started
+when work comes and ending after :data:`IDLE_SECONDS` without any, so no thread
+outlives the work. A process forked while a lane is busy cannot use that lane (its
+job's thread is not in the child): make lanes after forking.
 
 Each owner (a callback, a notifier) submits through its own lane, a
 :class:`BackgroundWorker`. A lane runs its jobs in order, one at a time, on whichever
@@ -26,6 +28,7 @@ A job's failure is kept and raised on the submitting thread by the next
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections import deque
@@ -33,9 +36,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-#: The most pool threads running jobs at once (one per lane: the three callbacks and a
-#: notifier never wait for a thread).
-POOL_SIZE = 4
+#: The most pool threads running jobs at once; None: one per lane with work (a lane runs
+#: one job at a time), so no lane's job ever waits for a thread and training is never
+#: held by another lane's slow job (a conversion, a webhook retrying).
+POOL_SIZE: int | None = None
 #: Seconds a pool thread waits for work before it ends.
 IDLE_SECONDS = 5.0
 
@@ -47,7 +51,7 @@ class BackgroundJobError(RuntimeError):
 class _Pool:
     """Daemon threads ``cvml-worker-N`` running lanes' steps in the order queued."""
 
-    def __init__(self, size: int = POOL_SIZE, idle_seconds: float = IDLE_SECONDS) -> None:
+    def __init__(self, size: int | None = POOL_SIZE, idle_seconds: float = IDLE_SECONDS) -> None:
         self.size = size
         self.idle_seconds = idle_seconds
         self._cond = threading.Condition()
@@ -65,8 +69,10 @@ class _Pool:
         """Run ``step()`` on a pool thread, after the steps queued before it."""
         with self._cond:
             self._ready.append(step)
-            if self._idle < len(self._ready) and len(self._numbers) < self.size:
-                number = min(set(range(1, self.size + 1)) - self._numbers)
+            if self._idle < len(self._ready) and (
+                self.size is None or len(self._numbers) < self.size
+            ):
+                number = next(n for n in itertools.count(1) if n not in self._numbers)
                 self._numbers.add(number)
                 threading.Thread(
                     target=self._loop, args=(number,), name=f"cvml-worker-{number}", daemon=True

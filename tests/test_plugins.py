@@ -390,3 +390,14 @@ def test_targets_defined_in_blocks_or_by_star_imports_are_accepted(
     registry = load_registry({}, [source(Registers(("t", "cvml_block_target:Target")))])
     assert registry.errors == [] and [c.name for c in registry.available()] == ["t"]
     assert registry.callback_class("t").__name__ == "Target"  # imported at create time
+
+
+def test_a_registering_hook_may_leave_its_argument_out():
+    class Quiet:
+        @cvml_core.hookimpl
+        def cvml_register_callbacks(self):
+            self.called = True
+
+    quiet = Quiet()
+    registry = load_registry({}, [source(quiet)])
+    assert registry.errors == [] and quiet.called

@@ -198,7 +198,37 @@ def test_lanes_run_side_by_side_on_the_shared_pool_threads(pool):
     assert ckpt.drain() == ["ckpt"] and tb.drain() == ["tb"]
 
 
-def test_the_pool_has_a_fixed_number_of_threads_and_every_job_runs(pool):
+def test_by_default_no_lane_waits_for_a_thread(pool):
+    """Six lanes (more than ckpt, tb, tflite and a notifier) each hold a pool thread
+    with a job that blocks: every job runs at once."""
+    lanes = [BackgroundWorker(f"lane {i}") for i in range(6)]
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def job(i):
+        def run():
+            started.release()
+            release.wait()
+            return i
+
+        return run
+
+    try:
+        for i, lane in enumerate(lanes):
+            lane.submit(f"job {i}", job(i))
+        for _ in lanes:
+            assert started.acquire(timeout=DEADLINE)
+        assert pool.threads == len(lanes)
+    finally:
+        release.set()
+    for i, lane in enumerate(lanes):
+        lane.wait()
+        assert lane.drain() == [i]
+
+
+def test_a_capped_pool_has_that_many_threads_and_every_job_runs(pool):
+    pool = worker_module._Pool(size=3, idle_seconds=0.05)
+    worker_module._POOL = pool  # restored by the fixture's monkeypatch
     lanes = [BackgroundWorker(f"lane {i}") for i in range(pool.size + 2)]
     release = threading.Event()
     lock = threading.Lock()
