@@ -9,11 +9,12 @@ Each trial starts ``kill_child.py`` on a fresh ``log_dir`` (with its own ``TMPDI
 kills it at a seeded random moment after fit starts (tflite conversions are often in
 flight), then checks:
 
-* 0 processes alive: no conversion worker of the killed process (found by its command
-  line ``cvml_tflite.worker_main --parent <pid>``) within 10 s of the kill;
+* 0 processes left running: every conversion worker of the killed process (found by
+  its command line ``cvml_tflite.worker_main --parent <pid>``) ends by itself. The
+  wait is bounded only by the hang guard ``TRIAL_TIMEOUT``; how long the workers took
+  is printed (the longest), never asserted;
 * 0 files written after the kill: the folder's files and mtimes right after the kill
-  and again once no process of the run is left (nothing can write after that; at
-  most 10 s);
+  and again once no process of the run is left (nothing can write after that);
 * 0 unloadable files: every ``.keras`` loads, every ``.tflite`` allocates in LiteRT;
 * 0 best regressions: the best per callback after the next start is never worse than
   the last one read from its manifest before the kill, and the resumed callback keeps it;
@@ -51,7 +52,9 @@ def _best(folder: Path) -> float | None:
         return None
 
 
-def _trial(root: Path, delay: float, counts: dict[str, int], notes: list[str]) -> None:
+def _trial(
+    root: Path, delay: float, counts: dict[str, int], notes: list[str], ended_after: list[float]
+) -> None:
     log_dir, tmpdir = root / "run", root / "tmp"
     tmpdir.mkdir(parents=True)
     env = dict(os.environ, TMPDIR=str(tmpdir), PYTHONPATH=os.pathsep.join(sys.path))
@@ -77,12 +80,13 @@ def _trial(root: Path, delay: float, counts: dict[str, int], notes: list[str]) -
     killed_at = time.monotonic()
     after_kill = folder_state(log_dir)
     marker = f"--parent {proc.pid}"
-    while worker_pids(marker) and time.monotonic() < killed_at + 10:
+    while worker_pids(marker) and time.monotonic() < killed_at + TRIAL_TIMEOUT:
         time.sleep(0.05)
+    ended_after.append(time.monotonic() - killed_at)  # a figure to print, not to assert
     alive = worker_pids(marker)
     if alive:
         counts["alive"] += 1
-        notes.append(f"workers alive 10 s after the kill: {alive}")
+        notes.append(f"workers still running {TRIAL_TIMEOUT:.0f} s after the kill: {alive}")
         for pid in alive:
             os.kill(pid, signal.SIGKILL)
     later = folder_state(log_dir)
@@ -140,11 +144,13 @@ def test_random_sigkills(tmp_path):
     counts = dict.fromkeys(
         ("unloadable", "regressions", "alive", "written", "scratch", "mismatch"), 0)
     notes: list[str] = []
+    ended_after: list[float] = []
     for trial in range(TRIALS):
-        _trial(tmp_path / f"t{trial}", rng.uniform(0.2, 6.0), counts, notes)
+        _trial(tmp_path / f"t{trial}", rng.uniform(0.2, 6.0), counts, notes, ended_after)
     summary = (f"kill trials={TRIALS} seed={SEED}: unloadable={counts['unloadable']} "
-               f"best_regressions={counts['regressions']} alive_after_10s={counts['alive']} "
+               f"best_regressions={counts['regressions']} left_running={counts['alive']} "
                f"written_after_kill={counts['written']} scratch_left={counts['scratch']} "
-               f"manifest_mismatch={counts['mismatch']}")
+               f"manifest_mismatch={counts['mismatch']} (workers gone at most "
+               f"{max(ended_after, default=0.0):.1f} s after a kill)")
     print("\n" + summary)
     assert not any(counts.values()), summary + "\n" + "\n".join(notes[:20])
