@@ -56,6 +56,7 @@ from typing import Any, ClassVar
 from cvml_core.artifact import Artifact, Staged
 from cvml_core.atomic import remove_stale_temps
 from cvml_core.basis import BasisPolicy, KeyBest
+from cvml_core.checks import check_folder
 from cvml_core.distribute import is_chief
 from cvml_core.keras_compat import Callback
 from cvml_core.ledger import Ledger, SaveJob
@@ -129,9 +130,7 @@ class BasisCallback(Callback):
             if found:
                 cls.name = found
         self.policy = BasisPolicy(basis_dict, skip_from_start, frequency, min_delta)
-        if not isinstance(log_dir, (str, os.PathLike)) or not str(log_dir):
-            raise ValueError(f"log_dir must be a folder path. Received: log_dir={log_dir!r}")
-        self.log_dir = Path(log_dir)
+        self.log_dir = Path(check_folder("log_dir", log_dir))
         self.folder = self.log_dir / (folder or self.name)
         #: Whether this process writes (:mod:`cvml_core.distribute`); set again, from
         #: the model's strategy, at train begin.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from typing import Any
 
 
@@ -18,6 +19,13 @@ def _received(name: str, value: Any) -> str:
 def is_integer(value: Any) -> bool:
     """An int or numpy integer, not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_folder(name: str, value: Any) -> str:
+    """A folder path (str or ``os.PathLike``), not empty; returned as str."""
+    if isinstance(value, (str, os.PathLike)) and str(value):
+        return str(value)
+    raise ValueError(f"{name} must be a folder path. {_received(name, value)}")
 
 
 def check_bool(name: str, value: Any) -> bool:

@@ -184,7 +184,12 @@ class RunInfo:
 
     def latest_artifacts(self) -> list[Artifact]:
         """The newest artifact per (callback, kind, basis key): the files that stand."""
-        latest: dict[tuple[str, str, str | None], Artifact] = {}
-        for artifact in self.artifacts:
-            latest[(artifact.callback, artifact.kind, artifact.basis_key)] = artifact
-        return list(latest.values())
+        return latest_artifacts(self.artifacts)
+
+
+def latest_artifacts(artifacts: list[Artifact]) -> list[Artifact]:
+    """The newest of ``artifacts`` per (callback, kind, basis key), in first-seen order."""
+    latest: dict[tuple[str, str, str | None], Artifact] = {}
+    for artifact in artifacts:
+        latest[(artifact.callback, artifact.kind, artifact.basis_key)] = artifact
+    return list(latest.values())

@@ -11,7 +11,7 @@ from cvml_core.artifact import Artifact
 from cvml_core.basis import BasisPolicy, KeyBest
 from cvml_core.keras_compat import Callback
 from cvml_core.protocol import ListsArtifacts, TracksBasis
-from cvml_core.run import RunInfo
+from cvml_core.run import RunInfo, latest_artifacts
 from cvml_core.table import format_table
 
 _ARTIFACT_FIELDS = {f.name for f in fields(Artifact)}
@@ -94,7 +94,7 @@ def new_artifacts(before: list[Artifact], after: list[Artifact]) -> list[Artifac
 def summary_text(run: RunInfo, artifacts: list[Artifact]) -> str:
     """Per basis key: mode, best value, its epoch and the files that stand for it;
     then the other files (``basis_key`` None)."""
-    standing = RunInfo(artifacts=artifacts).latest_artifacts()
+    standing = latest_artifacts(artifacts)
     rows = []
     for key, best in run.best.items():
         paths = [f"{a.callback}: {a.path}" for a in standing if a.basis_key == key]

@@ -47,7 +47,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from cvml_core.basis import is_integer, validate_basis_dict
+from cvml_core.basis import validate_basis_dict
+from cvml_core.checks import check_folder, is_integer
 from cvml_core.data import Data, dataset_batching, inference_data, prepare
 from cvml_core.data_checks import check_first_batch
 from cvml_core.distribute import is_chief
@@ -105,11 +106,7 @@ class TrainInfer:
 
     @staticmethod
     def _check_log_dir(log_dir: Any) -> str | None:
-        if log_dir is None:
-            return None
-        if not isinstance(log_dir, (str, os.PathLike)) or not str(log_dir):
-            raise ValueError(f"log_dir must be a folder path. Received: log_dir={log_dir!r}")
-        return str(log_dir)
+        return None if log_dir is None else check_folder("log_dir", log_dir)
 
     # -- train -----------------------------------------------------------------------
 

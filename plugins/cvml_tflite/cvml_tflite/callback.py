@@ -248,11 +248,11 @@ class TFLiteCallback(BasisCallback):
         return {"skip_from_start": demo.epochs // 2}
 
     def demo_report(self, log_dir: Path) -> list[str]:
-        latest = {(e["kind"], e.get("basis_key")): e for e in self.manifest_artifacts()}
-        if not latest:
+        standing = self.current_artifacts()  # the last entry of each file
+        if not standing:
             return []
         lines = ["TFLite verification (LiteRT vs Keras on dev samples):"]
-        for entry in latest.values():
+        for entry in standing:
             lines.append(f"  {Path(entry['path']).name}: {_figures(entry.get('details', {}))}")
         return lines
 
