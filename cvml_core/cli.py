@@ -11,27 +11,52 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from typing import IO
 
-from cvml_core.plugins import load_registry
+from cvml_core.plugins import PluginError, Registry, load_registry
 from cvml_core.table import format_table
+
+DESCRIPTION = "cvml callbacks: list the installed plugins, or run the demo."
+PLUGINS_HELP = (
+    "List the installed callbacks (no TensorFlow import) and the plugins that failed to "
+    "load. Exit status: 0 when every plugin loaded, 1 when one failed to load (each "
+    "reason is printed once, on stderr, or as an entry with 'error' in --json) or "
+    "CVML_PLUGINS names nothing installed."
+)
+
+
+def _no_callbacks_line(registry: Registry) -> str:
+    """Why the table is empty: failures, a selection, or nothing installed."""
+    if registry.errors:
+        return f"No cvml callbacks loaded: {len(registry.errors)} plugin(s) failed (below)."
+    if registry.selected:
+        return (
+            f"No cvml callbacks among the plugins selected by "
+            f"CVML_PLUGINS={','.join(registry.selected)!r}."
+        )
+    return "No cvml callbacks installed. Install one, e.g. pip install ./plugins/cvml_ckpt"
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    registry = load_registry()
+    try:
+        registry = load_registry(warn=False)  # each failure is printed once, below
+    except PluginError as exc:  # CVML_STRICT_PLUGINS=1: the first failure, no traceback
+        print(f"cvml plugins: error: {exc}", file=sys.stderr)
+        return 1
     callbacks = registry.available()
     if args.json:
         payload = [c.to_dict() for c in callbacks] + [e.to_dict() for e in registry.errors]
         print(json.dumps(payload, indent=2))
-        return 0
-    if callbacks:
+    elif callbacks:
         rows = [[c.name, c.distribution, c.version, c.summary] for c in callbacks]
         print(format_table(rows, ["name", "distribution", "version", "summary"]))
     else:
-        print("No cvml callbacks installed. Install one, e.g. pip install ./plugins/cvml_ckpt")
+        print(_no_callbacks_line(registry))
+    if registry.selection_error:
+        print(f"\n{registry.selection_error}", file=sys.stderr)
     if registry.errors:
-        print("\nLoad errors:", file=sys.stderr)
+        print("\nLoad errors (these plugins' callbacks are not available):", file=sys.stderr)
         for error in registry.errors:
             print(f"  {error.distribution}: {error.error}", file=sys.stderr)
-    return 0
+    return 1 if registry.errors or registry.unmatched else 0
 
 
 #: What quiets TensorFlow's own logging, unless the user set it (or passes --verbose):
@@ -95,9 +120,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cvml", description=__doc__)
+    parser = argparse.ArgumentParser(prog="cvml", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
-    plugins = sub.add_parser("plugins", help="list installed callbacks and plugin load errors")
+    plugins = sub.add_parser(
+        "plugins", description=PLUGINS_HELP,
+        help="list installed callbacks and plugin load errors (exit 1 if a plugin failed)",
+    )
     plugins.add_argument("--json", action="store_true", help="print a JSON list")
     plugins.set_defaults(func=cmd_plugins)
     demo = sub.add_parser("demo", help="train a small CNN on the digits with every callback")

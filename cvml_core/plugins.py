@@ -16,11 +16,16 @@ implementation still runs. Two distributions registering one name: neither is us
 and creating it raises, naming both. Environment:
 
 * ``CVML_PLUGINS=a,b``: load only these (entry point or distribution names); the
-  built-in plugins stay.
+  built-in plugins stay. A name that matches no installed entry point or distribution
+  is reported (a warning, and in ``cvml plugins``).
 * ``CVML_DISABLE_PLUGIN_AUTOLOAD=1``: load no entry points.
 * ``CVML_STRICT_PLUGINS=1``: a plugin failure raises :class:`PluginError`.
 
-(About 350 lines, a third of them this documentation and the records' dataclasses:
+An entry point group that looks like a misspelling of these two (``cvml.callback``,
+``cvml_callbacks``, ``cvml-plugins`` ...) is reported as a load error of its
+distribution: its entry points would otherwise be ignored without a word.
+
+(About 400 lines, a third of them this documentation and the records' dataclasses:
 isolation per distribution and name conflicts are what pluggy does not do.)
 """
 
@@ -86,10 +91,12 @@ class CallbackInfo:
 
 @dataclass(frozen=True)
 class LoadError:
-    """A plugin failure: which distribution, and what went wrong."""
+    """A plugin failure: which distribution, and what went wrong (``plugin``: the entry
+    point's name, which for a ``cvml.callbacks`` entry point is the callback's name)."""
 
     distribution: str
     error: str
+    plugin: str = ""
 
     def to_dict(self) -> dict[str, str]:
         return {"distribution": self.distribution, "error": self.error}
@@ -120,11 +127,16 @@ def _env_flag(environ: Mapping[str, str], name: str) -> bool:
     return environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def installed_plugin_sources() -> list[PluginSource]:
-    """The entry points of both groups, sorted by distribution then name; imports none."""
+def installed_plugin_sources(entry_points: Any = None) -> list[PluginSource]:
+    """The entry points of both groups, sorted by distribution then name; imports none.
+
+    ``entry_points``: every installed entry point, when the caller read them already.
+    """
+    if entry_points is None:
+        entry_points = importlib_metadata.entry_points()
     sources = []
     for group in (CALLBACK_GROUP, ENTRY_POINT_GROUP):
-        for ep in importlib_metadata.entry_points(group=group):
+        for ep in entry_points.select(group=group):
             dist, is_callback = ep.dist, group == CALLBACK_GROUP
             sources.append(
                 PluginSource(
@@ -137,6 +149,30 @@ def installed_plugin_sources() -> list[PluginSource]:
                 )
             )
     return sorted(sources, key=lambda s: (s.distribution.lower(), s.name))
+
+
+def misspelled_groups(entry_points: Any = None) -> list[tuple[str, str, str, list[str]]]:
+    """Entry point groups that look like ``cvml`` or ``cvml.callbacks`` misspelled:
+    ``(distribution, group, closest known group, entry point names)``; imports none."""
+    if entry_points is None:
+        entry_points = importlib_metadata.entry_points()
+    known = (CALLBACK_GROUP, ENTRY_POINT_GROUP)
+    found: dict[tuple[str, str], list[str]] = {}
+    for ep in entry_points:
+        group = ep.group
+        if group in known:
+            continue
+        if group.lower().startswith("cvml") or difflib.get_close_matches(group, known, cutoff=0.8):
+            dist = ep.dist.name if ep.dist is not None else "unknown"
+            found.setdefault((dist, group), []).append(ep.name)
+    result = []
+    for (dist, group), names in sorted(found.items()):
+        if "callback" in group.lower():
+            closest = CALLBACK_GROUP
+        else:
+            closest = difflib.get_close_matches(group, known, n=1, cutoff=0)[0]
+        result.append((dist, group, closest, sorted(names)))
+    return result
 
 
 def _callback_info(name: Any, target: Any, summary: Any, source: PluginSource) -> CallbackInfo:
@@ -177,18 +213,34 @@ class Registry:
     #: Who registered each callback name; more than one is a conflict.
     owners: dict[str, list[CallbackInfo]] = field(default_factory=dict)
     errors: list[LoadError] = field(default_factory=list)
+    #: Whether a failure is also given as a warning (``cvml plugins`` prints it instead).
+    warn: bool = True
+    #: ``CVML_PLUGINS`` as given (empty: every plugin loads).
+    selected: list[str] = field(default_factory=list)
+    #: Names in ``CVML_PLUGINS`` that match no installed entry point or distribution,
+    #: and the message that says so ("" when none).
+    unmatched: list[str] = field(default_factory=list)
+    selection_error: str = ""
 
-    def fail(self, distribution: str, message: str, exc: BaseException | None = None) -> None:
+    def fail(
+        self,
+        distribution: str,
+        message: str,
+        exc: BaseException | None = None,
+        plugin: str = "",
+    ) -> None:
         """Record a plugin failure and warn; in strict mode raise it."""
-        self.errors.append(LoadError(distribution, message))
+        self.errors.append(LoadError(distribution, message, plugin))
         if self.strict:
             raise PluginError(
                 f"plugin distribution {distribution!r} failed: {message} "
                 "(CVML_STRICT_PLUGINS is set)"
             ) from exc
-        warnings.warn(
-            f"cvml plugin distribution {distribution!r}: {message}", RuntimeWarning, stacklevel=3
-        )
+        if self.warn:
+            warnings.warn(
+                f"cvml plugin distribution {distribution!r}: {message}",
+                RuntimeWarning, stacklevel=3,
+            )
 
     def add(self, source: PluginSource) -> None:
         """Load one plugin or callback entry point; a failure is reported (:meth:`fail`)."""
@@ -222,6 +274,7 @@ class Registry:
                 source.distribution,
                 f"plugin {source.name!r} is skipped: {type(exc).__name__}: {exc}{hint}",
                 exc,
+                plugin=source.name,
             )
 
     def _claim(self, infos: list[CallbackInfo]) -> None:
@@ -253,13 +306,7 @@ class Registry:
         if len(infos) > 1:
             raise PluginError(self._conflict_message(name))
         if not infos:
-            names = sorted(self.owners)
-            close = difflib.get_close_matches(str(name), names, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise UnknownCallbackError(
-                f"no callback named {name!r}.{hint} Available: "
-                f"{', '.join(names) if names else 'none (install a cvml plugin package)'}"
-            )
+            raise UnknownCallbackError(self._unknown_message(name))
         info = infos[0]
         cls = info.target
         if isinstance(cls, str):
@@ -273,6 +320,51 @@ class Registry:
         if isinstance(cls, type) and "name" not in vars(cls):
             cls.name = name  # type: ignore[attr-defined]
         return cls
+
+    def _unknown_message(self, name: str) -> str:
+        """Why ``name`` is not available: its load error, the others, the selection."""
+        names = sorted(self.owners)
+        close = difflib.get_close_matches(str(name), names, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        message = (
+            f"no callback named {name!r}.{hint} Available: "
+            f"{', '.join(names) if names else 'none (install a cvml plugin package)'}"
+        )
+        own = [e for e in self.errors if e.plugin == name or f"{name!r}" in e.error]
+        if own:
+            error = own[0]
+            return (
+                f"callback {name!r} failed to load ({error.distribution}): {error.error}. "
+                f"Fix or reinstall {error.distribution}; `cvml plugins` lists load errors. "
+                f"({message})"
+            )
+        if self.errors:
+            failed = "; ".join(f"{e.distribution}: {e.error}" for e in self.errors)
+            message += (
+                f". {len(self.errors)} plugin(s) failed to load, one may provide it: "
+                f"{failed}"
+            )
+        if self.selection_error:
+            message += f". {self.selection_error}"
+        elif self.selected:
+            message += (
+                f". Only the plugins named by CVML_PLUGINS={','.join(self.selected)!r} "
+                "were loaded"
+            )
+        return message
+
+    def create(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Build the callback registered as ``name``; an error raised while building it
+        is re-raised as :class:`PluginError` naming the callback and its distribution."""
+        cls = self.callback_class(name)
+        try:
+            return cls(*args, **kwargs)
+        except Exception as exc:
+            info = self.owners[name][0]
+            raise PluginError(
+                f"callback {name!r} ({info.distribution} {info.version}) could not be "
+                f"created: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def call_hook(self, hook_name: str, **kwargs: Any) -> None:
         """Call every implementation of ``hook_name``, each on its own.
@@ -307,29 +399,66 @@ def registered_name(cls: type) -> str | None:
 def load_registry(
     environ: Mapping[str, str] | None = None,
     sources: Iterable[PluginSource] | None = None,
+    warn: bool = True,
 ) -> Registry:
     """Build a new :class:`Registry`: built-in plugins, then entry points.
 
-    ``sources`` replaces the installed entry points (tests pass plugin objects).
+    ``sources`` replaces the installed entry points (tests pass plugin objects), and
+    then no misspelled group is looked for. ``warn=False``: failures are recorded in
+    :attr:`Registry.errors` without warnings (the caller reports them).
     """
     environ = os.environ if environ is None else environ
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
-    registry = Registry(pm=pm, strict=_env_flag(environ, "CVML_STRICT_PLUGINS"))
+    registry = Registry(pm=pm, strict=_env_flag(environ, "CVML_STRICT_PLUGINS"), warn=warn)
     try:
         version = importlib_metadata.version(CORE_DISTRIBUTION)
     except importlib_metadata.PackageNotFoundError:  # run from a source tree
         version = "0+unknown"
     for module in BUILTIN_PLUGINS:
         registry.add(PluginSource(module, CORE_DISTRIBUTION, version))
+    wanted = [n.strip() for n in environ.get("CVML_PLUGINS", "").split(",") if n.strip()]
+    registry.selected = wanted
+    groups: list[tuple[str, str, str, list[str]]] = []
     if sources is None:
         autoload = not _env_flag(environ, "CVML_DISABLE_PLUGIN_AUTOLOAD")
-        sources = installed_plugin_sources() if autoload else []
-    wanted = {n.strip() for n in environ.get("CVML_PLUGINS", "").split(",") if n.strip()}
+        if autoload:
+            entry_points = importlib_metadata.entry_points()  # read once, for both
+            sources = installed_plugin_sources(entry_points)
+            groups = misspelled_groups(entry_points)
+        else:
+            sources = []
+    sources = list(sources)
+    if wanted:
+        known = {s.name for s in sources} | {s.distribution for s in sources}
+        registry.unmatched = [n for n in wanted if n not in known]
+        if registry.unmatched:
+            registry.selection_error = _unmatched_message(registry.unmatched, sources)
+            if registry.warn:
+                warnings.warn(registry.selection_error, RuntimeWarning, stacklevel=2)
     for source in sources:
         if not wanted or source.name in wanted or source.distribution in wanted:
             registry.add(source)
+    for dist, group, closest, names in groups:
+        if not wanted or dist in wanted or set(names) & set(wanted):
+            registry.fail(
+                dist,
+                f"entry point group {group!r} is not one cvml reads (did you mean "
+                f"{closest!r}?): its entry points {names} are ignored",
+                plugin=names[0] if len(names) == 1 else "",
+            )
     return registry
+
+
+def _unmatched_message(unmatched: list[str], sources: list[PluginSource]) -> str:
+    names = sorted({s.name for s in sources} | {s.distribution for s in sources})
+    return (
+        f"CVML_PLUGINS names {', '.join(map(repr, unmatched))}, which matches no installed "
+        "plugin: it takes entry point names (for a cvml.callbacks entry point, the "
+        "callback's name) or distribution names; a callback registered from a plugin's "
+        "code is selected by its plugin's entry point or distribution. Installed: "
+        f"{', '.join(names) if names else 'none'}"
+    )
 
 
 _default: Registry | None = None
@@ -358,8 +487,13 @@ def available_callbacks() -> list[CallbackInfo]:
 
 
 def create_callback(name: str, *args: Any, **kwargs: Any) -> Any:
-    """Import the callback registered as ``name`` and build it with the arguments."""
-    return get_registry().callback_class(name)(*args, **kwargs)
+    """Import the callback registered as ``name`` and build it with the arguments.
+
+    Raises :class:`UnknownCallbackError` (with the load error of a plugin that failed,
+    if one did) or :class:`PluginError` (a conflict, a missing class, or an error
+    raised by the class while it was built, naming the callback and its distribution).
+    """
+    return get_registry().create(name, *args, **kwargs)
 
 
 def call_hook(hook_name: str, **kwargs: Any) -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,9 @@ def resolve_callbacks(
     **options}`` adds the options (which may override ``log_dir``/``basis_dict``).
     Every name is looked up before any callback is built, so an unknown name raises
     :class:`~cvml_core.plugins.UnknownCallbackError` (listing installed names) first.
-    Two callbacks writing one folder raise ``ValueError``.
+    A callback that raises while built raises :class:`~cvml_core.plugins.PluginError`
+    naming it and its distribution, and the folders the callbacks made meanwhile are
+    removed if they hold no file. Two callbacks writing one folder raise ``ValueError``.
     """
     if callbacks is None:
         return []
@@ -67,22 +70,51 @@ def resolve_callbacks(
         callbacks = [callbacks]
     plan = [_plan_item(index, item) for index, item in enumerate(callbacks)]
     resolved = []
-    for item, cls, options in plan:
-        if cls is None:
-            resolved.append(item)
-            continue
-        kwargs: dict[str, Any] = {"log_dir": log_dir, "basis_dict": basis_dict, **options}
-        missing = [k for k in ("log_dir", "basis_dict") if kwargs[k] is None]
-        if missing:
-            raise ValueError(
-                f"callback {item!r} is given by name, so it needs {' and '.join(missing)}: "
-                "pass them to TrainInfer(model, log_dir=..., basis_dict=...), to "
-                f"train(..., log_dir=..., basis_dict=...) or in the callback's dict. "
-                f"Received: {', '.join(f'{k}=None' for k in missing)}"
-            )
-        resolved.append(cls(**kwargs))
-    _check_folders(resolved)
+    folders = {
+        os.fspath(d) for _, cls, o in plan
+        if cls is not None and isinstance(d := o.get("log_dir", log_dir), (str, os.PathLike))
+    }
+    with contextlib.ExitStack() as stack:
+        for folder in sorted(folders):
+            stack.enter_context(new_empty_folders_removed_on_error(folder))
+        for item, cls, options in plan:
+            if cls is None:
+                resolved.append(item)
+                continue
+            kwargs: dict[str, Any] = {"log_dir": log_dir, "basis_dict": basis_dict, **options}
+            missing = [k for k in ("log_dir", "basis_dict") if kwargs[k] is None]
+            if missing:
+                raise ValueError(
+                    f"callback {item!r} is given by name, so it needs "
+                    f"{' and '.join(missing)}: pass them to TrainInfer(model, log_dir=..., "
+                    "basis_dict=...), to train(..., log_dir=..., basis_dict=...) or in the "
+                    f"callback's dict. Received: {', '.join(f'{k}=None' for k in missing)}"
+                )
+            resolved.append(get_registry().create(item, **kwargs))
+        _check_folders(resolved)
     return resolved
+
+
+@contextlib.contextmanager
+def new_empty_folders_removed_on_error(log_dir: str) -> Iterator[None]:
+    """If the body raises, remove the folders it made in local ``log_dir`` (and
+    ``log_dir`` itself) that hold no file; a folder holding a file is kept."""
+    root = Path(log_dir)
+    if "://" in log_dir:  # a store's URL: nothing made here
+        yield
+        return
+    existed = root.is_dir()
+    before = set(os.listdir(root)) if existed else set()
+    try:
+        yield
+    except BaseException:
+        new = [root / n for n in (os.listdir(root) if root.is_dir() else []) if n not in before]
+        for path in [*new, *([] if existed else [root])]:
+            if path.is_dir() and not path.is_symlink():
+                for folder, _, _ in sorted(os.walk(path), reverse=True):  # deepest first
+                    with contextlib.suppress(OSError):
+                        os.rmdir(folder)  # only succeeds when empty
+        raise
 
 
 def _check_folders(callbacks: list[Any]) -> None:
