@@ -22,16 +22,17 @@ class Registers:
             register(*entry)
 
 
-def _registry():
+def _registry(warn=True):
     target = "cvml_core.cli:main"
     good = PluginSource("p", "dist-good", "1.0", module=Registers(("good", target, "Does good")))
     bad = PluginSource("q", "dist-bad", "0.1", module=Registers(("Bad!", target)))
-    return load_registry({}, [good, bad])
+    return load_registry({}, [good, bad], warn=warn)
 
 
-def test_plugins_table_lists_callbacks_and_load_errors(monkeypatch, capsys):
+def test_plugins_table_lists_callbacks_and_load_errors(monkeypatch, capsys, recwarn):
     monkeypatch.setattr(cli, "load_registry", _registry)
-    assert cli.main(["plugins"]) == 0
+    assert cli.main(["plugins"]) == 1  # a plugin failed to load
+    assert [w for w in recwarn if "dist-bad" in str(w.message)] == []  # printed once, below
     out, err = capsys.readouterr()
     header, rule, row = out.splitlines()[:3]
     assert header.split() == ["name", "distribution", "version", "summary"]
@@ -41,7 +42,7 @@ def test_plugins_table_lists_callbacks_and_load_errors(monkeypatch, capsys):
 
 def test_plugins_json_has_callbacks_and_errors(monkeypatch, capsys):
     monkeypatch.setattr(cli, "load_registry", _registry)
-    assert cli.main(["plugins", "--json"]) == 0
+    assert cli.main(["plugins", "--json"]) == 1
     data = json.loads(capsys.readouterr().out)
     assert data[0] == {
         "name": "good", "summary": "Does good", "distribution": "dist-good", "version": "1.0"
