@@ -14,7 +14,8 @@ Add a callback: a package whose entry point names it (written once) and its clas
 
 ``my_package.MyCallback`` subclasses :class:`cvml_core.BasisCallback` (or plain
 ``keras.callbacks.Callback``); created by name or built directly, it is called
-``my-cb``. A plugin with
+``my-cb``. ``help(cvml_core.BasisCallback)`` and docs/plugin-authors.md are the
+reference of what a subclass may use and override. A plugin with
 hooks is a module named by an entry point in group ``cvml`` (:mod:`cvml_core.hookspecs`).
 """
 
@@ -22,8 +23,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cvml_core.artifact import Artifact
-from cvml_core.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from cvml_core.artifact import Artifact, Staged
+from cvml_core.atomic import atomic_path, atomic_write_bytes, atomic_write_text, staging
 from cvml_core.basis import BasisPolicy, MissingMetricError
 from cvml_core.hookspecs import hookimpl
 from cvml_core.ledger import SaveJob
@@ -62,6 +63,7 @@ __all__ = [
     "PluginError",
     "RunInfo",
     "SaveJob",
+    "Staged",
     "TrainInfer",
     "UnknownCallbackError",
     "atomic_path",
@@ -70,6 +72,7 @@ __all__ = [
     "available_callbacks",
     "create_callback",
     "hookimpl",
+    "staging",
 ]
 
 

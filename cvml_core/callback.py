@@ -91,10 +91,24 @@ class BasisCallback(Callback):
     :param folder: this callback's folder in ``log_dir`` (default: the class's ``name``).
 
     These are the schedule every callback shares: a subclass takes its own options as
-    keywords and forwards the rest (``**schedule``) here, so they are declared once.
+    keywords and forwards the rest here, so they are declared once::
+
+        def __init__(self, log_dir, basis_dict, compress=False, **schedule):
+            super().__init__(log_dir, basis_dict, **schedule)
+            self.compress = compress
 
     The basis state is restored from the folder's ``manifest.json`` if one exists,
     so a resumed run keeps its bests.
+
+    What a subclass may read: ``name`` (its entry point's name unless the class sets
+    one), ``log_dir`` and ``folder`` (``pathlib.Path``), ``policy`` (the
+    :class:`~cvml_core.basis.BasisPolicy`: ``policy.best[key].value`` and ``.epoch``,
+    ``policy.basis``), ``committed`` (the bests whose file is in place), ``chief``
+    (whether this process writes), ``model`` (set by Keras), ``sample_data`` and
+    ``last_logs``. What it may override: :meth:`snapshot`, :meth:`write`,
+    :meth:`release`, :meth:`extras_due`, :meth:`on_due`, :meth:`on_improved`,
+    :meth:`on_finished` (each says its thread and processes), and the class
+    attributes below. docs/plugin-authors.md is the same reference as a page.
     """
 
     #: The registered name, used as folder name and in artifacts.
@@ -174,21 +188,28 @@ class BasisCallback(Callback):
     # -- subclass API --------------------------------------------------------------
 
     def on_due(self, epoch: int, improved_keys: list[str], logs: dict[str, Any]) -> None:
-        """Every due epoch, with the keys that improved (maybe none); chief only."""
+        """Every due epoch (1-based ``epoch``), with the basis keys that improved (maybe
+        none) and the epoch's ``logs``; training thread, chief only. Returns nothing."""
 
     def on_improved(self, epoch: int, improved_keys: list[str], logs: dict[str, Any]) -> None:
-        """A due epoch where at least one basis key improved; chief only."""
+        """A due epoch where at least one basis key improved, after :meth:`on_due`;
+        training thread, chief only. Returns nothing."""
 
     def on_finished(self, logs: dict[str, Any]) -> None:
-        """Training ended, on every process; a save requested here is awaited too (on
-        a process that is not the chief, :meth:`save` only takes the snapshot)."""
+        """Training ended (``logs``: the last epoch's); training thread, every process.
+        A save requested here is awaited too (on a process that is not the chief,
+        :meth:`save` only takes the snapshot). Returns nothing."""
 
     def extras_due(self, epoch: int) -> list[str]:
-        """Files other than bests to write on due ``epoch`` (e.g. ``["last"]``)."""
+        """Files other than bests to write on due ``epoch`` (e.g. ``["last"]``): they
+        reach :meth:`write` as ``job.extras``. Training thread, every process."""
         return []
 
     def snapshot(self, epoch: int, logs: dict[str, Any]) -> Any:
-        """On the training thread: what :meth:`write` needs, copied consistently.
+        """On the training thread: what :meth:`write` needs, copied consistently and
+        quickly (e.g. ``self.model.get_weights()``); it reaches :meth:`write` as
+        ``job.snapshot``. Called on a due epoch where keys improved or
+        :meth:`extras_due` named files.
 
         Every process takes it (reads of a distributed model are collective), also
         those that are not the chief (``self.chief``), which never write in
@@ -196,17 +217,23 @@ class BasisCallback(Callback):
         raise NotImplementedError
 
     def write(self, job: SaveJob) -> Iterable[Artifact | Staged | list[Staged]]:
-        """On the worker: write ``job``'s files to temporary names; yield each as a
-        :class:`Staged` (a list: published together) for the core to rename and record.
+        """On the worker (the training thread if ``background`` is False), chief only:
+        write ``job``'s files to temporary names (:func:`cvml_core.staging`); yield each
+        as a :class:`Staged` (a list: published together) for the core to rename and
+        record. ``job`` (:class:`~cvml_core.ledger.SaveJob`) has ``epoch``, ``logs``,
+        ``snapshot``, ``keys`` (the basis keys whose best file to write), ``extras``
+        and ``bests``.
 
-        An artifact of ``job.epoch`` whose ``basis_key`` is one of ``job.keys`` commits
-        that key once its file is in place; a key of the job with no such artifact is
-        rolled back.
+        An artifact (:meth:`artifact`) of ``job.epoch`` whose ``basis_key`` is one of
+        ``job.keys`` commits that key once its file is in place; a key of the job with
+        no such artifact, or not in place when this raises, is rolled back to its last
+        committed best (a warning, or an error with ``strict``).
         """
         raise NotImplementedError
 
     def release(self, snapshot: Any) -> None:
-        """Free a snapshot that is written, or replaced before being written."""
+        """Free a snapshot that is written, or replaced before being written (worker or
+        training thread). Returns nothing."""
 
     @classmethod
     def demo_options(cls, demo: Any) -> dict[str, Any]:
@@ -232,7 +259,10 @@ class BasisCallback(Callback):
         basis_key: str | None = None,
         **details: Any,
     ) -> Artifact:
-        """Build an :class:`Artifact` of this callback."""
+        """Build an :class:`Artifact` of this callback: ``kind`` is the callback's own
+        word for the file (``"weights"``), ``basis_key`` the key it is the best for
+        (None for other files), ``details`` JSON values kept in the manifest; ``logs``
+        become its float ``metrics``."""
         return Artifact(
             kind=kind, path=str(path), epoch=epoch, metrics=_float_metrics(logs),
             basis_key=basis_key, callback=self.name, details=details,

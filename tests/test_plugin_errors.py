@@ -34,6 +34,9 @@ def cvml_register_callbacks(register):
 '''
 
 
+CREATE_CSVLOG = "import cvml_core; cvml_core.create_callback('csvlog', 'x', {'loss': 'min'})"
+
+
 def install(tmp_path, entry_points, modules=(), dist="cvml-csvlog"):
     """A distribution ``dist`` with ``entry_points`` (entry_points.txt) and modules."""
     info = tmp_path / f"{dist.replace('-', '_')}-0.3.dist-info"
@@ -74,7 +77,7 @@ def test_a_typo_in_the_entry_points_module_fails_cvml_plugins_once_and_names_it(
     as_json = run(site, args=("plugins", "--json"))
     assert as_json.returncode == 1 and '"distribution": "cvml-csvlog"' in as_json.stdout
 
-    created = run(site, "import cvml_core; cvml_core.create_callback('csvlog', 'x', {'loss': 'min'})")
+    created = run(site, CREATE_CSVLOG)
     last = created.stderr.strip().splitlines()[-1]
     assert last.startswith("cvml_core.plugins.UnknownCallbackError: callback 'csvlog' failed to "
                            "load (cvml-csvlog)"), created.stderr
@@ -95,7 +98,7 @@ def test_a_misspelled_entry_point_group_is_a_load_error(tmp_path):
     assert proc.returncode == 1
     assert "cvml-csvlog: entry point group 'cvml.callback' is not one cvml reads (did you " \
            "mean 'cvml.callbacks'?): its entry points ['csvlog'] are ignored" in proc.stderr
-    created = run(site, "import cvml_core; cvml_core.create_callback('csvlog', 'x', {'loss': 'min'})")
+    created = run(site, CREATE_CSVLOG)
     assert "callback 'csvlog' failed to load (cvml-csvlog)" in created.stderr
 
 

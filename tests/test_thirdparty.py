@@ -27,19 +27,21 @@ def _run(code, **env):
     )
 
 
-def _cvml_json(**env):
-    proc = _run("from cvml_core.cli import main; main(['plugins', '--json'])", **env)
-    assert proc.returncode == 0, proc.stderr
+def _cvml_json(status=0, **env):
+    """``cvml plugins --json``, expecting exit ``status`` (1: a plugin failed to load)."""
+    proc = _run("import sys; from cvml_core.cli import main; sys.exit(main(['plugins', '--json']))",
+                **env)
+    assert proc.returncode == status, proc.stderr
     return json.loads(proc.stdout)
 
 
 def test_cvml_plugins_lists_the_installed_plugin_and_the_broken_one():
-    entries = _cvml_json()
+    entries = _cvml_json(status=1)  # the broken plugin failed to load
     callbacks = [e for e in entries if "name" in e]
     errors = [e for e in entries if "error" in e]
     assert {
         "name": "best-epochs",
-        "summary": "Writes the best epoch of each basis key to best_epochs.txt",
+        "summary": "Writes best_<key>.json with the epoch and metrics of each basis key's best",
         "distribution": "cvml-example-plugin",
         "version": "1.2.3",
     } in callbacks
@@ -76,8 +78,9 @@ def test_cvml_plugins_selects_and_autoload_can_be_disabled():
 def test_the_third_party_callback_built_directly_takes_its_entry_point_name(tmp_path):
     from cvml_example import BestEpochsCallback
 
-    cb = BestEpochsCallback(tmp_path, {"val_loss": "min"})
+    cb = BestEpochsCallback(tmp_path, {"val_loss": "min"}, indent=2, frequency=2)
     assert cb.name == "best-epochs" and cb.folder == tmp_path / "best-epochs"
+    assert cb.indent == 2 and cb.policy.frequency == 2  # its option, and the schedule's
 
 
 def test_the_third_party_callback_is_created_by_name_and_trains(tmp_path, tiny_model, tiny_data):
@@ -91,12 +94,13 @@ def test_the_third_party_callback_is_created_by_name_and_trains(tmp_path, tiny_m
     assert cb.name == "best-epochs"  # written once, in the entry point
     x, y = tiny_data
     tiny_model().fit(x, y, validation_split=0.25, epochs=3, verbose=0, callbacks=[cb])
-    lines = (tmp_path / "best-epochs" / "best_epochs.txt").read_text().splitlines()
-    keys = [line.split()[0] for line in lines]
-    assert keys == ["val_accuracy", "val_loss"]
-    for line in lines:
-        key, epoch, value = line.split()
-        assert int(epoch) == cb.policy.best[key].epoch and float(value) == cb.policy.best[key].value
+    for key, best in cb.policy.best.items():
+        record = json.loads((tmp_path / "best-epochs" / f"best_{key}.json").read_text())
+        assert (record["key"], record["epoch"], record["value"]) == (key, best.epoch, best.value)
+        assert record["metrics"][key] == best.value
+    assert sorted(p.name for p in (tmp_path / "best-epochs").glob("best_*")) == [
+        "best_val_accuracy.json", "best_val_loss.json"
+    ]
 
     from cvml_listener import SEEN
 
@@ -107,3 +111,12 @@ def test_the_third_party_callback_is_created_by_name_and_trains(tmp_path, tiny_m
     assert manifest["basis"]["best"] == {
         key: {"value": best.value, "epoch": best.epoch} for key, best in cb.policy.best.items()
     }
+
+
+def test_an_error_in_the_third_party_init_names_the_callback_and_its_distribution(tmp_path):
+    with pytest.warns(RuntimeWarning, match="cvml-broken-plugin"), pytest.raises(
+        cvml_core.PluginError,
+        match=r"^callback 'best-epochs' \(cvml-example-plugin 1\.2\.3\) could not be created: "
+              r"ValueError: indent must be None or an integer >= 0\. Received: indent='2'$",
+    ):
+        cvml_core.create_callback("best-epochs", tmp_path, {"val_loss": "min"}, indent="2")
