@@ -13,18 +13,24 @@ import json
 import logging
 import socket
 import struct
+import sys
 import threading
 import time
 import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import cvml_core
 from cvml_core import teams, teams_cards, teams_webhook
+from cvml_core.keras_compat import Callback
 from cvml_core.run import RunInfo, mask_url
 from cvml_core.teams import TeamsNotifier, WebhookURLError, validate_webhook_url
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_teams import assert_valid_card  # noqa: E402 - the one Adaptive Card schema check
 
 SECRET_PATH = "S3CRET-PATH-9f8e"
 SECRET = "sig=S3CRET-T0KEN-abcd"
@@ -84,7 +90,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def http_webhook():
-    """A real HTTP server; ``server.plan`` is the list of answers, last one repeated."""
+    """A real HTTP server; ``server.plan`` is the list of answers, last one repeated.
+    Every card it received is checked against the Adaptive Card schema at the end."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.requests, server.gets, server.plan = [], 0, [(202, {})]
     server.daemon_threads = True
@@ -95,6 +102,8 @@ def http_webhook():
     server.shutdown()
     server.server_close()
     thread.join(DEADLINE)
+    for payload in server.requests:
+        assert_valid_card(payload)
 
 
 class RawServer:
@@ -419,13 +428,22 @@ def test_good_settings_are_used(monkeypatch):
 # -- through TrainInfer ------------------------------------------------------------------
 
 
-def _train(tmp_path, tiny_model, url, epochs=3):
+def _train(tmp_path, tiny_model, url, epochs=3, callbacks=None):
     rng = np.random.default_rng(0)
     x = rng.random((48, 8)).astype("float32")
     y = (x[:, :4].sum(1) > x[:, 4:].sum(1)).astype("int32")
     ti = cvml_core.TrainInfer(tiny_model(), log_dir=tmp_path, basis_dict={"val_loss": "min"})
     return ti.train((x[:32], y[:32]), (x[32:], y[32:]), 16, epochs, show_results=0,
-                    teams_webhook_url=url)
+                    teams_webhook_url=url, callbacks=callbacks)
+
+
+class _Batches(Callback):
+    """Counts the batches trained: 0 means the run was refused before training."""
+
+    count = 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.count += 1
 
 
 @pytest.mark.parametrize("raw_webhook", [_bad_status_line], indirect=True)
@@ -449,16 +467,19 @@ def test_training_under_a_broken_webhook_finishes_with_one_warning(
 
 def test_a_url_with_a_control_character_fails_before_training(tmp_path, tiny_model):
     url = f"{HOSTED}/workflows/{SECRET_PATH}\x01/x?{SECRET}"
+    batches = _Batches()
     with pytest.raises(WebhookURLError, match="control character") as raised:
-        _train(tmp_path, tiny_model, url)
+        _train(tmp_path, tiny_model, url, callbacks=[batches])
     assert _leaks(str(raised.value)) == []
-    assert not (tmp_path / "manifest.json").exists()
+    assert batches.count == 0
 
 
 def test_a_bad_setting_fails_before_training(tmp_path, tiny_model, monkeypatch):
     monkeypatch.setenv(teams_webhook.ENV_ATTEMPTS, "0")
+    batches = _Batches()
     with pytest.raises(ValueError, match=teams_webhook.ENV_ATTEMPTS):
-        _train(tmp_path, tiny_model, f"{HOSTED}/workflows/x?{SECRET}")
+        _train(tmp_path, tiny_model, f"{HOSTED}/workflows/x?{SECRET}", callbacks=[batches])
+    assert batches.count == 0
 
 
 def test_the_hooks_post_nothing_for_a_run_without_url():

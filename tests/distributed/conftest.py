@@ -63,7 +63,7 @@ def run_processes():
 def check_one_writer():
     """The checks of every multi-process run: process 0 is the only writer, both take
     the same decisions, no stray temporary file, no file recorded twice, no
-    TensorBoard step written twice."""
+    TensorBoard step written twice, and tb's sample images written (images on)."""
 
     def check(first: dict, second: dict, log_dir: Path, manifests: list[str]) -> None:
         from tensorboard.backend.event_processing import event_accumulator as ea
@@ -85,5 +85,11 @@ def check_one_writer():
             for tag in acc.Tags()["tensors"]:
                 steps = [event.step for event in acc.Tensors(tag)]
                 assert len(steps) == len(set(steps)), (run, tag, steps)
+        images = ea.EventAccumulator(str(log_dir / "tb" / "validation"),
+                                     size_guidance={ea.TENSORS: 0})
+        images.Reload()
+        assert "samples/grid" in images.Tags()["tensors"], images.Tags()["tensors"]
+        for event in images.Tensors("samples/grid"):  # [width, height, PNG]
+            assert event.tensor_proto.string_val[2].startswith(b"\x89PNG\r\n\x1a\n")
 
     return check

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +19,8 @@ from cvml_core.manifest import Manifest
 pytest.importorskip("cvml_ckpt")
 pytest.importorskip("cvml_tb")
 pytest.importorskip("cvml_tflite")
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from test_teams import assert_valid_card  # noqa: E402 - the one Adaptive Card schema check
 
 from cvml_ckpt import CkptCallback  # noqa: E402
 from cvml_tb import TensorboardCallback  # noqa: E402
@@ -58,6 +62,8 @@ def image_sets(n_train=64, n_dev=32, seed=0):
 
 
 def card_text(card):
+    """The card's body as text, once the card is valid against the Adaptive Card schema."""
+    assert_valid_card(card)
     return json.dumps(card["attachments"][0]["content"]["body"])
 
 
