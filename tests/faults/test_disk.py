@@ -10,7 +10,8 @@ the retention delete). A rename does not allocate, so a full disk cannot fail it
 there the ``ENOSPC`` is injected by a monkeypatch of ``os.replace`` raising it. EPERM
 is real: ``chattr +i`` on the file the rename replaces or the retention deletes.
 
-After each fault: the error names the file and its folder; the manifest on disk
+After each fault: the error is a ``BackgroundJobError`` caused by a ``FileWriteError``
+with the fault's errno, its text, the file and its folder; the manifest on disk
 matches the files (through its pending entries); after the next start (space freed),
 it matches exactly with no pending entry and no temp file left.
 """
@@ -23,15 +24,24 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from faultlib import chattr_immutable, fill, free, manifest_problems  # noqa: E402
 
+from cvml_core.atomic import FileWriteError  # noqa: E402
 from cvml_core.callback import BasisCallback  # noqa: E402
 from cvml_core.ledger import Ledger  # noqa: E402
+from cvml_core.worker import BackgroundJobError  # noqa: E402
 
 LOGS = [{"loss": 3.0}, {"loss": 2.0}, {"loss": 1.0}]
+
+
+def keras_load(path):
+    import keras
+
+    return keras.models.load_model(path)
 
 
 def _model():
@@ -97,13 +107,17 @@ def test_ckpt_fault_at_each_step(step, tmpfs, monkeypatch, capsys):
         cb.on_epoch_end(epoch, dict(logs))
     cb.wait_for_background()
     _arm(step, monkeypatch, tmpfs, folder)
-    with pytest.raises(Exception) as info:  # noqa: PT011 - ckpt is strict: training stops
+    with pytest.raises(BackgroundJobError) as info:  # ckpt is strict: training stops
         cb.on_epoch_end(2, dict(LOGS[2]))
         cb.on_train_end(dict(LOGS[2]))
     message = str(info.value) + " " + str(info.value.__cause__)
     with capsys.disabled():
         print(f"\n[{step}] the user sees: {type(info.value).__name__}: {message[:400]}")
-    assert str(folder) in message and (".keras" in message or "manifest.json" in message)
+    cause = info.value.__cause__
+    code = errno.EPERM if "EPERM" in step else errno.ENOSPC
+    assert isinstance(cause, FileWriteError) and cause.errno == code
+    assert str(cause).endswith(f" in {folder} failed: {os.strerror(code)}")
+    assert ".keras" in str(cause) or "manifest.json" in str(cause)
     monkeypatch.undo()
     assert manifest_problems(folder, settled=False) == []
 
@@ -117,13 +131,16 @@ def test_ckpt_fault_at_each_step(step, tmpfs, monkeypatch, capsys):
     resumed.on_train_begin({})
     assert manifest_problems(folder) == []
     assert resumed.policy.best["loss"].epoch in (2, 3)
-    assert (folder / "best_loss.keras").exists()
+    kept = keras_load(folder / "best_loss.keras")  # the best kept is whole
+    assert all(np.array_equal(a, b) for a, b in zip(
+        kept.get_weights(), model.get_weights(), strict=True))  # (no step trained)
 
 
 @pytest.mark.parametrize("step", ["temp write", "commit manifest write"])
 def test_tflite_fault(step, tmpfs, monkeypatch, capsys):
     import cvml_tflite.callback as tflite_callback
     from cvml_tflite import TFLiteCallback
+    from ai_edge_litert.interpreter import Interpreter
     from cvml_tflite.callback import TFLiteWarning
 
     log_dir = tmpfs / "run"
@@ -153,6 +170,7 @@ def test_tflite_fault(step, tmpfs, monkeypatch, capsys):
     with capsys.disabled():
         print(f"\n[tflite {step}] the user sees: TFLiteWarning: {message[:400]}")
     assert str(folder) in message and "best_loss.tflite" in message
+    assert os.strerror(errno.ENOSPC) in message
     monkeypatch.undo()
     assert manifest_problems(folder, settled=False) == []
     free(tmpfs)
@@ -162,3 +180,10 @@ def test_tflite_fault(step, tmpfs, monkeypatch, capsys):
     resumed.set_model(model)
     resumed.on_train_begin({})
     assert manifest_problems(folder) == []
+    interpreter = Interpreter(model_path=str(folder / "best_loss.tflite"))  # the kept best
+    interpreter.allocate_tensors()
+    x = np.full((1, 4), 0.5, "float32")
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(out, model(x), atol=1e-5)  # (no step trained)
