@@ -42,6 +42,9 @@ HERE = Path(__file__).parent
 TRIALS = int(os.environ.get("CVML_KILL_TRIALS", "20"))
 SEED = int(os.environ.get("CVML_KILL_SEED", "0"))
 TRIAL_TIMEOUT = 120.0  # a guard against a hang, not a timing assertion
+#: What the trials exercised, so that trials that exercise nothing cannot pass: the
+#: child was running when killed, a ckpt manifest existed, a converter worker was seen.
+EXERCISED = dict.fromkeys(("running_at_kill", "manifest", "converter_seen"), 0)
 
 
 def _best(folder: Path) -> float | None:
@@ -72,6 +75,10 @@ def _trial(
                 if value is not None:
                     before[name] = value
             time.sleep(0.01)
+        exited = proc.poll()
+        assert exited is None, f"the child ended by itself (exit {exited}) before its kill"
+        EXERCISED["running_at_kill"] += 1
+        EXERCISED["converter_seen"] += bool(worker_pids(f"--parent {proc.pid}"))
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         if proc.poll() is None:
@@ -79,6 +86,7 @@ def _trial(
         proc.wait(timeout=TRIAL_TIMEOUT)
     killed_at = time.monotonic()
     after_kill = folder_state(log_dir)
+    EXERCISED["manifest"] += (log_dir / "ckpt" / "manifest.json").exists()
     marker = f"--parent {proc.pid}"
     while worker_pids(marker) and time.monotonic() < killed_at + TRIAL_TIMEOUT:
         time.sleep(0.05)
@@ -141,6 +149,7 @@ def _trial(
 
 def test_random_sigkills(tmp_path):
     rng = random.Random(SEED)
+    EXERCISED.update(dict.fromkeys(EXERCISED, 0))
     counts = dict.fromkeys(
         ("unloadable", "regressions", "alive", "written", "scratch", "mismatch"), 0)
     notes: list[str] = []
@@ -153,4 +162,7 @@ def test_random_sigkills(tmp_path):
                f"manifest_mismatch={counts['mismatch']} (workers gone at most "
                f"{max(ended_after, default=0.0):.1f} s after a kill)")
     print("\n" + summary)
+    print(f"exercised: {EXERCISED} of {TRIALS} trials")
+    assert EXERCISED["running_at_kill"] == TRIALS, EXERCISED
+    assert EXERCISED["manifest"] and EXERCISED["converter_seen"], EXERCISED
     assert not any(counts.values()), summary + "\n" + "\n".join(notes[:20])
