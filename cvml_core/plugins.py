@@ -25,7 +25,7 @@ An entry point group that looks like a misspelling of these two (``cvml.callback
 ``cvml_callbacks``, ``cvml-plugins`` ...) is reported as a load error of its
 distribution: its entry points would otherwise be ignored without a word.
 
-(About 400 lines, a third of them this documentation and the records' dataclasses:
+(About 500 lines, a third of them this documentation and the records' dataclasses:
 isolation per distribution and name conflicts are what pluggy does not do.)
 """
 

@@ -139,8 +139,8 @@ def test_ckpt_fault_at_each_step(step, tmpfs, monkeypatch, capsys):
 @pytest.mark.parametrize("step", ["temp write", "commit manifest write"])
 def test_tflite_fault(step, tmpfs, monkeypatch, capsys):
     import cvml_tflite.callback as tflite_callback
-    from cvml_tflite import TFLiteCallback
     from ai_edge_litert.interpreter import Interpreter
+    from cvml_tflite import TFLiteCallback
     from cvml_tflite.callback import TFLiteWarning
 
     log_dir = tmpfs / "run"

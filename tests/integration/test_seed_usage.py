@@ -20,11 +20,10 @@ pytest.importorskip("cvml_ckpt")
 pytest.importorskip("cvml_tb")
 pytest.importorskip("cvml_tflite")
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from test_teams import assert_valid_card  # noqa: E402 - the one Adaptive Card schema check
-
 from cvml_ckpt import CkptCallback  # noqa: E402
 from cvml_tb import TensorboardCallback  # noqa: E402
 from cvml_tflite import TFLiteCallback  # noqa: E402
+from test_teams import assert_valid_card  # noqa: E402 - the one Adaptive Card schema check
 
 IMAGE_SHAPE = (8, 8, 3)
 
