@@ -157,14 +157,15 @@ def misspelled_groups(entry_points: Any = None) -> list[tuple[str, str, str, lis
     if entry_points is None:
         entry_points = importlib_metadata.entry_points()
     known = (CALLBACK_GROUP, ENTRY_POINT_GROUP)
+    suspects = {
+        group for group in {ep.group for ep in entry_points} - set(known)
+        if group.lower().startswith("cvml") or difflib.get_close_matches(group, known, cutoff=0.8)
+    }
     found: dict[tuple[str, str], list[str]] = {}
     for ep in entry_points:
-        group = ep.group
-        if group in known:
-            continue
-        if group.lower().startswith("cvml") or difflib.get_close_matches(group, known, cutoff=0.8):
+        if ep.group in suspects:
             dist = ep.dist.name if ep.dist is not None else "unknown"
-            found.setdefault((dist, group), []).append(ep.name)
+            found.setdefault((dist, ep.group), []).append(ep.name)
     result = []
     for (dist, group), names in sorted(found.items()):
         if "callback" in group.lower():
