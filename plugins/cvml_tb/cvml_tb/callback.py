@@ -635,6 +635,7 @@ class TensorboardCallback(BasisCallback):
             logs,
             improved[0] if improved else None,
             tags=[IMAGE_TAG, LABELS_TAG],
+            logdir=str(self.folder),  # what `tensorboard --logdir` shows (Teams cards)
             step=step,
             images=len(samples.cells),
             correct=samples.correct if samples.judged else None,
