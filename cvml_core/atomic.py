@@ -142,9 +142,13 @@ def temp_files_in(folder: str | os.PathLike[str]) -> Iterator[None]:
     ``tempfile.tempdir`` is process-wide: while blocks overlap (several callbacks, the
     training thread and a worker) they share the first one's folder; the last one out
     restores the previous value and removes the folder if it is empty (what is left,
-    another thread's temp file for example, goes at the next start).
+    another thread's temp file for example, goes at the next start). A URL ``folder``
+    changes nothing.
     """
     global _temp_users, _temp_folder, _temp_saved
+    if "://" in str(folder):  # not a local folder: the temp directory stays as it is
+        yield
+        return
     with _temp_lock:
         if _temp_users == 0:
             _temp_folder = scratch_dir(folder, "tempdir")
