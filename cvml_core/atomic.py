@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,10 +122,49 @@ def staging(final: str | os.PathLike[str]) -> Iterator[Path]:
 def scratch_dir(folder: str | os.PathLike[str], label: str) -> Path:
     """A new scratch folder ``folder/.tmp-<label>-<random>``: removed by its owner, or
     after a kill by :func:`remove_stale_temps` at the next run's start."""
-    import tempfile
-
     Path(folder).mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{label}-", dir=folder))
+
+
+_temp_lock = threading.Lock()
+_temp_users = 0
+_temp_folder: Path | None = None
+_temp_saved: str | None = None
+
+
+@contextlib.contextmanager
+def temp_files_in(folder: str | os.PathLike[str]) -> Iterator[None]:
+    """Python's temp directory is a scratch folder ``folder/.tmp-tempdir-*`` during the
+    block, so that what libraries write there on a callback's behalf (Keras' ``.keras``
+    save and load make working folders with ``tempfile``) is removed at the next start
+    (:func:`remove_stale_temps`) when the process is killed mid-save.
+
+    ``tempfile.tempdir`` is process-wide: while blocks overlap (several callbacks, the
+    training thread and a worker) they share the first one's folder; the last one out
+    restores the previous value and removes the folder if it is empty (what is left,
+    another thread's temp file for example, goes at the next start). A URL ``folder``
+    changes nothing.
+    """
+    global _temp_users, _temp_folder, _temp_saved
+    if "://" in str(folder):  # not a local folder: the temp directory stays as it is
+        yield
+        return
+    with _temp_lock:
+        if _temp_users == 0:
+            _temp_folder = scratch_dir(folder, "tempdir")
+            _temp_saved, tempfile.tempdir = tempfile.tempdir, str(_temp_folder)
+        _temp_users += 1
+    try:
+        yield
+    finally:
+        with _temp_lock:
+            _temp_users -= 1
+            if _temp_users == 0:
+                tempfile.tempdir = _temp_saved
+                assert _temp_folder is not None
+                with contextlib.suppress(OSError):
+                    _temp_folder.rmdir()
+                _temp_folder = None
 
 
 def atomic_write_bytes(final: str | os.PathLike[str], data: bytes) -> None:

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from cvml_core.artifact import Artifact, Staged
-from cvml_core.atomic import remove_stale_temps
+from cvml_core.atomic import remove_stale_temps, temp_files_in
 from cvml_core.basis import BasisPolicy, KeyBest
 from cvml_core.checks import check_folder
 from cvml_core.distribute import is_chief
@@ -313,7 +313,8 @@ class BasisCallback(Callback):
         with self._lock:
             bests = {key: copy.copy(self.policy.best[key]) for key in keys}
         try:
-            snapshot = self.snapshot(epoch, dict(logs))
+            with temp_files_in(self.folder):  # a kill leaves Keras' temp folders here
+                snapshot = self.snapshot(epoch, dict(logs))
         except Exception as exc:
             self._roll_back([(key, bests[key]) for key in keys])
             message = self._failure_message(epoch, keys + extras, exc, "snapshot")
@@ -370,8 +371,9 @@ class BasisCallback(Callback):
     def _write_one(self, job: SaveJob) -> None:
         landed: set[str] = set()
         try:
-            for item in self.write(job):
-                landed |= self.ledger.publish(item, job)
+            with temp_files_in(self.folder):  # a kill leaves Keras' temp folders here
+                for item in self.write(job):
+                    landed |= self.ledger.publish(item, job)
         except Exception as exc:
             self._done_writing(job)
             failed = [k for k in job.keys if k not in landed]

@@ -17,7 +17,9 @@ Adaptive Card markdown (a CommonMark subset). Every value that comes from the ru
 (paths, names, metrics, error messages, tracebacks) is escaped with CommonMark
 backslash escapes (:func:`md_escape`), so ``__cache__`` stays ``__cache__`` and paths
 show as they are. Lines are separated by a blank line, the line break Teams renders;
-leading spaces become no-break spaces (indentation kept).
+leading spaces become no-break spaces (indentation kept). A traceback is one TextBlock
+per line in a Container (:func:`code_block`), so it stays compact. Artifacts read as a
+person would say them (:func:`artifact_line`).
 
 Pure functions of a :class:`~cvml_core.run.RunInfo`; standard library only.
 """
@@ -31,6 +33,7 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
+from cvml_core.artifact import Artifact
 from cvml_core.run import RunInfo
 
 CARD_SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
@@ -226,18 +229,38 @@ def _best_block(run: RunInfo) -> list[dict[str, Any]]:
     return [_text("Best", weight="Bolder", spacing="Medium"), _facts(rows)]
 
 
+#: How an artifact's kind reads in a card; other kinds read as they are named.
+KIND_WORDS = {"checkpoint": "checkpoint", "tflite": "TFLite model"}
+
+
+def artifact_line(artifact: Artifact) -> str:
+    """One artifact as a person would say it (plain text, not yet escaped).
+
+    ``best checkpoint for val_loss (epoch 7): <path>``, ``last checkpoint (epoch 8):
+    <path>``; an artifact whose details name a TensorBoard ``logdir`` reads
+    ``TensorBoard: tensorboard --logdir <logdir>``.
+    """
+    logdir = artifact.details.get("logdir")
+    if logdir:
+        return f"TensorBoard: tensorboard --logdir {logdir}"
+    noun = KIND_WORDS.get(artifact.kind, artifact.kind)
+    if artifact.basis_key:
+        label = f"best {noun} for {artifact.basis_key}"
+    elif artifact.details.get("role") == "last":
+        label = f"last {noun}"
+    else:
+        label = noun
+    return f"{label} (epoch {artifact.epoch}): {artifact.path}"
+
+
 def _artifacts_block(run: RunInfo) -> list[dict[str, Any]]:
-    latest = run.latest_artifacts()
-    if not latest:
+    lines: list[str] = []
+    for artifact in run.latest_artifacts():
+        line = f"- {md_escape(artifact_line(artifact), ' ')}"
+        if line not in lines:  # one TensorBoard line per folder
+            lines.append(line)
+    if not lines:
         return []
-    lines = []
-    for artifact in latest:
-        label = artifact.callback or "callback"
-        label += f" {artifact.kind}"
-        if artifact.basis_key:
-            label += f" (best {artifact.basis_key})"
-        lines.append(f"- {md_escape(label, ' ')}, epoch {artifact.epoch}: "
-                     f"{md_escape(artifact.path, ' ')}")
     return [
         _text("Artifacts", weight="Bolder", spacing="Medium"),
         _text("\n".join(lines)),  # a markdown list: one item per line
@@ -311,5 +334,21 @@ def failure_card(
     body += _best_block(run)
     body += _artifacts_block(run)
     body.append(_text("Traceback", weight="Bolder", spacing="Medium"))
-    body.append(_text(md_escape(traceback_text(error)), fontType="Monospace", size="Small"))
+    body.append(code_block(traceback_text(error)))
     return adaptive_card_message(body)
+
+
+def code_block(text: str) -> dict[str, Any]:
+    """``text`` line for line, monospaced and compact: a Container of one TextBlock per
+    line with no spacing between them (one TextBlock with blank-line separated lines
+    shows a blank line between every two lines in Teams)."""
+    lines = str(text).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return {
+        "type": "Container",
+        "style": "emphasis",
+        "items": [
+            _text(md_escape(line) or "\u00a0", fontType="Monospace", size="Small",
+                  spacing="None")
+            for line in lines
+        ],
+    }

@@ -53,3 +53,11 @@ def test_the_demo_asks_for_scikit_learn_when_missing(tmp_path, capsys, monkeypat
     assert cli.main(["demo", "--log-dir", str(tmp_path / "d"), "--epochs", "1"]) == 1
     assert "pip install scikit-learn" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+def test_the_readme_gives_the_demo_models_size():
+    from cvml_core.demo import build_model
+
+    count = build_model().count_params()
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert f"small CNN ({count:,} weights)" in readme

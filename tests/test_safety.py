@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cvml_core.artifact import Artifact
@@ -10,6 +12,7 @@ from cvml_core.atomic import (
     atomic_path,
     atomic_write_text,
     remove_stale_temps,
+    temp_files_in,
     temp_path_for,
 )
 from cvml_core.manifest import Manifest, read_manifest
@@ -48,6 +51,40 @@ def test_temp_names_keep_the_full_suffix_and_are_cleaned_up(tmp_path):
     (tmp_path / "keep.txt").write_text("x")
     assert remove_stale_temps(tmp_path) == [tmp]
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_temp_files_go_to_a_scratch_folder_while_a_callback_works(tmp_path):
+    import tempfile
+    import threading
+
+    before = tempfile.gettempdir()
+    a, b = tmp_path / "ckpt", tmp_path / "tflite"
+    entered, leave = threading.Event(), threading.Event()
+
+    def other_callback():  # overlapping blocks share the first one's folder
+        with temp_files_in(b):
+            entered.set()
+            leave.wait(30)
+
+    with temp_files_in(a):
+        (scratch,) = a.iterdir()
+        assert scratch.name.startswith(f"{TEMP_PREFIX}tempdir-")
+        assert tempfile.gettempdir() == str(scratch)
+        left = tempfile.mkdtemp()  # as Keras' save makes its working folder
+        assert Path(left).parent == scratch
+        thread = threading.Thread(target=other_callback)
+        thread.start()
+        assert entered.wait(30)
+        assert tempfile.gettempdir() == str(scratch) and not b.exists()
+    assert tempfile.gettempdir() == str(scratch)  # the other block still runs
+    leave.set()
+    thread.join(30)
+    assert tempfile.gettempdir() == before
+    # not empty (as after a kill mid-save): kept for the next start to remove
+    assert scratch.exists() and remove_stale_temps(a) == [scratch] and not scratch.exists()
+    with temp_files_in(a):
+        pass
+    assert list(a.iterdir()) == []  # an empty one is removed at once
 
 
 def test_manifest_round_trips_and_rejects_unknown_layouts(tmp_path):

@@ -197,6 +197,8 @@ def card_text(payload):
             lines.append(rendered(element["text"], lists=True))
         elif element["type"] == "FactSet":
             lines += [f"{rendered(f['title'])}: {rendered(f['value'])}" for f in element["facts"]]
+        elif element["type"] == "Container":  # a code block: one TextBlock per line
+            lines += [rendered(item["text"]) for item in element["items"]]
     return "\n".join(lines)
 
 
@@ -272,9 +274,10 @@ def test_cards_are_adaptive_card_messages():
         assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
         card = attachment["content"]
         assert card["type"] == "AdaptiveCard" and card["version"] == "1.4"
-        assert {e["type"] for e in card["body"]} <= {"TextBlock", "FactSet"}
+        assert {e["type"] for e in card["body"]} <= {"TextBlock", "FactSet", "Container"}
     end = card_text(cards.end_card(run, {"loss": 0.1}))
-    assert "val_loss (min): 0.125 at epoch 4" in end and "runs/x/ckpt/best.keras" in end
+    assert "val_loss (min): 0.125 at epoch 4" in end
+    assert "best checkpoint for val_loss (epoch 4): runs/x/ckpt/best.keras" in end
     assert "Duration: 1m 15s" in end
     failure = card_text(cards.failure_card(run, {}, error))
     assert "ValueError: NaN loss" in failure and "Traceback" in failure
@@ -430,7 +433,7 @@ def test_text_from_the_run_shows_as_it_is():
         assert f"Log dir: {log_dir}" in text and "Model: net_<v2>" in text
     start, end, failure = texts
     assert "Basis: val__loss__ (min)" in start and "Callbacks: __ckpt__" in start
-    assert f"ckpt checkpoint (best val__loss__), epoch 2: {path}" in end
+    assert f"best checkpoint for val__loss__ (epoch 2): {path}" in end
     assert "__m__: 1" in end and "val__loss__ (min): 0.5 at epoch 2" in end
     assert "Error: ValueError: bad `x` in __init__.py: **not bold** & <b>not html</b>" in failure
     assert "- not a list" in failure  # the message's second line, in the traceback
@@ -558,3 +561,59 @@ def test_a_huge_error_message_is_cut_and_chained_errors_are_kept():
     card = cards.failure_card(_finished(RunInfo(epochs=1)), {}, _raised(_deep, 200))
     text = card_text(card)  # a valid card, under Teams' size limit, whatever the depth
     assert "KeyError: 'deep failure'" in text and "not shown (card size limit)" in text
+
+
+def test_artifacts_read_as_a_person_would_say_them():
+    run = _finished(RunInfo(log_dir="runs/x", epochs=8, basis_dict={"val_loss": "min"}))
+    art = cvml_core.Artifact
+    run.artifacts = [
+        art("checkpoint", "runs/x/ckpt/best_val_loss.keras", 7, {}, "val_loss", "ckpt",
+            {"role": "best"}),
+        art("checkpoint", "runs/x/ckpt/last.keras", 8, {}, None, "ckpt", {"role": "last"}),
+        art("tflite", "runs/x/tflite/best_val_loss.tflite", 7, {}, "val_loss", "tflite"),
+        art("tflite", "runs/x/tflite/final.tflite", 8, {}, None, "tflite"),
+        art("tensorboard-images", "runs/x/tb/validation", 1, {}, None, "tb",
+            {"logdir": "runs/x/tb"}),
+        art("tensorboard-images", "runs/x/tb/validation", 7, {}, "val_loss", "tb",
+            {"logdir": "runs/x/tb"}),
+        art("weights", "runs/x/mine/best_val_loss.npz", 7, {}, "val_loss", "mine"),
+    ]
+    block = card_text(cards.end_card(run, {})).split("Artifacts\n", 1)[1].splitlines()
+    assert block == [
+        "best checkpoint for val_loss (epoch 7): runs/x/ckpt/best_val_loss.keras",
+        "last checkpoint (epoch 8): runs/x/ckpt/last.keras",
+        "best TFLite model for val_loss (epoch 7): runs/x/tflite/best_val_loss.tflite",
+        "TFLite model (epoch 8): runs/x/tflite/final.tflite",
+        "TensorBoard: tensorboard --logdir runs/x/tb",  # once, though two artifacts
+        "best weights for val_loss (epoch 7): runs/x/mine/best_val_loss.npz",
+    ]
+    failure = card_text(cards.failure_card(run, {}, _error()))
+    assert "TensorBoard: tensorboard --logdir runs/x/tb" in failure
+
+
+def test_a_traceback_is_compact_and_monospaced():
+    def _inner():
+        raise ValueError("bad __init__ `x`\n    indented second line")
+
+    error = _raised(_inner)
+    text = cards.traceback_text(error)
+    card = cards.failure_card(_finished(RunInfo(epochs=2)), {}, error)
+    card_text(card)  # a valid card, every line plain text
+    body = card["attachments"][0]["content"]["body"]
+    (block,) = [e for e in body if e["type"] == "Container"]
+    items = block["items"]
+    # one TextBlock per line, none with a blank line inside (Teams showed one between
+    # every two lines), no spacing between them, monospaced
+    assert len(items) == len(text.splitlines())
+    assert all("\n" not in item["text"] for item in items)
+    assert {(i["fontType"], i["spacing"], i["type"]) for i in items} == {
+        ("Monospace", "None", "TextBlock")
+    }
+    # each line renders (CommonMark) exactly as the traceback's line, indentation kept
+    shown = [rendered(item["text"]).replace("\u00a0", " ") for item in items]
+    expected = [line.strip() or "" for line in text.splitlines()]
+    assert [line.strip() for line in shown] == [line for line in expected]
+    leading = [len(i["text"]) - len(i["text"].lstrip("\u00a0")) for i in items]
+    assert leading == [len(line) - len(line.lstrip(" ")) for line in text.splitlines()]
+    assert text.splitlines()[0] == "Traceback (most recent call last):"
+    assert "ValueError: bad __init__ `x`" in shown

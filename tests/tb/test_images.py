@@ -108,18 +108,59 @@ def test_segmentation_outputs_show_input_true_and_predicted_masks():
     assert without_labels.cells[0].shape == (4, 12, 3)
 
 
-def test_pick_samples_covers_the_classes_in_class_order():
-    x = np.arange(12)
+def test_pick_covers_the_classes_in_class_order():
     y = np.array([6, 6, 6, 6, 6, 1, 6, 3, 1, 6, 0, 3])  # mostly 6s first, as digits can be
-    px, py = img.pick_samples(x, y, 5)
-    assert py.tolist() == [0, 1, 1, 3, 6] and px.tolist() == [10, 5, 8, 7, 0]
-    px, py = img.pick_samples(x, np.eye(7)[y], 4)  # one-hot labels too
-    assert px.tolist() == [10, 5, 7, 0]
-    px, py = img.pick_samples(x, y.astype("float32") + 0.5, 3)  # not classes: the first
-    assert px.tolist() == [0, 1, 2]
-    px, py = img.pick_samples(x, None, 2)
-    assert px.tolist() == [0, 1] and py is None
+    labels = img.class_indices(y)
+    chosen = img.pick(labels, 5)
+    assert y[chosen].tolist() == [0, 1, 1, 3, 6] and chosen == [10, 5, 8, 7, 0]
+    assert img.pick(img.class_indices(np.eye(7)[y]), 4) == [10, 5, 7, 0]  # one-hot labels
+    assert img.class_indices(y.astype("float32") + 0.5) is None  # not classes
+    assert img.pick(None, 3) == [0, 1, 2]  # without class labels: the first
     assert img.class_indices(np.zeros((3, 4, 4))) is None  # masks are not classes
+
+
+def test_pick_rotates_the_classes_when_there_are_more_than_cells():
+    y = np.repeat(np.arange(10), 3)  # 10 classes, 3 samples each, 8 cells
+    labels = img.class_indices(y)
+    draws = [y[img.pick(labels, 8, draw)].tolist() for draw in range(3)]
+    assert draws[0] == [0, 1, 2, 3, 4, 5, 6, 7]
+    assert draws[1] == [0, 1, 2, 3, 4, 5, 8, 9]  # classes 8, 9, 0..5, in class order
+    assert set(draws[0]) | set(draws[1]) == set(range(10))
+    for draw in range(10):  # always 8 different classes, every class within 2 draws
+        both = y[img.pick(labels, 8, draw)].tolist() + y[img.pick(labels, 8, draw + 1)].tolist()
+        assert len(set(both[:8])) == 8 and set(both) == set(range(10))
+    # as many cells as classes or more: the same picks every draw
+    assert img.pick(labels, 12, 0) == img.pick(labels, 12, 5)
+
+
+def test_pick_shows_the_mistakes_first():
+    y = np.repeat(np.arange(10), 3)
+    labels = img.class_indices(y)
+    predicted = list(labels)
+    for index, wrong in ((29, 1), (4, 7), (14, 0)):  # a 9, a 1 and a 4 predicted wrong
+        predicted[index] = wrong
+    chosen = img.pick(labels, 8, 0, predicted)
+    assert chosen[:3] == [4, 14, 29]  # the wrong ones first, in class order
+    assert y[chosen].tolist() == [1, 4, 9, 0, 2, 3, 5, 6]  # then other classes
+    assert len(set(chosen)) == 8
+    # more mistakes than cells: they fill half the cells, spread over their classes
+    all_wrong = [(label + 1) % 10 for label in labels]
+    chosen = img.pick(labels, 5, 0, all_wrong)
+    assert y[chosen].tolist() == [0, 1, 2, 3, 4] and chosen == [0, 3, 6, 9, 12]
+    assert img.pick(labels, 5, 0, [0] * len(labels))[:3] == [3, 6, 9]  # all said 0
+    # an unknown prediction (None) is not a mistake
+    assert img.pick(labels, 3, 0, [None] * len(labels)) == img.pick(labels, 3, 0)
+    assert img.predicted_classes(np.array([[0.1, 0.9], [0.8, 0.2]])) == [1, 0]
+    assert img.predicted_classes(np.array([[0.7], [0.2]])) == [1, 0]  # a sigmoid
+
+
+def test_text_picture_draws_each_line():
+    picture = img.text_picture(["Best so far, after epoch 3:", "val_loss (min): 0.25 at epoch 3"])
+    assert picture.dtype == np.uint8 and picture.shape[2] == 3
+    assert picture.shape[0] >= 2 * img._line_height(14)
+    dark = (picture.sum(axis=2) < 200).any(axis=1)
+    half = picture.shape[0] // 2
+    assert dark[:half].any() and dark[half:].any()  # ink on both rows
 
 
 def test_grid_frames_captions_and_enlarges_small_cells():

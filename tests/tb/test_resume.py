@@ -82,7 +82,7 @@ def test_shifted_image_artifacts_keep_the_keras_epoch(tmp_path, cnn, images_data
     _fit(model, images_data, make(), epochs=3)
     with pytest.warns(TensorboardStepWarning, match="up to 2, and this fit starts at epoch 2"):
         _fit(model, images_data, make(), epochs=3, initial_epoch=1)  # steps 1, 2 -> 3, 4
-    grid_steps = _steps(read_run(tmp_path / "tb" / "validation")["samples/grid"])
+    grid_steps = _steps(read_run(tmp_path / "tb" / "validation")["best/samples"])
     assert grid_steps == sorted(set(grid_steps)) and grid_steps[0] == 0 and 3 in grid_steps
     entries = read_manifest(tmp_path / "tb")["artifacts"]
     resumed_first = [e for e in entries if e["details"]["step"] == 3]

@@ -66,7 +66,7 @@ def test_grid_on_first_and_improved_due_epochs(
     # steps: 0-based epochs; due epochs 2 and 4 (1-based) are steps 1 and 3
     expected = [0, 1] + ([3] if val_loss[3] < val_loss[1] else [])
     run = read_run(tmp_path / "tb" / "validation")
-    assert [s for s, _ in run["samples/grid"]] == expected
+    assert [s for s, _ in run["best/samples"]] == expected
     assert [s for s, _ in run["samples/labels"]] == expected
 
     saved = [a for a in recorder.saved if a.kind == "tensorboard-images"]
@@ -74,32 +74,39 @@ def test_grid_on_first_and_improved_due_epochs(
     assert [a.epoch for a in saved] == [s + 1 for s in expected]
     boxes = saved[0].details["cells"]
     assert len(boxes) == 6 and all(b[2:] == [96, 96] for b in boxes)  # 8x8 enlarged x12
-    # the samples cover both classes (3 each of the first 10), in class order
-    picked = [int(i) for i in np.flatnonzero(y[:10] == 0)[:3]] + [
-        int(i) for i in np.flatnonzero(y[:10] == 1)[:3]
-    ]
-    for (step, picture), artifact in zip(_decode(run["samples/grid"]), saved, strict=True):
+    # each cell is one of the 10 samples, each shown once; the model's mistakes first
+    for (step, picture), artifact in zip(_decode(run["best/samples"]), saved, strict=True):
         assert step == artifact.details["step"]
         assert list(picture.shape[:2]) == artifact.details["size"]
         frames = [_frame(picture, box) for box in boxes]
         assert set(frames) <= {img.GREEN, img.RED}
         assert frames.count(img.GREEN) == artifact.details["correct"]
-        for box, index in zip(boxes, picked, strict=True):
-            top, left, height, width = box
-            shown = picture[top : top + height : 12, left : left + width : 12, 0]
-            np.testing.assert_array_equal(shown, np.round(x[index].reshape(8, 8) * 255))
+        assert frames == sorted(frames, key=lambda color: color != img.RED)
+        shown = []
+        for top, left, height, width in boxes:
+            cell = picture[top : top + height : 12, left : left + width : 12, 0]
+            matches = [i for i in range(10)
+                       if np.array_equal(cell, np.round(x[i].reshape(8, 8) * 255))]
+            assert len(matches) == 1
+            shown += matches
+        assert len(set(shown)) == 6
         assert len(np.unique(picture[: boxes[0][0] - img.BORDER])) > 2  # the header line
     labels = dict(run["samples/labels"])
     assert labels[0].startswith("epoch 1 (step 0) - first epoch of this fit - ")
-    assert labels[1].startswith("epoch 2 (step 1) - improved: val_loss - ")
-    rows = re.findall(r"^\| \d \| (dark|bright) \(0\.\d\d\) \| (dark|bright) \|", labels[0],
-                      re.M)
-    assert [true for _, true in rows] == ["dark"] * 3 + ["bright"] * 3
+    # epoch 2: the first due epoch, the first best (nothing came before it)
+    assert labels[1].startswith("epoch 2 (step 1) - first best of val_loss - ")
+    if 3 in labels:
+        assert labels[3].startswith("epoch 4 (step 3) - improved: val_loss - ")
+    row = r"^\| \d \| (dark|bright) \(0\.\d\d\) \| (dark|bright) \| (yes|\*\*no\*\*) \|"
+    rows = re.findall(row, labels[0], re.M)
+    assert len(rows) == 6 and {true for _, true, _ in rows} == {"dark", "bright"}
+    marks = [mark for _, _, mark in rows]
+    assert marks == sorted(marks, key=lambda mark: mark != "**no**")  # mistakes first
 
     assert saved[0].path == str(tmp_path / "tb" / "validation")
     assert saved[0].basis_key is None and saved[1].basis_key == "val_loss"
     assert saved[1].details["images"] == 6 and saved[1].details["tags"] == [
-        "samples/grid", "samples/labels"
+        "best/samples", "samples/labels"
     ]
 
 
@@ -119,7 +126,7 @@ def test_segmentation_outputs_log_the_predicted_mask(tmp_path, read_run):
     model.fit(x, masks, epochs=2, batch_size=4, verbose=0, callbacks=[cb])
 
     run = read_run(tmp_path / "tb" / "validation")
-    (step, picture), *_ = _decode(run["samples/grid"])
+    (step, picture), *_ = _decode(run["best/samples"])
     artifact = cb.manifest.artifacts[0]
     assert step == 0 and artifact["details"]["segmentation"]
     top, left, height, width = artifact["details"]["cells"][0]  # the first of 4 cells
@@ -143,12 +150,11 @@ def test_traininfer_hands_over_the_dev_sample(tmp_path, cnn, images_data, read_r
         log_dir=tmp_path,
     )
     np.testing.assert_array_equal(cb.sample_data[0][:4], x[:4])
-    ((_, picture),) = _decode(read_run(tmp_path / "tb" / "validation")["samples/grid"])
+    ((_, picture),) = _decode(read_run(tmp_path / "tb" / "validation")["best/samples"])
     assert len(cb.manifest.artifacts[0]["details"]["cells"]) == 4
     table = read_run(tmp_path / "tb" / "validation")["samples/labels"][0][1]
-    assert [line.split("|")[3].strip() for line in table.splitlines()[-4:]] == [
-        "0", "0", "1", "1"
-    ]  # two of each class, whatever the order of the dev set
+    trues = [line.split("|")[3].strip() for line in table.splitlines()[-4:]]
+    assert set(trues) == {"0", "1"}  # both classes, whatever the order of the dev set
 
 
 def test_explicit_sample_data_wins_over_set_sample_data(tmp_path, images_data):
@@ -187,7 +193,7 @@ def test_plain_fit_without_sample_data_writes_scalars_and_warns_once(
         model.fit(x, y, validation_split=0.25, epochs=2, verbose=0, callbacks=[cb])
     val = read_run(tmp_path / "tb" / "validation")
     assert [s for s, _ in val["epoch_loss"]] == [0, 1]
-    assert "samples/grid" not in val
+    assert "best/samples" not in val
     import warnings
 
     with warnings.catch_warnings():
@@ -200,3 +206,30 @@ def test_plain_fit_without_sample_data_writes_scalars_and_warns_once(
     with warnings.catch_warnings():
         warnings.filterwarnings("error", ".*no sample data")
         model.fit(x, y, validation_split=0.25, epochs=1, verbose=0, callbacks=[quiet])
+
+
+def test_every_class_appears_across_pictures_and_mistakes_come_first(tmp_path, read_run):
+    """10 classes, 4 cells: the classes rotate from picture to picture in real training."""
+    import keras
+
+    rng = np.random.default_rng(3)
+    y = np.tile(np.arange(10), 6)
+    x = rng.random((60, 64)).astype("float32") * 0.2
+    x[np.arange(60), y * 6] += 1.0  # class c: a bright pixel at 6c
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10, activation="softmax")])
+    model.compile(keras.optimizers.Adam(0.05), "sparse_categorical_crossentropy")
+    cb = TensorboardCallback(tmp_path, {"loss": "min"}, image_shape=(8, 8), max_images=4,
+                             sample_data=(x, y))
+    model.fit(x, y, epochs=8, batch_size=10, verbose=0, callbacks=[cb])
+
+    tables = [text for _, text in read_run(tmp_path / "tb" / "validation")["samples/labels"]]
+    assert len(tables) >= 4
+    shown = set()
+    for table in tables:
+        rows = re.findall(r"^\| \d \| \d \(\d\.\d\d\) \| (\d) \| (yes|\*\*no\*\*) \|", table, re.M)
+        assert len(rows) == 4
+        marks = [mark for _, mark in rows]
+        assert marks == sorted(marks, key=lambda mark: mark != "**no**")  # mistakes first
+        shown |= {int(true) for true, _ in rows}
+    assert shown == set(range(10))

@@ -195,21 +195,34 @@ def test_tensorboard_serves_keras_compatible_curves_bests_graph_and_labelled_ima
                   + _query(run="cvml/tb/validation", tag="evaluation_loss_vs_iterations"))
     assert [s for _, s, _ in points] == [4, 8, 12]  # the optimizer's iterations
 
-    # TensorBoard opens the first two groups: training curves; each best sits in its
-    # metric's group; no count is a (smoothed) scalar
+    # TensorBoard opens the first two groups: "best" (the exact bests and the samples,
+    # pictures that are never smoothed), then the first training curves; each best
+    # curve sits in its metric's group; no count is a (smoothed) scalar
     image_tags = _get(f"{base}/data/plugin/images/tags")
     histogram_tags = _get(f"{base}/data/plugin/histograms/tags")
     every_tag = [t for runs in (scalar_tags, image_tags, histogram_tags)
                  for tags in runs.values() for t in tags]
     groups = _groups(every_tag)
-    assert groups[:2] == ["epoch_accuracy", "epoch_learning_rate"], groups
-    assert groups.index("epoch_loss") < groups.index("samples")
+    assert groups[:2] == ["best", "epoch_accuracy"], groups
+    assert sorted(t for t in every_tag if t.startswith("best/")) == [
+        "best/samples", "best/values"
+    ]
+    assert "best/values" in image_tags["cvml/tb/train"]
+    assert "best/samples" in image_tags["cvml/tb/validation"]
     assert _groups(["epoch_loss", "epoch_loss/best"]) == ["epoch_loss"]
-    assert not any("best_epoch" in t or t.startswith("best") for t in every_tag)
+    assert not any("best_epoch" in t for t in every_tag)
     best_text = _get(f"{base}/data/plugin/text/text?" + _query(run="cvml/tb/train",
                                                                 tag="basis/best"))
     assert "<td>val_loss</td>\n<td>min</td>" in best_text[0]["text"]  # Markdown as HTML
     assert best_text[0]["step"] == 0
+    # the exact bests as a picture, on each step where the text table is written
+    values = image_tags["cvml/tb/train"]["best/values"]
+    assert "exact best" in values["description"] and "basis/best" in values["description"]
+    pictures = _get(f"{base}/data/plugin/images/images?"
+                    + _query(run="cvml/tb/train", tag="best/values", sample=0))
+    assert [p["step"] for p in pictures] == [t["step"] for t in best_text]
+    assert "1-based" in best_text[0]["text"]  # how epochs and steps relate: said once
+    assert all("1-based" not in t["text"] for t in best_text[1:])
     description = val["epoch_loss/best"]["description"]
     assert "Best val_loss so far" in description and "basis/best" in description
 
@@ -222,10 +235,10 @@ def test_tensorboard_serves_keras_compatible_curves_bests_graph_and_labelled_ima
     assert b"demo_like/conv2d" in graph
 
     # images: one per image step; the description holds no per-step facts
-    grid = image_tags["cvml/tb/validation"]["samples/grid"]
+    grid = image_tags["cvml/tb/validation"]["best/samples"]
     assert "green" in grid["description"] and "epoch 1" not in grid["description"]
     entries = _get(f"{base}/data/plugin/images/images?"
-                   + _query(run="cvml/tb/validation", tag="samples/grid", sample=0))
+                   + _query(run="cvml/tb/validation", tag="best/samples", sample=0))
     written = [a for a in cb.manifest.artifacts if a["kind"] == "tensorboard-images"]
     assert [e["step"] for e in entries] == [a["details"]["step"] for a in written]
     assert entries[0]["step"] == 0
@@ -248,7 +261,11 @@ def test_tensorboard_serves_keras_compatible_curves_bests_graph_and_labelled_ima
         assert label["step"] == step
         assert f"epoch {step + 1} (step {step})" in label["text"]
         assert f"{details['correct']}/8 correct" in label["text"]
-    # stratified: the 8 cells cover the 4 classes although the sample starts with 8 of one
-    rows = re.findall(r"<tr>\s*<td>(\d+)</td>\s*<td>(.*?)</td>\s*<td>(.*?)</td>",
-                      labels[0]["text"])
-    assert [true for _, _, true in rows] == [name for name in names for _ in range(2)]
+    # the 8 cells cover the 4 classes although the sample starts with 8 of one, and
+    # the mistakes come first
+    for label in labels:
+        rows = re.findall(r"<tr>\s*<td>(\d+)</td>\s*<td>(.*?)</td>\s*<td>(.*?)</td>"
+                          r"\s*<td>(.*?)</td>", label["text"])
+        assert {true for _, _, true, _ in rows} == set(names)
+        marks = [mark for _, _, _, mark in rows]
+        assert marks == sorted(marks, key=lambda mark: "no" not in mark), marks

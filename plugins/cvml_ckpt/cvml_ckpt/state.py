@@ -58,7 +58,9 @@ def _compile_reader(variables: list[Any]) -> Callable[[], Any]:
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(lambda: _flatten(variables))
+        # autograph=False: no Python control flow to convert, and no autograph source
+        # file left in the temp directory by a killed process
+        return tf.function(lambda: _flatten(variables), autograph=False)
     if backend == "jax":
         import jax
 
@@ -83,7 +85,7 @@ def compile_copy(targets: list[Any], sources: list[Any]) -> Callable[[], None]:
             for target, source in pairs:
                 target.assign(tf.raw_ops.DeepCopy(x=source.value))
 
-        return tf.function(copy_tf)
+        return tf.function(copy_tf, autograph=False)  # a loop over a Python list
     if backend == "jax":
         import jax
         import jax.numpy as jnp

@@ -43,8 +43,10 @@ from cvml_tb import summaries
 from cvml_tb.steps import last_written_steps
 
 TRAIN, VALIDATION = "train", "validation"
-IMAGE_TAG, LABELS_TAG = "samples/grid", "samples/labels"
-BEST_TEXT_TAG = "basis/best"
+# The images' tags sort before Keras' ``epoch_*`` ones, so TensorBoard's Time Series
+# page opens their group ("best") first: the exact bests and the samples in view.
+IMAGE_TAG, LABELS_TAG = "best/samples", "samples/labels"
+BEST_IMAGE_TAG, BEST_TEXT_TAG = "best/values", "basis/best"
 GRAPH_TAG = "keras"
 ARTIFACT_KIND = "tensorboard-images"
 #: The samples are picked (to cover the classes) from the first max(POOL, 4 x max_images).
@@ -192,7 +194,9 @@ class TensorboardCallback(BasisCallback):
         self._writers: dict[str, Any] = {}
         self._writers_lock = threading.Lock()
         self._described: set[tuple[str, str]] = set()  # (run, tag) given a description
-        self._samples: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None
+        # the sample pool: inputs, their display images, labels, class indices (or None)
+        self._samples: tuple[np.ndarray, np.ndarray, Any, list[int] | None] | None = None
+        self._draws = 0  # pictures drawn by this object (the classes rotate with it)
         self._images_on = False  # this fit draws images
         self._warned_no_samples = False
         self._steps_read = False  # the event files already in the folder were read
@@ -235,15 +239,18 @@ class TensorboardCallback(BasisCallback):
         self._samples = None
 
     def _prepare_samples(self) -> None:
-        """Pick ``max_images`` samples covering the classes and check they are images."""
+        """Keep the sample pool (with class labels: all of it, else the first
+        ``max_images``) and check that its inputs are images."""
         if self._samples is not None:
             return
         x, y = img.take_samples(self.sample_data, self.pool)
         if len(x) == 0:
             raise ValueError("sample_data holds no samples. Received: 0 samples")
-        x, y = img.pick_samples(x, y, self.max_images)
+        labels = img.class_indices(y)
+        if labels is None or len(labels) != len(x):
+            x, y, labels = x[: self.max_images], None if y is None else y[: self.max_images], None
         display = img.to_uint8(img.display_images(x, self.image_shape))
-        self._samples = (x, display, y)
+        self._samples = (x, display, y, labels)
 
     # -- writers ---------------------------------------------------------------------
 
@@ -392,10 +399,13 @@ class TensorboardCallback(BasisCallback):
         super().on_epoch_end(epoch, logs)  # runs the basis policy (on every process)
         improved = [k for k, b in self.policy.best.items() if (b.value, b.epoch) != before[k]]
         outputs = None
+        draw = self._draws
         if self._images_on and (self._fit_epochs == 1 or improved):
-            # On every process: under a distribution the prediction is collective.
+            # On every process: under a distribution the prediction is collective. The
+            # whole pool, when it has class labels, to find the mistakes to show first.
             assert self._samples is not None
             outputs = self.model.predict_on_batch(self._samples[0])
+            self._draws += 1
         if not self.chief:
             return
         step = epoch + self._step_offset
@@ -404,7 +414,9 @@ class TensorboardCallback(BasisCallback):
         logs = dict(logs or {})
         scalars = self._epoch_scalars(logs)
         evaluations, self._evaluations = self._evaluations, []
-        bests = self._best_table(epoch + 1, improved) if improved else None
+        # Keys without a best before this epoch have their first one, not an improvement.
+        first = [k for k in improved if before[k][0] is None]
+        bests = self._bests(epoch + 1, improved) if improved else None
         weights = None
         if self.histogram_freq and epoch % self.histogram_freq == 0:
             weights = self._weights()
@@ -413,11 +425,19 @@ class TensorboardCallback(BasisCallback):
             artifacts = []
             pictures: list[Any] = []
             if outputs is not None:
-                artifact, pictures = self._draw(epoch + 1, step, logs, outputs, improved)
+                artifact, pictures = self._draw(
+                    epoch + 1, step, logs, outputs, improved, first, draw
+                )
                 artifacts.append(artifact)
             train_parts = [self._scalar_summary(TRAIN, scalars[TRAIN])]
             if bests is not None:
-                train_parts.append(summaries.text(BEST_TEXT_TAG, bests))
+                table, lines = bests
+                train_parts.append(summaries.text(BEST_TEXT_TAG, table))
+                train_parts.append(summaries.image(
+                    BEST_IMAGE_TAG, img.text_picture(lines),
+                    description=self._bests_description()
+                    if self._first_time(TRAIN, BEST_IMAGE_TAG) else None,
+                ))
             self._write(TRAIN, step, *train_parts)
             self._write(
                 VALIDATION, step, self._scalar_summary(VALIDATION, scalars[VALIDATION]),
@@ -524,24 +544,35 @@ class TensorboardCallback(BasisCallback):
                 )
         return summaries.scalars(values, descriptions)
 
-    def _best_table(self, number: int, improved: list[str]) -> str:
-        """The ``basis/best`` text of an epoch where keys improved (training thread)."""
-        rows = []
+    def _bests(self, number: int, improved: list[str]) -> tuple[str, list[str]]:
+        """The ``basis/best`` table and the lines of the ``best/values`` picture of an
+        epoch where keys improved (training thread)."""
+        rows, lines = [], [f"Best so far, after epoch {number}:"]
         for key, best in self.policy.best.items():
             if best.value is None:
                 continue
             mark = "**new**" if key in improved else ""
             mode = self.policy.basis[key]
             rows.append(f"| {key} | {mode} | {best.value:.6g} | {best.epoch} | {mark} |")
-        return "\n".join(
-            [
-                f"Bests after epoch {number} (epochs are 1-based, as Keras prints them; "
-                "the TensorBoard step of epoch e is e - 1 when no resume shifted it).",
-                "",
-                "| basis key | mode | best | epoch | |",
-                "|---|---|---|---|---|",
-                *rows,
-            ]
+            new = " (new)" if key in improved else ""
+            lines.append(f"{key} ({mode}): {best.value:.6g} at epoch {best.epoch}{new}")
+        head = f"Bests after epoch {number}."
+        if self._first_time(TRAIN, BEST_TEXT_TAG):  # said once per event file
+            head = (
+                f"Bests after epoch {number}. Epochs are 1-based, as Keras prints them; "
+                "the TensorBoard step of epoch e is e - 1 when no resume shifted it."
+            )
+        table = "\n".join(
+            [head, "", "| basis key | mode | best | epoch | |", "|---|---|---|---|---|", *rows]
+        )
+        return table, lines
+
+    @staticmethod
+    def _bests_description() -> str:
+        return (
+            "Each basis key's exact best so far and the 1-based epoch it was reached, "
+            "written on each epoch where a key improved (charts are smoothed, this is "
+            f"not). The same as a table: Text tab, `{BEST_TEXT_TAG}`."
         )
 
     def _weights(self) -> list[tuple[str, np.ndarray]]:
@@ -557,18 +588,33 @@ class TensorboardCallback(BasisCallback):
         return out
 
     def _draw(
-        self, number: int, step: int, logs: dict[str, Any], outputs: Any, improved: list[str]
+        self, number: int, step: int, logs: dict[str, Any], outputs: Any,
+        improved: list[str], first: list[str], draw: int,
     ) -> tuple[Any, list[Any]]:
-        """The grid and label table summaries of ``outputs`` (on the worker), and the artifact."""
+        """The grid and label table summaries of ``outputs`` (on the worker), and the artifact.
+
+        The cells: the pool's mistakes first, then samples covering the classes
+        (rotating with ``draw``, the picture's number); see :func:`images.pick`.
+        """
         assert self._samples is not None
-        _, display, y = self._samples
+        _, display, y, labels = self._samples
         if isinstance(outputs, Mapping):
             outputs = next(iter(outputs.values()))
         elif isinstance(outputs, (list, tuple)):
             outputs = outputs[0]
+        outputs = img.to_numpy(outputs)
+        predicted = None
+        if labels is not None and not img.is_segmentation(outputs, display.shape[1:3]):
+            predicted = img.predicted_classes(outputs)
+        chosen = np.array(img.pick(labels, min(self.max_images, len(display)), draw, predicted))
+        display, outputs = display[chosen], outputs[chosen]
+        y = None if y is None else img.to_numpy(y)[chosen]
         samples = img.describe(display, outputs, y, self.class_names)
-        why = f"improved: {', '.join(improved)}" if improved else "first epoch of this fit"
-        header = [f"epoch {number} (step {step})", why]
+        better = [k for k in improved if k not in first]
+        why = ([f"improved: {', '.join(better)}"] if better else []) + (
+            [f"first best of {', '.join(first)}"] if first else []
+        )
+        header = [f"epoch {number} (step {step})", *(why or ["first epoch of this fit"])]
         if samples.judged:
             header.append(f"{samples.correct}/{samples.judged} correct")
         picture = img.grid(samples.cells, samples.colors, samples.captions, header)
@@ -589,6 +635,7 @@ class TensorboardCallback(BasisCallback):
             logs,
             improved[0] if improved else None,
             tags=[IMAGE_TAG, LABELS_TAG],
+            logdir=str(self.folder),  # what `tensorboard --logdir` shows (Teams cards)
             step=step,
             images=len(samples.cells),
             correct=samples.correct if samples.judged else None,
@@ -616,10 +663,11 @@ class TensorboardCallback(BasisCallback):
             )
         return (
             "Sample inputs with the model's predictions, drawn on the first epoch of each "
-            "fit and on due epochs where a basis key improved; picked to cover the "
-            "classes. The top line of each step's picture: the epoch (1-based, as Keras "
-            f"prints it), why it was drawn, how many are right. {cell} The same as a "
-            f"table: Text tab, `{LABELS_TAG}`."
+            "fit and on due epochs where a basis key improved: the samples the model gets "
+            "wrong first, then samples that cover the classes (rotating when there are "
+            "more classes than cells). The top line of each step's picture: the epoch "
+            f"(1-based, as Keras prints it), why it was drawn, how many are right. {cell} "
+            f"The same as a table: Text tab, `{LABELS_TAG}`."
         )
 
     def _texts(self) -> dict[str, str]:

@@ -6,7 +6,8 @@ NumPy and Pillow only (no TensorFlow import), so every rule here is cheap to tes
   ``(N, H, W, C)`` images, reshaping flat inputs to ``image_shape``.
 * :func:`to_uint8` maps pixel values to 0..255: uint8 as is, floats in [0, 1]
   scaled by 255, any other range min-max normalised per image.
-* :func:`pick_samples` picks the samples to show so that they cover the classes.
+* :func:`pick` picks the samples to show: the model's mistakes first, then samples
+  that cover the classes, rotating through them when there are more classes than cells.
 * :func:`describe` reads predictions (and true labels) as class labels or, for
   segmentation-shaped outputs, as per-pixel class maps (:func:`colorize`), and
   writes each cell's caption.
@@ -208,27 +209,61 @@ def class_indices(y: Any) -> list[int] | None:
     return [int(v) for v in y]
 
 
-def pick_samples(x: np.ndarray, y: np.ndarray | None, n: int) -> tuple[np.ndarray, Any]:
-    """``n`` samples of ``(x, y)`` that cover the classes, ordered by class.
+def predicted_classes(pred: Any) -> list[int | None]:
+    """Each sample's predicted class (argmax of ``(N, K)``, 0/1 of a sigmoid), else None."""
+    pred = to_numpy(pred)
+    return _labels(pred, len(pred))[0]
 
-    With classification labels, round-robin over the classes (the first sample of
-    each class, then the second of each, ...), so that 8 cells of 10 digits show 8
-    different digits however the data is ordered; then sorted by class. Without
-    labels, or with labels that are not classes, the first ``n``.
+
+def pick(
+    labels: Sequence[int] | None,
+    n: int,
+    draw: int = 0,
+    predicted: Sequence[int | None] | None = None,
+) -> list[int]:
+    """The indices of the ``n`` samples to show on the ``draw``-th picture (0-based).
+
+    Without class ``labels``: the first ``n``. With them, first the samples the model
+    got wrong (``predicted`` differs from the label; at most half the cells, spread
+    over their classes), then samples that cover the classes: round-robin over the
+    classes (the first sample of each class, then the second of each, ...), classes
+    the mistakes do not show first. When ``n`` is smaller than the number of classes,
+    the classes start ``n`` further at each draw, so that without mistakes every class
+    is shown within ceil(classes / n) draws. Shown: the wrong ones, then the right
+    ones, each in class order.
     """
-    labels = class_indices(y)
-    if labels is None or len(labels) != len(x):
-        return x[:n], None if y is None else y[:n]
+    if labels is None:
+        return list(range(n))
     by_class: dict[int, list[int]] = {}
     for index, label in enumerate(labels):
         by_class.setdefault(label, []).append(index)
-    picked: list[int] = []
-    for rank in range(max(len(v) for v in by_class.values()) if by_class else 0):
-        for label in sorted(by_class):
-            if rank < len(by_class[label]) and len(picked) < n:
-                picked.append(by_class[label][rank])
-    order = np.array(sorted(picked, key=lambda i: (labels[i], i)), dtype=np.int64)
-    return x[order], None if y is None else np.asarray(y)[order]
+    classes = sorted(by_class)
+    if 0 < n < len(classes):
+        start = (draw * n) % len(classes)
+        classes = classes[start:] + classes[:start]
+
+    def round_robin(groups: dict[int, list[int]], order: list[int]) -> list[int]:
+        out = []
+        for rank in range(max((len(v) for v in groups.values()), default=0)):
+            out += [groups[c][rank] for c in order if c in groups and rank < len(groups[c])]
+        return out
+
+    wrong: dict[int, list[int]] = {}
+    if predicted is not None:
+        for index, label in enumerate(labels):
+            if predicted[index] is not None and predicted[index] != label:
+                wrong.setdefault(label, []).append(index)
+    mistakes = round_robin(wrong, classes)[: (n + 1) // 2]
+    taken = set(mistakes)
+    shown = {labels[i] for i in mistakes}  # their classes come last in the rest
+    order = [c for c in classes if c not in shown] + [c for c in classes if c in shown]
+    left = {c: [i for i in v if i not in taken] for c, v in by_class.items()}
+    rest = round_robin(left, order)[: n - len(mistakes)]
+
+    def right(i: int) -> bool:
+        return predicted is None or predicted[i] is None or predicted[i] == labels[i]
+
+    return sorted(mistakes + rest, key=lambda i: (right(i), labels[i], i))
 
 
 @dataclass
@@ -510,6 +545,19 @@ def grid(
             top = box[0] + box[2] + PAD + row * line
             _draw_text(canvas, top, box[1] + PAD, _fit(size, text, width - 2 * PAD), size, ink)
     return Picture(canvas, boxes, factor)
+
+
+def text_picture(lines: Sequence[str], size: int = 14) -> np.ndarray:
+    """``lines`` of text drawn dark on white, one per row, as an RGB array.
+
+    A picture is shown as it is: TensorBoard smooths scalar charts, never images.
+    """
+    height = _line_height(size)
+    width = max(text_width(size, text) for text in lines) + 2 * PAD
+    canvas = np.full((len(lines) * height + 2 * PAD, width, 3), 255, np.uint8)
+    for row, text in enumerate(lines):
+        _draw_text(canvas, PAD + row * height, PAD, text, size, TEXT)
+    return canvas
 
 
 def take_samples(sample_data: Any, max_images: int) -> tuple[np.ndarray, np.ndarray | None]:

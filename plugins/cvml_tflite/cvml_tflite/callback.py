@@ -428,8 +428,10 @@ class TFLiteCallback(BasisCallback):
         """Run the conversion into ``temps``; a failure is an ``ok: False`` answer."""
         stage = "writing the snapshot"
         try:
+            folder = snapshot.write(self._scratch_dir())
             payload = {
-                "snapshot": str(snapshot.write(self._scratch_dir())),
+                "snapshot": str(folder),
+                "tmpdir": str(folder / "tmp"),  # the worker's temp directory for this job
                 "imports": snapshot.imports,
                 "quantization": self.quantization,
                 "sample": self._sample_path(),
@@ -438,7 +440,9 @@ class TFLiteCallback(BasisCallback):
                 "outputs": [str(path) for path in temps],
             }
             stage = "running the worker"
-            return run_conversion(payload, self.worker_max_conversions, self.worker_max_rss_mb)
+            # A worker started now gets the scratch folder as its TMPDIR.
+            return run_conversion(payload, self.worker_max_conversions, self.worker_max_rss_mb,
+                                  env={"TMPDIR": str(self._scratch_dir())})
         except (WorkerCrashedError, OSError) as exc:  # e.g. a full disk: no file either
             return {"ok": False, "stage": stage, "error_type": type(exc).__name__,
                     "message": str(exc)}

@@ -15,9 +15,18 @@ follows the thread that forked); everywhere a watchdog thread exits with
 writes each output to the temporary name it is given and never renames into
 ``log_dir``: the parent does, after verification, and records the file at once.
 
+Temporary files: the worker starts with ``TMPDIR`` set to the callback's ``.tmp-``
+scratch folder in ``log_dir``, and each request names a ``tmpdir`` (a folder in its
+snapshot) that is the temp directory while it runs (``TMPDIR`` and Python's
+``tempfile.tempdir``). So what TensorFlow writes on the way (the converter's
+``tmpXXXXXXXX`` SavedModels, autograph's ``__autograph_generated_file*.py``) lands in
+the scratch folder, which the parent removes, and the next run's start if the parent
+was killed; never in the system's temp directory.
+
 Request::
 
-    {"snapshot": folder, "imports": [module, ...], "quantization": null|"float16"|...,
+    {"snapshot": folder, "tmpdir": folder or null, "imports": [module, ...],
+     "quantization": null|"float16"|...,
      "sample": path of a .npy file or null, "verify_samples": 32,
      "outputs": [temporary path to write, ...],
      "reference": path of a reference.npz (batch and the training process' outputs) or null}
@@ -29,14 +38,17 @@ Answer: ``{"ok": true, "started_at", "finished_at", "size", "max_abs_error",
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
 import signal
 import sys
+import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 MESSAGE_LIMIT = 6000
@@ -127,7 +139,33 @@ def _sample_for(model: Any, path: str | None, count: int) -> tuple[Any, str]:
     return rng.standard_normal((min(count, 8), *shape)).astype("float32"), "random"
 
 
+@contextlib.contextmanager
+def temp_dir(folder: str | None) -> Iterator[None]:
+    """``folder`` (created) as this process' temp directory for the ``with`` block:
+    ``TMPDIR`` for TensorFlow's C++ code, ``tempfile.tempdir`` for Python's."""
+    if not folder:
+        yield
+        return
+    os.makedirs(folder, exist_ok=True)
+    saved = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = folder, folder
+    try:
+        yield
+    finally:
+        if saved[0] is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved[0]
+        tempfile.tempdir = saved[1]
+
+
 def handle(request: dict[str, Any]) -> dict[str, Any]:
+    """Answer one request, with its ``tmpdir`` as the temp directory."""
+    with temp_dir(request.get("tmpdir")):
+        return _handle(request)
+
+
+def _handle(request: dict[str, Any]) -> dict[str, Any]:
     from cvml_tflite import convert, verify
 
     started = time.time()
