@@ -36,6 +36,7 @@ from cvml_core.plugins import (
     create_callback,
 )
 from cvml_core.run import RunInfo
+from cvml_core.storage import Store, open_store
 from cvml_core.worker import BackgroundJobError, BackgroundWorker
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ __all__ = [
     "PluginError",
     "RunInfo",
     "SaveJob",
+    "Store",
     "TrainInfer",
     "UnknownCallbackError",
     "atomic_path",
@@ -70,6 +72,7 @@ __all__ = [
     "available_callbacks",
     "create_callback",
     "hookimpl",
+    "open_store",
 ]
 
 
