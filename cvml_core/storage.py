@@ -376,7 +376,11 @@ class RemoteStore(Store):
 
     def probe(self, what: str) -> None:
         name = f"{TEMP_PREFIX}probe-{secrets.token_hex(4)}"
+        bucket = "" if self.root.startswith("/") else self.root.split("/", 1)[0]
         try:
+            if bucket:  # some stores create a missing bucket on a write: ask first
+                with contextlib.suppress(PermissionError):  # may not list: the write decides
+                    self.fs.info(bucket)
             self.fs.pipe_file(self._path(name), b"")
             self.fs.rm_file(self._path(name))
         except Exception as exc:
