@@ -105,7 +105,7 @@ class SeaweedS3:
             f"-volume.port={p['volume']}", f"-filer.port={p['filer']}", "-filer",
             "-s3", f"-s3.port={p['s3']}", f"-s3.config={self.config}",
             "-s3.port.iceberg=0", "-s3.port.lance=0",
-            "-master.volumeSizeLimitMB=64", "-volume.max=20",
+            "-master.volumeSizeLimitMB=64", "-volume.max=20", "-volume.preStopSeconds=0",
         ]
         with open(log, "ab") as out:
             self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
