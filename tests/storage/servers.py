@@ -148,14 +148,8 @@ class SeaweedS3:
         self.process = None
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=30)
-        self.process = None
+        """Stop the server (its data is thrown away: no graceful shutdown needed)."""
+        self.kill()
         if self._tmp is not None:
             self._tmp.cleanup()
 
