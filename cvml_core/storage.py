@@ -37,8 +37,10 @@ from cvml_core.atomic import (
     write_error,
 )
 
-#: The size of one part of an upload (and of the memory an upload takes).
-PART_BYTES = 8 * 2**20
+#: The size of one part of an upload; an upload holds about two parts in memory.
+PART_BYTES = 16 * 2**20
+#: What one read of the local file takes (the part buffer fills up to exactly a part).
+READ_BYTES = 2**20
 #: The package that gives fsspec each scheme, and the extra that installs it.
 SCHEME_PACKAGES = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"),
                    "gcs": ("gcsfs", "gcs"), "az": ("adlfs", "azure"), "abfs": ("adlfs", "azure")}
@@ -315,7 +317,7 @@ class RemoteStore(Store):
         handle = self.fs.open(self._path(name), "wb", block_size=PART_BYTES)
         try:
             with open(source, "rb") as data:
-                while chunk := data.read(PART_BYTES):
+                while chunk := data.read(READ_BYTES):
                     handle.write(chunk)
         except BaseException:
             with contextlib.suppress(Exception):

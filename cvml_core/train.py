@@ -49,7 +49,6 @@ import tensorflow as tf
 
 from cvml_core.basis import validate_basis_dict
 from cvml_core.checks import check_folder, is_integer
-from cvml_core.storage import mask
 from cvml_core.data import Data, dataset_batching, inference_data, prepare
 from cvml_core.data_checks import check_first_batch
 from cvml_core.distribute import is_chief
@@ -57,6 +56,7 @@ from cvml_core.plugins import call_hook
 from cvml_core.protocol import Restores, WaitsForBackground, WantsSampleData
 from cvml_core.resolve import callback_label, resolve_callbacks, warn_earlier_bests
 from cvml_core.run import RunInfo
+from cvml_core.storage import mask
 from cvml_core.summary import (
     RunRecorder,
     artifacts_of,

@@ -105,13 +105,18 @@ class SeaweedS3:
             f"-volume.port={p['volume']}", f"-filer.port={p['filer']}", "-filer",
             "-s3", f"-s3.port={p['s3']}", f"-s3.config={self.config}",
             "-s3.port.iceberg=0", "-s3.port.lance=0",
-            "-master.volumeSizeLimitMB=64", "-volume.max=20", "-volume.preStopSeconds=0",
+            "-master.volumeSizeLimitMB=64", "-volume.max=0", "-volume.preStopSeconds=0",
         ]
         with open(log, "ab") as out:
             self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                                             start_new_session=True)
-        _wait_http(self.endpoint, self.process, log)
-        self._wait_writable()
+        try:
+            _wait_http(self.endpoint, self.process, log)
+            self._wait_writable()
+        except BaseException as exc:
+            self.kill()
+            raise RuntimeError(f"{exc}\nweed log:\n"
+                               f"{log.read_text(errors='replace')[-3000:]}") from exc
         return self
 
     def _wait_writable(self) -> None:
@@ -130,6 +135,8 @@ class SeaweedS3:
                 return
             except Exception as exc:  # not ready yet
                 error = exc
+                if self.process is None or self.process.poll() is not None:
+                    break
                 time.sleep(0.5)
         raise RuntimeError(f"SeaweedFS S3 at {self.endpoint} not writable: {error!r}")
 

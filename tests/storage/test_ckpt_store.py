@@ -4,12 +4,11 @@ whole under their final names, read back and load, and a new run resumes from th
 from __future__ import annotations
 
 import numpy as np
-import pytest
+from cvml_ckpt import CkptCallback
 
+from cvml_core.keras_compat import keras
 from cvml_core.manifest import read_manifest
 from cvml_core.storage import open_store
-from cvml_ckpt import CkptCallback
-from cvml_core.keras_compat import keras
 
 
 def _data(n=64, seed=0):

@@ -4,11 +4,11 @@ with a message that names the problem and never shows a secret."""
 from __future__ import annotations
 
 import pytest
+from cvml_ckpt import CkptCallback
+from servers import SECRET_KEY, free_port
 
 from cvml_core import LogDirError
 from cvml_core.storage import mask
-from cvml_ckpt import CkptCallback
-from servers import SECRET_KEY, free_port
 
 
 def _build(url, options):

@@ -75,10 +75,9 @@ def _loads(store, name) -> str | None:
 
 
 def test_random_sigkills_with_log_dir_on_s3(s3_server, tmp_path):
+    import keras
     from cvml_ckpt import CkptCallback
     from cvml_tflite import TFLiteCallback
-
-    import keras
 
     rng = random.Random(SEED)
     bucket = s3_server.bucket("cvml-kills")
@@ -136,9 +135,8 @@ def test_the_store_killed_mid_upload_then_restarted(tmp_path, drive):
     """The server dies while a checkpoint uploads: the write error names the file and
     the URL; after a restart the next start drops the unfinished publish and the
     manifest names exactly the objects, each of which loads."""
-    from cvml_ckpt import CkptCallback
-
     import keras
+    from cvml_ckpt import CkptCallback
 
     server = SeaweedS3(tmp_path / "weed").start()
     try:

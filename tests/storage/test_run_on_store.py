@@ -5,14 +5,14 @@ TensorBoard's own reader) are objects of the bucket; the manifest names them all
 from __future__ import annotations
 
 import numpy as np
+from cvml_ckpt import CkptCallback
+from cvml_tb import TensorboardCallback
+from cvml_tflite import TFLiteCallback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cvml_core import TrainInfer
 from cvml_core.manifest import read_manifest
 from cvml_core.storage import open_store
-from cvml_ckpt import CkptCallback
-from cvml_tb import TensorboardCallback
-from cvml_tflite import TFLiteCallback
 
 
 def _data(n=48, seed=0):
