@@ -21,12 +21,13 @@ ROOT = Path(__file__).parent
 PLUGINS = {"ckpt": "cvml_ckpt", "tb": "cvml_tb", "tflite": "cvml_tflite"}
 FIXTURES = ROOT / "tests" / "fixtures"
 TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", "jsonschema>=4", "markdown-it-py>=2.2"]
-# tests/storage needs real object stores (the test-storage extra): only nox -s storage
-# (and backends, for the distributed runs on S3) install them.
+# tests/storage needs real object stores (cvml-core's test-storage extra: the servers'
+# wheels): core installs them and runs it; backends, for the multi-process runs on S3.
+STORAGE_EXTRAS = f"{ROOT}[s3,gcs,test-storage]"
 NO_STORAGE = f"--ignore={ROOT / 'tests' / 'storage'}"
 
 # CI's set: each test runs once (plugin tests in their plugin's own environment).
-nox.options.sessions = ["lint", "core", "thirdparty", "plugin", "storage", "backends", "oldest"]
+nox.options.sessions = ["lint", "core", "thirdparty", "plugin", "backends", "oldest"]
 nox.options.default_venv_backend = "venv"
 os.environ.setdefault("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip"))
 os.environ.setdefault("PIP_DISABLE_PIP_VERSION_CHECK", "1")
@@ -75,16 +76,17 @@ def tests(session: nox.Session) -> None:
 def core(session: nox.Session) -> None:
     """Every plugin installed together; the core, TrainInfer, demo and integration tests."""
     _install_all(session)
+    session.install(STORAGE_EXTRAS)  # tests/storage: SeaweedFS (s3://), fake-gcs-server (gs://)
     ignored = [f"--ignore={ROOT / 'tests' / name}" for name in PLUGINS]
-    _pytest(session, "-m", "not thirdparty", *ignored, NO_STORAGE, "tests")
+    _pytest(session, "-m", "not thirdparty", *ignored, "tests")
 
 
 @session
 def storage(session: nox.Session) -> None:
-    """Every callback with log_dir on real object stores on 127.0.0.1: SeaweedFS (s3://)
-    and fake-gcs-server (gs://), started by the tests from their PyPI wheels."""
+    """Not in CI's set (core runs these): every callback with log_dir on real object
+    stores on 127.0.0.1, SeaweedFS (s3://) and fake-gcs-server (gs://)."""
     _install_all(session)
-    session.install(f"{ROOT}[s3,gcs,test-storage]")
+    session.install(STORAGE_EXTRAS)
     _pytest(session, str(ROOT / "tests" / "storage"))
 
 
@@ -157,13 +159,14 @@ BACKEND_DEPS = ["jax[cpu]", "torch==2.13.0", "tf-keras>=2.16,<2.22"]
 def backends(session: nox.Session) -> None:
     """JAX (one process and two), torch, and tf_keras (one process and two workers)."""
     _install_all(session)
-    session.install(*BACKEND_DEPS)
+    session.install(*BACKEND_DEPS, STORAGE_EXTRAS)
     one = [str(ROOT / "tests" / "backends")]
     distributed = ROOT / "tests" / "distributed"
-    _pytest(session, *one, str(distributed / "test_jax_processes.py"),
+    on_s3 = str(distributed / "test_on_s3.py")  # each test runs under its own backend
+    _pytest(session, *one, str(distributed / "test_jax_processes.py"), on_s3,
             env={"KERAS_BACKEND": "jax"})
     _pytest(session, *one, env={"KERAS_BACKEND": "torch"})
-    _pytest(session, *one, str(distributed / "test_tf_keras_workers.py"),
+    _pytest(session, *one, str(distributed / "test_tf_keras_workers.py"), on_s3,
             env={"TF_USE_LEGACY_KERAS": "1"})
 
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cvml_core.artifact import Artifact
-from cvml_core.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from cvml_core.artifact import Artifact, Staged
+from cvml_core.atomic import atomic_path, atomic_write_bytes, atomic_write_text, staging
 from cvml_core.basis import BasisPolicy, MissingMetricError
 from cvml_core.hookspecs import hookimpl
 from cvml_core.ledger import SaveJob
@@ -63,6 +63,7 @@ __all__ = [
     "PluginError",
     "RunInfo",
     "SaveJob",
+    "Staged",
     "Store",
     "TrainInfer",
     "UnknownCallbackError",
@@ -73,6 +74,7 @@ __all__ = [
     "create_callback",
     "hookimpl",
     "open_store",
+    "staging",
 ]
 
 

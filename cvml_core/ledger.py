@@ -104,6 +104,10 @@ class Ledger:
         group = list(item) if isinstance(item, (list, tuple)) else [item]
         staged = [g for g in group if isinstance(g, Staged)]
         artifacts = [g for g in group if isinstance(g, Artifact)]
+        for artifact in artifacts:  # written in place already: on a store, upload it now
+            local = self.folder / _name(artifact.path)
+            if self.store.is_remote and local.is_file():
+                self.store.publish(local, local.name)
         error: OSError | None = None
         leftover: list[Staged] = []
         if staged:
