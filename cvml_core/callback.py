@@ -209,7 +209,7 @@ class BasisCallback(Callback):
         ``demo.image_shape``, ``demo.class_names``); log_dir and basis come apart."""
         return {}
 
-    def demo_report(self, log_dir: Path) -> list[str]:
+    def demo_report(self, log_dir: Path | str) -> list[str]:
         """Lines ``cvml demo`` prints for this callback after training."""
         return []
 

@@ -347,7 +347,7 @@ class Manifest:
             length = os.fstat(fd).st_size
             if length < self._history_bytes:
                 raise OSError(
-                    f"it holds {length} bytes, {self.path.name} records {self._history_bytes}"
+                    f"it holds {length} bytes, {MANIFEST_NAME} records {self._history_bytes}"
                 )
             if length > self._history_bytes:  # lines of a write that never committed
                 os.ftruncate(fd, self._history_bytes)

@@ -144,6 +144,9 @@ class Store:
         """Copy the local file ``source`` to ``name`` (a new object; no manifest)."""
         raise NotImplementedError
 
+    def sync(self) -> None:
+        """Make the publishes so far durable (a local folder's fsync; nothing on a store)."""
+
     def probe(self, what: str) -> None:
         """Create the folder if needed, write and delete one small file; a failure is a
         :class:`LogDirError` naming ``what`` (e.g. ``log_dir='s3://b/run'``)."""
@@ -151,6 +154,14 @@ class Store:
 
     def remove_stale_temps(self) -> None:
         """Delete the ``.tmp-`` files a killed process left (no writer may be at work)."""
+        raise NotImplementedError
+
+    def is_empty(self) -> bool:
+        """Whether the folder holds nothing (at any depth)."""
+        raise NotImplementedError
+
+    def remove_all(self) -> None:
+        """Delete the folder and everything in it (``cvml demo`` replacing its own run)."""
         raise NotImplementedError
 
 
@@ -227,6 +238,12 @@ class LocalStore(Store):
     def remove_stale_temps(self) -> None:
         remove_stale_temps(self.local)
 
+    def is_empty(self) -> bool:
+        return not self.local.is_dir() or not any(self.local.iterdir())
+
+    def remove_all(self) -> None:
+        shutil.rmtree(self.local)
+
 
 def _filesystem(url: str, options: dict[str, Any]) -> tuple[Any, str]:
     """fsspec's filesystem for ``url`` and the path in it; an unknown scheme names the
@@ -284,6 +301,7 @@ class RemoteStore(Store):
                               f"{type(exc).__name__}: {reason}", self.location(name))
 
     def exists(self, name: str) -> bool:
+        self.fs.invalidate_cache(self._path(name))  # another process may have written it
         try:
             return bool(self.fs.isfile(self._path(name)))
         except FileNotFoundError:
@@ -386,14 +404,27 @@ class RemoteStore(Store):
             self.fs.pipe_file(self._path(name), b"")
             self.fs.rm_file(self._path(name))
         except Exception as exc:
-            kind = {FileNotFoundError: "the bucket does not exist",
-                    PermissionError: "access denied (check the credentials)"}.get(
-                        type(exc), "the store cannot be reached or written")
+            if isinstance(exc, FileNotFoundError):
+                kind = "the bucket does not exist"
+            elif isinstance(exc, PermissionError):
+                kind = "access denied (check the credentials)"
+            else:
+                kind = "the store cannot be reached or written"
             raise LogDirError(
                 getattr(exc, "errno", None),
                 f"{what} cannot be used: a test write to {self.location()} failed, {kind}: "
                 f"{type(exc).__name__}: {_clean(exc)}",
             ) from None
+
+    def is_empty(self) -> bool:
+        try:
+            return not self.fs.find(self.root, maxdepth=None)
+        except FileNotFoundError:
+            return True
+
+    def remove_all(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(self.root, recursive=True)
 
     def remove_stale_temps(self) -> None:
         for name in self.names():
