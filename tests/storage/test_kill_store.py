@@ -94,7 +94,7 @@ def test_random_sigkills_with_log_dir_on_s3(s3_server, tmp_path):
         try:
             assert proc.stdout is not None
             assert proc.stdout.readline().strip() == "training"
-            end = time.monotonic() + rng.uniform(0.5, 6.0)
+            end = time.monotonic() + rng.uniform(0.3, 4.0)
             while time.monotonic() < end and proc.poll() is None:
                 for name in before:
                     value = _best(root.child(name))
