@@ -8,7 +8,8 @@ filesystem fsspec knows). Everything that reads or writes ``log_dir`` goes throu
   staging folder and published by one upload per object (a single PUT, or a multipart
   upload streamed from the file in parts of ``PART_BYTES``); an object appears whole when
   the upload completes, never in part. There is no rename: the manifest is the commit
-  point (see ``docs/storage.md``).
+  point, and a stopped publish is recognised by its content's SHA-256 (see
+  ``docs/storage.md``).
 
 Credentials come the way each filesystem takes them (environment, ``~/.aws``, application
 default credentials) or from ``storage_options``; :func:`mask` strips userinfo and query
@@ -33,7 +34,6 @@ from cvml_core.atomic import (
     atomic_write_bytes,
     fsync_dir,
     remove_stale_temps,
-    staging,
     write_error,
 )
 
@@ -134,11 +134,10 @@ class Store:
         """Make the local file ``target`` hold ``name``'s bytes."""
         raise NotImplementedError
 
-    @contextlib.contextmanager
-    def local_copy(self, name: str) -> Iterator[Path]:
-        """A local file holding ``name`` (the file itself when local)."""
+    def local_copy(self, name: str) -> contextlib.AbstractContextManager[Path]:
+        """A local file holding ``name`` (the file itself when local; else a download,
+        deleted afterwards)."""
         raise NotImplementedError
-        yield Path()
 
     def upload(self, source: Path, name: str) -> None:
         """Copy the local file ``source`` to ``name`` (a new object; no manifest)."""
@@ -447,5 +446,5 @@ def _sha256(opener: Any) -> str:
     return digest.hexdigest()
 
 
-__all__ = ["LocalStore", "LogDirError", "RemoteStore", "Store", "is_url", "mask",
-           "open_store", "staging", "PART_BYTES"]
+__all__ = ["PART_BYTES", "LocalStore", "LogDirError", "RemoteStore", "Store", "is_url", "mask",
+           "open_store"]
