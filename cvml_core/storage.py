@@ -41,6 +41,8 @@ from cvml_core.atomic import (
 PART_BYTES = 16 * 2**20
 #: What one read of the local file takes (the part buffer fills up to exactly a part).
 READ_BYTES = 2**20
+#: The local staging folders of object-store folders: ``cvml-staging-<pid>-<random>``.
+STAGING_PREFIX = "cvml-staging-"
 #: The package that gives fsspec each scheme, and the extra that installs it.
 SCHEME_PACKAGES = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"),
                    "gcs": ("gcsfs", "gcs"), "az": ("adlfs", "azure"), "abfs": ("adlfs", "azure")}
@@ -276,9 +278,11 @@ class RemoteStore(Store):
 
     @property
     def local(self) -> Path:  # type: ignore[override]
-        """A local staging folder (made on first use, removed when the store goes)."""
+        """A local staging folder in the system's temp folder, made on first use and
+        removed when the store goes; one a killed process left is removed here."""
         if self._local is None:
-            self._local = tempfile.TemporaryDirectory(prefix="cvml-staging-")
+            _remove_orphaned_staging(Path(tempfile.gettempdir()))
+            self._local = tempfile.TemporaryDirectory(prefix=f"{STAGING_PREFIX}{os.getpid()}-")
         return Path(self._local.name)
 
     def child(self, name: str) -> RemoteStore:
@@ -430,6 +434,19 @@ class RemoteStore(Store):
             if name.startswith(TEMP_PREFIX):
                 with contextlib.suppress(Exception):
                     self.fs.rm_file(self._path(name))
+
+
+def _remove_orphaned_staging(root: Path) -> None:
+    """Delete the staging folders (``cvml-staging-<pid>-*``) of processes that are gone
+    (a SIGKILL skips every cleanup)."""
+    for path in root.glob(f"{STAGING_PREFIX}*"):
+        try:
+            pid = int(path.name[len(STAGING_PREFIX):].split("-", 1)[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except (ValueError, OSError):  # not ours, or alive (PermissionError)
+            continue
 
 
 def _clean(exc: BaseException) -> str:

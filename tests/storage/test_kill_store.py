@@ -3,7 +3,8 @@ the store's own process killed while a checkpoint uploads, then restarted.
 
 After the next start: no partial object under a final name (every ``.keras`` and
 ``.tflite`` object loads), no best regression, no pending entry, no ``.tmp-`` object,
-and the manifest names exactly the objects. Trials: ``CVML_STORE_KILL_TRIALS`` (default
+the manifest names exactly the objects, and the killed process' local staging folders
+are gone. Trials: ``CVML_STORE_KILL_TRIALS`` (default
 10, the CI run), seed ``CVML_KILL_SEED``.
 """
 
@@ -15,6 +16,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,7 +26,7 @@ import pytest
 from servers import SeaweedS3
 
 from cvml_core.manifest import HISTORY_NAME, MANIFEST_NAME, read_manifest
-from cvml_core.storage import open_store
+from cvml_core.storage import STAGING_PREFIX, open_store
 
 CHILD = Path(__file__).parents[1] / "faults" / "kill_child.py"
 TRIALS = int(os.environ.get("CVML_STORE_KILL_TRIALS", "10"))
@@ -82,7 +84,7 @@ def test_random_sigkills_with_log_dir_on_s3(s3_server, tmp_path):
     rng = random.Random(SEED)
     bucket = s3_server.bucket("cvml-kills")
     env = dict(os.environ, **s3_server.env(), PYTHONPATH=os.pathsep.join(sys.path))
-    counts = dict.fromkeys(("unloadable", "regressions", "mismatch"), 0)
+    counts = dict.fromkeys(("unloadable", "regressions", "mismatch", "scratch"), 0)
     notes: list[str] = []
     options = s3_server.storage_options()
     for trial in range(TRIALS):
@@ -108,11 +110,11 @@ def test_random_sigkills_with_log_dir_on_s3(s3_server, tmp_path):
         model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)])
         for cls, name in ((CkptCallback, "ckpt"), (TFLiteCallback, "tflite")):
             store = root.child(name)
-            if not store.exists(MANIFEST_NAME):
-                continue
             cb = cls(url, {"val_loss": "min"}, storage_options=options)  # the next start
             cb.set_model(model)
             cb.on_train_begin({})
+            if not store.exists(MANIFEST_NAME):
+                continue
             now = _best(store)
             if before[name] is not None and (now is None or now > before[name]):
                 counts["regressions"] += 1
@@ -124,9 +126,12 @@ def test_random_sigkills_with_log_dir_on_s3(s3_server, tmp_path):
                 if (problem := _loads(store, object_name)) is not None:
                     counts["unloadable"] += 1
                     notes.append(f"t{trial} {problem}")
+        if left := sorted(Path(tempfile.gettempdir()).glob(f"{STAGING_PREFIX}{proc.pid}-*")):
+            counts["scratch"] += 1
+            notes.append(f"t{trial}: the killed process' staging folders are left: {left}")
     summary = (f"S3 kill trials={TRIALS} seed={SEED}: unloadable={counts['unloadable']} "
                f"best_regressions={counts['regressions']} "
-               f"manifest_mismatch={counts['mismatch']}")
+               f"manifest_mismatch={counts['mismatch']} staging_left={counts['scratch']}")
     print("\n" + summary)
     assert not any(counts.values()), summary + "\n" + "\n".join(notes[:20])
 
