@@ -169,6 +169,7 @@ def test_the_store_killed_mid_upload_then_restarted(tmp_path, drive):
                         return
                 except OSError:
                     pass
+                time.sleep(0.002)
 
         killer = threading.Thread(target=kill_while_uploading)
         killer.start()
