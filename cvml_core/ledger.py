@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from cvml_core.artifact import Artifact, Staged
-from cvml_core.atomic import fsync_dir, write_error
+from cvml_core.atomic import write_error
 from cvml_core.basis import BasisPolicy, KeyBest
 from cvml_core.manifest import Manifest
+from cvml_core.storage import LocalStore, Store
 
 
 @dataclass
@@ -51,10 +52,15 @@ class SaveJob:
 class Ledger:
     """The manifest and committed bests of one callback folder."""
 
-    def __init__(self, folder: Path, callback: str, policy: BasisPolicy) -> None:
+    def __init__(
+        self, folder: Path, callback: str, policy: BasisPolicy, store: Store | None = None
+    ) -> None:
         self.folder = folder
+        #: Where the files go: ``folder`` itself, or an object store (``folder`` then
+        #: only stages them).
+        self.store = store if store is not None else LocalStore(folder)
         self.policy = policy
-        self.manifest = Manifest(folder, callback)
+        self.manifest = Manifest(self.store, callback)
         self.lock = threading.Lock()
         #: Per key, the best whose file is written (what the manifest records).
         self.committed: dict[str, KeyBest] = {}
@@ -98,6 +104,10 @@ class Ledger:
         group = list(item) if isinstance(item, (list, tuple)) else [item]
         staged = [g for g in group if isinstance(g, Staged)]
         artifacts = [g for g in group if isinstance(g, Artifact)]
+        for artifact in artifacts:  # written in place already: on a store, upload it now
+            local = self.folder / _name(artifact.path)
+            if self.store.is_remote and local.is_file():
+                self.store.publish(local, local.name)
         error: OSError | None = None
         leftover: list[Staged] = []
         if staged:
@@ -143,6 +153,9 @@ class Ledger:
             entry: dict[str, Any] = {
                 "op": "rename", "temp": item.temp.name, "artifact": item.artifact.to_dict(),
             }
+            digest = self.store.digest(item.temp)  # a store without rename: the content
+            if digest is not None:
+                entry["sha256"] = digest
             key = item.artifact.basis_key
             if key is not None and job.commits(item.artifact):
                 best = job.bests[key]
@@ -162,13 +175,12 @@ class Ledger:
                 )
         done: list[Staged] = []
         for i, item in enumerate(staged):
-            final = Path(item.artifact.path)
             try:
-                os.replace(item.temp, final)
+                self.store.publish(item.temp, _name(item.artifact.path))
             except OSError as exc:
-                return done, staged[i:], write_error("renaming into place", final, exc)
+                return done, staged[i:], exc
             done.append(item)
-        fsync_dir(self.folder)
+        self.store.sync()
         return done, [], None
 
     def record(self, artifacts: list[Artifact]) -> None:
@@ -181,15 +193,15 @@ class Ledger:
             self.manifest.basis_state = state
             self.manifest.pending = [
                 e for e in self.manifest.pending if e.get("op") == "delete"
-                and (self.folder / Path(str(e.get("path", ""))).name).exists()
+                and self.store.exists(_name(e.get("path", "")))
             ]
             self.unannounced.extend(artifacts)
             self.manifest.write()
             self.state_dirty = False
 
-    def forget(self, paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    def forget(self, paths: Iterable[str | os.PathLike[str]]) -> list[str]:
         """Delete recorded files, manifest first: their entries leave the manifest,
-        which names each delete as pending, then the files go. Returns the files
+        which names each delete as pending, then the files go. Returns the locations
         deleted; a failure is a :class:`~cvml_core.atomic.FileWriteError`."""
         names = {Path(p).name for p in paths}
         if not names:
@@ -212,14 +224,13 @@ class Ledger:
                 ) from exc
         deleted = []
         for name in sorted(names):
-            path = self.folder / name
             try:
-                path.unlink()
-            except FileNotFoundError:
-                continue
+                if not self.store.delete(name):
+                    continue
             except OSError as exc:  # left pending: the next start deletes it
-                raise write_error("deleting (retention)", path, exc) from exc
-            deleted.append(path)
+                raise write_error("deleting (retention)", self.store.location(name),
+                                  exc) from exc
+            deleted.append(self.store.location(name))
         return deleted
 
     def artifacts(self) -> list[dict[str, Any]]:
@@ -239,6 +250,11 @@ class Ledger:
             if not self.manifest.pending:
                 return [], []
             return self.manifest.recover()
+
+
+def _name(path: Any) -> str:
+    """The file name of a path or URL."""
+    return Path(str(path)).name
 
 
 def _remove_temps(staged: list[Staged]) -> None:

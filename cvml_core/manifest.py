@@ -14,6 +14,7 @@ from typing import Any
 
 from cvml_core.artifact import Artifact
 from cvml_core.atomic import atomic_write_text, fsync_dir, write_error
+from cvml_core.storage import LocalStore, Store
 
 MANIFEST_NAME = "manifest.json"
 #: The append-only history beside ``manifest.json`` (JSON lines, one per change).
@@ -83,9 +84,18 @@ class Manifest:
     the file holds.
     """
 
-    def __init__(self, folder: str | os.PathLike[str], callback: str | None = None) -> None:
-        self.path = Path(folder) / MANIFEST_NAME
-        self.history_path = Path(folder) / HISTORY_NAME
+    def __init__(
+        self, folder: str | os.PathLike[str] | Store, callback: str | None = None
+    ) -> None:
+        #: Where the files live (a local folder or an object store's; see :mod:`cvml_core.storage`).
+        self.store = folder if isinstance(folder, Store) else LocalStore(Path(folder))
+        self.path: Path | str = (self.store.location(MANIFEST_NAME) if self.store.is_remote
+                                 else self.store.local / MANIFEST_NAME)
+        self.history_path: Path | str = (
+            self.store.location(HISTORY_NAME) if self.store.is_remote
+            else self.store.local / HISTORY_NAME
+        )
+        self._history_data = b""  # on a store without appends: the history's committed bytes
         self.callback = callback or ""
         self.basis_state: dict[str, Any] | None = None
         #: Every entry recorded and not forgotten, in the order recorded.
@@ -103,7 +113,7 @@ class Manifest:
         self._history_bytes = 0  # the committed length of the history
         self._history_lines = 0
         self._stored_callback = ""
-        if self.path.exists():
+        if self.store.exists(MANIFEST_NAME):
             self._read()
             if callback is None:
                 self.callback = self._stored_callback
@@ -112,7 +122,7 @@ class Manifest:
 
     def _read(self) -> None:
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data = json.loads(self.store.read_bytes(MANIFEST_NAME).decode("utf-8"))
         except (OSError, ValueError) as exc:
             raise ValueError(f"cannot read manifest {self.path}: {exc}") from exc
         if not isinstance(data, dict) or data.get("version") not in READABLE_VERSIONS:
@@ -163,15 +173,15 @@ class Manifest:
     def _read_history(self, size: int) -> bytes:
         """The first ``size`` bytes of the history: what ``manifest.json`` covers."""
         try:
-            with open(self.history_path, "rb") as handle:
-                data = handle.read(size)
+            data = self.store.read_bytes(HISTORY_NAME)[:size]
         except OSError as exc:
             raise ValueError(f"cannot read manifest history {self.history_path}: {exc}") from exc
         if len(data) < size or not data.endswith(b"\n"):
             raise ValueError(
                 f"manifest history {self.history_path} holds {len(data)} bytes, "
-                f"{self.path.name} records {size} (ending a line)"
+                f"{MANIFEST_NAME} records {size} (ending a line)"
             )
+        self._history_data = data if self.store.is_remote else b""
         return data
 
     @property
@@ -195,25 +205,24 @@ class Manifest:
         """
         if not self.pending:
             return [], []
-        folder = self.path.parent
         adopted: list[str] = []
         dropped: list[str] = []
         still: list[dict[str, Any]] = []
         for entry in self.pending:
             if entry.get("op") == "delete":
-                target = folder / Path(str(entry.get("path", ""))).name
+                target = Path(str(entry.get("path", ""))).name
                 try:
-                    if target.name and target.is_file():
-                        target.unlink()
+                    if target:
+                        self.store.delete(target)
                 except OSError:  # e.g. an immutable file: stays pending, tried again
                     still.append(entry)
                 continue
             artifact = dict(entry.get("artifact") or {})
-            final = folder / Path(str(artifact.get("path", ""))).name
-            temp = folder / Path(str(entry.get("temp", ""))).name
-            if temp.name and not temp.exists() and final.is_file():
+            final = Path(str(artifact.get("path", ""))).name
+            temp = Path(str(entry.get("temp", ""))).name
+            if final and self.store.landed(final, temp, entry.get("sha256")):
                 self.artifacts.append(artifact)
-                adopted.append(final.name)
+                adopted.append(final)
                 best = entry.get("best")
                 if best and self.basis_state is not None:
                     bests = self.basis_state.setdefault("best", {})
@@ -221,7 +230,7 @@ class Manifest:
                     if old.get("epoch") is None or int(best["epoch"]) >= int(old["epoch"]):
                         bests[best["key"]] = {"value": best["value"], "epoch": best["epoch"]}
             else:
-                dropped.append(final.name)
+                dropped.append(final)
         self.pending = still
         self.write()
         return adopted, dropped
@@ -281,8 +290,12 @@ class Manifest:
         }
         if self.pending:
             state["pending"] = self.pending
+        text = json.dumps(state, indent=2, sort_keys=True)
         try:
-            atomic_write_text(self.path, json.dumps(state, indent=2, sort_keys=True))
+            if self.store.is_remote:  # one PUT: the object is replaced whole
+                self.store.write_bytes(MANIFEST_NAME, text.encode("utf-8"))
+            else:
+                atomic_write_text(self.path, text)
         except OSError as exc:
             raise write_error("writing", self.path, exc) from exc
         # committed: the files now hold all of self.artifacts
@@ -318,7 +331,15 @@ class Manifest:
 
     def _append(self, data: bytes) -> None:
         """Append ``data`` to the history at its committed length (dropping any tail
-        no ``manifest.json`` covers) and fsync it."""
+        no ``manifest.json`` covers) and fsync it. A store without appends gets the
+        committed bytes and ``data`` as one new object (``manifest.json`` still covers
+        only its committed prefix until it is replaced)."""
+        if self.store.is_remote:
+            whole = self._history_data[: self._history_bytes] + data
+            self.store.write_bytes(HISTORY_NAME, whole)
+            self._history_data = whole
+            return
+        assert isinstance(self.history_path, Path)
         self.history_path.parent.mkdir(parents=True, exist_ok=True)
         created = not self.history_path.exists()
         fd = os.open(self.history_path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -326,7 +347,7 @@ class Manifest:
             length = os.fstat(fd).st_size
             if length < self._history_bytes:
                 raise OSError(
-                    f"it holds {length} bytes, {self.path.name} records {self._history_bytes}"
+                    f"it holds {length} bytes, {MANIFEST_NAME} records {self._history_bytes}"
                 )
             if length > self._history_bytes:  # lines of a write that never committed
                 os.ftruncate(fd, self._history_bytes)
@@ -384,11 +405,16 @@ def _apply(
         count[name] = count.get(name, 0) + 1
 
 
-def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
-    """The whole manifest of ``folder`` as one dict, in the single-file layout of
-    version 1 (``artifacts``: every entry recorded and not forgotten, in order), from
-    ``manifest.json`` and its history. ``FileNotFoundError`` if there is none."""
-    manifest = Manifest(folder)
-    if not manifest.path.exists():
-        raise FileNotFoundError(f"no {MANIFEST_NAME} in {Path(folder)}")
-    return manifest.to_dict()
+def read_manifest(
+    folder: str | os.PathLike[str] | Store, storage_options: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The whole manifest of ``folder`` (a path, a URL or a store) as one dict, in the
+    single-file layout of version 1 (``artifacts``: every entry recorded and not
+    forgotten, in order), from ``manifest.json`` and its history.
+    ``FileNotFoundError`` if there is none."""
+    from cvml_core.storage import open_store
+
+    store = folder if isinstance(folder, Store) else open_store(folder, storage_options)
+    if not store.exists(MANIFEST_NAME):
+        raise FileNotFoundError(f"no {MANIFEST_NAME} in {store.location()}")
+    return Manifest(store).to_dict()

@@ -52,12 +52,16 @@ def _plan_item(index: int, item: Any) -> tuple[Any, type | None, dict[str, Any]]
 
 
 def resolve_callbacks(
-    callbacks: Any, log_dir: Any, basis_dict: Mapping[str, str] | None
+    callbacks: Any,
+    log_dir: Any,
+    basis_dict: Mapping[str, str] | None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> list[Any]:
     """Build the callbacks list: objects as they are, names and dicts via the registry.
 
     ``"ckpt"`` builds ``cls(log_dir=log_dir, basis_dict=basis_dict)``; ``{"name": "tb",
-    **options}`` adds the options (which may override ``log_dir``/``basis_dict``).
+    **options}`` adds the options (which may override ``log_dir``/``basis_dict``);
+    ``storage_options`` (for a URL ``log_dir``) is passed when given.
     Every name is looked up before any callback is built, so an unknown name raises
     :class:`~cvml_core.plugins.UnknownCallbackError` (listing installed names) first.
     A callback that raises while built raises :class:`~cvml_core.plugins.PluginError`
@@ -81,7 +85,10 @@ def resolve_callbacks(
             if cls is None:
                 resolved.append(item)
                 continue
-            kwargs: dict[str, Any] = {"log_dir": log_dir, "basis_dict": basis_dict, **options}
+            kwargs: dict[str, Any] = {"log_dir": log_dir, "basis_dict": basis_dict}
+            if storage_options is not None:
+                kwargs["storage_options"] = storage_options
+            kwargs.update(options)
             missing = [k for k in ("log_dir", "basis_dict") if kwargs[k] is None]
             if missing:
                 raise ValueError(
@@ -123,11 +130,13 @@ def _check_folders(callbacks: list[Any]) -> None:
     for cb in callbacks:
         if not isinstance(cb, WritesFolder):
             continue
-        key = os.path.abspath(cb.folder)
+        store = getattr(cb, "store", None)
+        where = str(store) if store is not None else str(cb.folder)
+        key = where if store is not None and store.is_remote else os.path.abspath(cb.folder)
         if key in seen:
             raise ValueError(
                 f"callbacks {callback_label(seen[key])!r} and {callback_label(cb)!r} both "
-                f"write to {cb.folder}; give one its own folder, e.g. "
+                f"write to {where}; give one its own folder, e.g. "
                 f"{{'name': {callback_label(cb)!r}, 'folder': '{Path(cb.folder).name}_2'}}"
             )
         seen[key] = cb
@@ -143,7 +152,8 @@ def warn_earlier_bests(callbacks: list[Any]) -> None:
             described = ", ".join(
                 f"{k}={kb.value:.4g} (epoch {kb.epoch})" for k, kb in kept.items()
             )
-            where = cb.folder if isinstance(cb, WritesFolder) else "its log_dir"
+            where = (getattr(cb, "store", None) or cb.folder) if isinstance(
+                cb, WritesFolder) else "its log_dir"
             warnings.warn(
                 f"{callback_label(cb)!r}: {where} holds the bests of an earlier run "
                 f"({described}); they are kept, so a file is written only when it beats "

@@ -56,6 +56,7 @@ from cvml_core.plugins import call_hook
 from cvml_core.protocol import Restores, WaitsForBackground, WantsSampleData
 from cvml_core.resolve import callback_label, resolve_callbacks, warn_earlier_bests
 from cvml_core.run import RunInfo
+from cvml_core.storage import mask
 from cvml_core.summary import (
     RunRecorder,
     artifacts_of,
@@ -78,6 +79,8 @@ class TrainInfer:
         to :meth:`train`).
     :param basis_dict: ``{metric: "min"|"max"}`` for callbacks given by name and for
         the end summary (may also be passed to :meth:`train`).
+    :param storage_options: for a URL ``log_dir`` (``s3://...``), the options of its
+        filesystem, passed to callbacks given by name (see :mod:`cvml_core.storage`).
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class TrainInfer:
         model: Any,
         log_dir: str | os.PathLike[str] | None = None,
         basis_dict: Mapping[str, str] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         if not all(callable(getattr(model, m, None)) for m in ("fit", "predict", "evaluate")):
             raise TypeError(
@@ -98,6 +102,7 @@ class TrainInfer:
             )
         self.model = model
         self.log_dir = self._check_log_dir(log_dir)
+        self.storage_options = storage_options
         self.basis_dict = None if basis_dict is None else validate_basis_dict(basis_dict)
         self.batch_size: int | None = None
         self.callbacks: list[Any] = []
@@ -184,7 +189,7 @@ class TrainInfer:
         for data_name, data in (("train_dataset", train_data), ("dev_dataset", dev_data)):
             if data is not None:
                 check_first_batch(data_name, self.model, data.x, data.y, data.batch_size)
-        cbs = resolve_callbacks(callbacks, run_log_dir, run_basis)
+        cbs = resolve_callbacks(callbacks, run_log_dir, run_basis, self.storage_options)
         if not start_epoch:
             warn_earlier_bests(cbs)
         tracked = tracked_basis(cbs)
@@ -203,7 +208,7 @@ class TrainInfer:
         recorder = RunRecorder({k: m for k, m in basis.items() if k not in tracked})
         earlier = artifacts_of(cbs)
         run = RunInfo(
-            log_dir=run_log_dir,
+            log_dir=None if run_log_dir is None else mask(run_log_dir),
             epochs=int(epochs),
             start_epoch=int(start_epoch),
             basis_dict=basis,

@@ -70,6 +70,7 @@ def fit(net, log_dir, x, y, train, dev):
         TensorboardCallback(log_dir, BASIS, image_shape=(8, 8, 1), sample_data=(x[:8], y[:8])),
         TFLiteCallback(log_dir, BASIS, sample_data=x[:16]),
     ]
+    start = {cb.name: cb.policy.state_dict()["best"] for cb in cvml if cb.name != "tb"}
     decisions = Decisions(cvml)
     # (x, y) arrays, batched here, or a dataset that is already batched
     inputs = train if isinstance(train, tuple) else (train,)
@@ -80,6 +81,7 @@ def fit(net, log_dir, x, y, train, dev):
         "chief": {cb.name: cb.chief for cb in cvml},
         "announced": announced.seen,
         "decisions": decisions.epochs,
+        "start": start,  # the bests read from log_dir before training
     }
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import tempfile
 import threading
 import time
@@ -26,15 +25,7 @@ from cvml_core.checks import check_bool
 from cvml_core.distribute import process_count
 from cvml_core.keras_compat import optimizer_built, uses_legacy_keras
 from cvml_core.manifest import Manifest
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    """Make ``target`` hold ``source``'s bytes: a hard link, or a copy where links fail."""
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
-
+from cvml_core.storage import LocalStore, Store, open_store
 
 SHADOW_SOURCE = "shadow.keras"
 
@@ -239,7 +230,7 @@ class CkptCallback(BasisCallback):
         ]
         if files.ROLE_LAST in job.extras:
             targets.append((None, self.folder / files.last_name(self.ext)))
-        written: Path | None = None
+        written: Path | None = None  # the first file, while still local
         includes_optimizer = False
         for key, final in targets:
             kept: list[Staged] = []
@@ -247,7 +238,7 @@ class CkptCallback(BasisCallback):
                 if written is None:
                     includes_optimizer = self._write_to(job.snapshot, tmp)
                 else:
-                    _link_or_copy(written, tmp)
+                    LocalStore(written.parent).fetch(written.name, tmp)
             try:
                 if key is not None and self.keep_top_k != 1:
                     kept = self._keep_previous(key, final)
@@ -263,33 +254,37 @@ class CkptCallback(BasisCallback):
                 "write_seconds": round(time.perf_counter() - started, 6),
                 "background": job.background,
             }
+            if written is None and len(targets) > 1:  # the others link to a local copy
+                written = tmp.with_name(f"{tmp.name}.first")
+                LocalStore(tmp.parent).fetch(tmp.name, written)
             # The kept previous best first: if only it lands, the best is unchanged.
             yield kept + [
                 Staged(tmp, self.artifact(files.KIND, final, job.epoch, job.logs, key, **details))
             ]
-            if written is None:
-                written = final
             if key is not None and self.keep_top_k is not None:
                 self._prune(key)
+        if written is not None:
+            with contextlib.suppress(OSError):
+                written.unlink()
 
     def _previous_entries(self, key: str) -> list[dict[str, Any]]:
+        names = self.store.names()
         return [
-            e for e in files.current_checkpoints(self.folder, self.current_artifacts())
+            e for e in files.current_checkpoints(
+                self.folder, self.current_artifacts(), names.__contains__)
             if e.get("basis_key") == key
         ]
 
     def _keep_previous(self, key: str, final: Path) -> list[Staged]:
         """Before ``final`` (the key's best file) is replaced, keep its content by name
         (a temporary file, published with the new best)."""
-        if not final.exists():
-            return []
         old = [e for e in self._previous_entries(key) if e["file"] == final]
         if not old:
-            return []  # a file the manifest does not describe: its epoch is unknown
+            return []  # none, or a file the manifest does not describe (epoch unknown)
         entry = old[-1]
         kept = self.folder / files.previous_name(key, int(entry["epoch"]), self.ext)
         with staging(kept) as tmp:
-            _link_or_copy(final, tmp)
+            self.store.fetch(final.name, tmp)
         details = dict(entry.get("details") or {}, role=files.ROLE_PREVIOUS)
         return [Staged(tmp, self.artifact(
             files.KIND, kept, int(entry["epoch"]), entry.get("metrics"), key, **details
@@ -348,8 +343,10 @@ class CkptCallback(BasisCallback):
         log_dir: str | os.PathLike[str],
         which: str = "latest",
         max_epoch: int | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> int:
-        """Load a checkpoint of ``log_dir`` into ``model``; return its 1-based epoch.
+        """Load a checkpoint of ``log_dir`` (a folder or a URL such as ``s3://b/run``,
+        with its ``storage_options``) into ``model``; return its 1-based epoch.
 
         ``which="latest"`` loads the most recent checkpoint (of any key, or ``last``);
         a basis key loads that key's best. ``max_epoch`` leaves out later epochs.
@@ -358,11 +355,11 @@ class CkptCallback(BasisCallback):
         record of every file. Returns 0, loading nothing, when there is no such
         checkpoint; pass the result as ``initial_epoch`` to ``model.fit``.
         """
-        folder = Path(log_dir) / cls.name
-        if not (folder / "manifest.json").exists():
+        store = open_store(log_dir, storage_options).child(cls.name)
+        if not store.exists("manifest.json"):
             return 0
-        manifest = Manifest(folder, cls.name)
-        return cls._restore_from(model, folder, manifest.artifacts,
+        manifest = Manifest(store, cls.name)
+        return cls._restore_from(model, store, manifest.artifacts,
                                  manifest.basis_state, which, max_epoch)
 
     def restore_latest(self, model: Any | None = None, max_epoch: int | None = None) -> int:
@@ -374,14 +371,14 @@ class CkptCallback(BasisCallback):
         """
         self.wait_for_background()
         model = model if model is not None else self.model
-        return self._restore_from(model, self.folder, self.manifest_artifacts(),
+        return self._restore_from(model, self.store, self.manifest_artifacts(),
                                   self.manifest.basis_state, "latest", max_epoch)
 
     @classmethod
     def _restore_from(
         cls,
         model: Any,
-        folder: Path,
+        store: Store,
         artifacts: list[dict[str, Any]],
         basis_state: Mapping[str, Any] | None,
         which: str,
@@ -396,13 +393,13 @@ class CkptCallback(BasisCallback):
         keys = sorted((basis_state or {}).get("basis", {}))
         if which != "latest" and which not in keys:
             raise ValueError(
-                f"which must be 'latest' or a basis key of {folder}: {keys}. "
+                f"which must be 'latest' or a basis key of {store}: {keys}. "
                 f"Received: which={which!r}"
             )
-        entry = files.select(folder, artifacts, which, max_epoch)
+        entry = files.select(store.local, artifacts, which, max_epoch, store.names().__contains__)
         if entry is None:
             return 0
-        path: Path = entry["file"]
+        name = entry["file"].name
         optimizer = getattr(model, "optimizer", None)
         has_optimizer = (entry.get("details") or {}).get("includes_optimizer", True)
         if has_optimizer and optimizer is not None and not optimizer_built(optimizer):
@@ -410,5 +407,6 @@ class CkptCallback(BasisCallback):
         with warnings.catch_warnings():
             if not has_optimizer:  # Keras warns that the file has no optimizer state: we know
                 warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
-            model.load_weights(path)
+            with store.local_copy(name) as path:
+                model.load_weights(path)
         return int(entry["epoch"])

@@ -13,7 +13,7 @@ and ``.`` replaced by ``_``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +40,20 @@ def last_name(ext: str) -> str:
 
 
 def current_checkpoints(
-    folder: Path, artifacts: Iterable[Mapping[str, Any]]
+    folder: Path,
+    artifacts: Iterable[Mapping[str, Any]],
+    exists: Callable[[str], bool] | None = None,
 ) -> list[dict[str, Any]]:
     """The manifest entries whose file still holds what the entry says.
 
     A path written several times (``best_<key>``, ``last``) is described by its last
     entry; entries whose file is gone (replaced, or deleted by retention) are left
     out. Paths are taken relative to ``folder``, so a moved ``log_dir`` still works.
-    The returned dicts carry ``file``, the path in ``folder``.
+    The returned dicts carry ``file``, the path in ``folder``. ``exists(name)`` says
+    whether the folder holds a file (default: ``folder``'s local files).
     """
+    if exists is None:
+        exists = lambda name: (folder / name).is_file()  # noqa: E731
     latest: dict[str, dict[str, Any]] = {}
     for entry in artifacts:
         if entry.get("kind") != KIND or not entry.get("path"):
@@ -57,9 +62,8 @@ def current_checkpoints(
         latest[name] = dict(entry)
     current = []
     for name, entry in latest.items():
-        file = folder / name
-        if file.is_file():
-            entry["file"] = file
+        if exists(name):
+            entry["file"] = folder / name
             current.append(entry)
     return sorted(current, key=lambda e: (int(e.get("epoch") or 0), str(e["file"])))
 
@@ -69,13 +73,14 @@ def select(
     artifacts: Iterable[Mapping[str, Any]],
     which: str = "latest",
     max_epoch: int | None = None,
+    exists: Callable[[str], bool] | None = None,
 ) -> dict[str, Any] | None:
     """The entry to restore: the most recent (``which="latest"``) or a key's best.
 
     ``max_epoch`` leaves out entries of later epochs. None if there is none.
     """
     candidates = [
-        e for e in current_checkpoints(folder, artifacts)
+        e for e in current_checkpoints(folder, artifacts, exists)
         if max_epoch is None or int(e.get("epoch") or 0) <= max_epoch
     ]
     if which != "latest":

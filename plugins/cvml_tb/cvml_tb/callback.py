@@ -20,11 +20,17 @@ that runs of either callback overlay in one chart, plus what Keras' callback doe
 
 Steps never repeat, also across callback objects (a resumed run in a new process
 reads the last written steps from the event files); see the package README.
+
+On an object store (``log_dir`` a URL), which has no appends, each epoch's events go
+to a new event file that is closed and uploaded as a new object at the epoch's end;
+TensorBoard reads the files of a run folder as one run, and the bytes sent per epoch
+do not grow with the run.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
@@ -40,7 +46,7 @@ from cvml_core.checks import check_bool, check_int
 from cvml_core.keras_compat import keras
 from cvml_tb import images as img
 from cvml_tb import summaries
-from cvml_tb.steps import last_written_steps
+from cvml_tb.steps import EVENT_FILE_MARK, WrittenSteps, last_written_steps
 
 TRAIN, VALIDATION = "train", "validation"
 # The images' tags sort before Keras' ``epoch_*`` ones, so TensorBoard's Time Series
@@ -289,6 +295,35 @@ class TensorboardCallback(BasisCallback):
         for writer in writers.values():
             writer.close()
 
+    def _ship(self) -> None:
+        """On an object store: close the event files and upload each as a new object
+        (the next write opens new files); a local folder keeps its open files."""
+        if not self.store.is_remote:
+            return
+        self._close()
+        for run, folder in self.run_dirs.items():
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.iterdir()):
+                if EVENT_FILE_MARK in path.name:
+                    self.store.child(run).upload(path, path.name)
+                    path.unlink()
+
+    def _written_steps(self) -> WrittenSteps:
+        """The last steps in this folder's event files (fetched from an object store)."""
+        if not self.store.is_remote:
+            return last_written_steps(self.run_dirs.values())
+        with tempfile.TemporaryDirectory(prefix="cvml-tb-") as scratch:
+            folders = []
+            for run in self.run_dirs:
+                store, folder = self.store.child(run), Path(scratch) / run
+                folder.mkdir()
+                for name in sorted(store.names()):
+                    if EVENT_FILE_MARK in name:
+                        store.fetch(name, folder / name)
+                folders.append(folder)
+            return last_written_steps(folders)
+
     # -- Keras hooks -----------------------------------------------------------------
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -298,7 +333,7 @@ class TensorboardCallback(BasisCallback):
         self._evaluations = []
         if self.chief and not self._steps_read:
             # What an earlier callback object (a crashed or finished process) wrote here.
-            written = last_written_steps(self.run_dirs.values())
+            written = self._written_steps()
             self._last_step = max(self._last_step, written.epoch)
             self._last_iteration = max(self._last_iteration, written.iteration)
             self._steps_read = True
@@ -449,6 +484,7 @@ class TensorboardCallback(BasisCallback):
                     for tag, value in weights:
                         tf.summary.histogram(tag, value, step=step)
             self._flush()
+            self._ship()
             if artifacts or improved:  # improved: keep the bests for a resumed run
                 self.record(artifacts)
 
@@ -463,6 +499,8 @@ class TensorboardCallback(BasisCallback):
             super().on_train_end(logs)  # waits for the worker and announces its images
         finally:
             self._close()
+            if self.chief:
+                self._ship()
 
     def _write_all(self, evaluations: list[tuple[int, dict[str, float]]]) -> None:
         for step, values in evaluations:
@@ -688,7 +726,7 @@ class TensorboardCallback(BasisCallback):
             "max_images": self.max_images,
             "update_freq": self.update_freq,
             "histogram_freq": self.histogram_freq,
-            "folder": str(self.folder),
+            "folder": str(self.store),
             **{f"fit.{k}": v for k, v in sorted((self.params or {}).items())},
         }
         optimizer = getattr(self.model, "optimizer", None)
@@ -723,3 +761,4 @@ class TensorboardCallback(BasisCallback):
             parts.append(summaries.keras_graph(graph, GRAPH_TAG))
         self._write(TRAIN, 0, *parts)
         self._flush()
+        self._ship()

@@ -401,7 +401,7 @@ class TFLiteCallback(BasisCallback):
              "worker_rss_mb": answer.get("rss_mb")}
         )
         if not answer["ok"]:
-            where = f" ({names} in {self.folder})"
+            where = f" ({names} in {self.store})"
             message = (f"{answer.get('error_type')} while {stage}{where}: "
                        f"{answer.get('message')}")
             if answer.get("stage") == "load" and snapshot.main_classes:
