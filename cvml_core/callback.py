@@ -65,6 +65,13 @@ from cvml_core.plugins import call_hook, registered_name
 from cvml_core.worker import BackgroundWorker
 
 
+class SkipSave(Exception):
+    """Raised by :meth:`BasisCallback.snapshot` to skip this save on purpose (e.g. no
+    memory to hold its snapshot while the previous one is written): its keys are
+    rolled back, so a later epoch that beats the committed best saves again, and the
+    epoch is added to :attr:`BasisCallback.skipped`. No warning, no error."""
+
+
 class LogDirError(OSError):
     """``log_dir`` cannot be created or written."""
 
@@ -158,6 +165,8 @@ class BasisCallback(Callback):
         self._waiting: dict[tuple[str, str], SaveJob] = {}  # target -> newest job to write
         self._failed: list[tuple[str, KeyBest]] = []  # rolled back on the training thread
         self._messages: list[str] = []  # warnings to give on the training thread
+        #: The epochs whose save the subclass skipped (:class:`SkipSave`).
+        self.skipped: list[int] = []
 
     def _check_writable(self) -> None:
         try:
@@ -276,7 +285,10 @@ class BasisCallback(Callback):
         if not keys and not extras:
             return
         if not self.chief:  # the same reads as the chief (collective under a distribution)
-            self.release(self.snapshot(epoch, dict(logs)))
+            try:
+                self.release(self.snapshot(epoch, dict(logs)))
+            except SkipSave:
+                self.skipped.append(epoch)
             return
         if self.background and not self.supersede:
             self.worker.wait_for_room()
@@ -284,6 +296,10 @@ class BasisCallback(Callback):
             bests = {key: copy.copy(self.policy.best[key]) for key in keys}
         try:
             snapshot = self.snapshot(epoch, dict(logs))
+        except SkipSave:
+            self._roll_back([(key, bests[key]) for key in keys])
+            self.skipped.append(epoch)
+            return
         except Exception as exc:
             self._roll_back([(key, bests[key]) for key in keys])
             message = self._failure_message(epoch, keys + extras, exc, "snapshot")

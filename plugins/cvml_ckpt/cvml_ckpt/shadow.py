@@ -1,7 +1,8 @@
 """A copy of the model that the background worker saves, through Keras' public API only.
 
-The training thread copies the variables to numpy (:class:`cvml_ckpt.state.StateCopy`,
-less than ``model.get_weights()`` costs); the worker assigns them into the shadow and
+The shadow lives in host memory (:func:`cvml_ckpt.state.host_scope`), so it takes none
+of the accelerator memory training needs. The training thread copies the live variables
+into it, or into a snapshot that waits for it (:mod:`cvml_ckpt.state`); the worker
 writes it with the shadow's own ``save`` / ``save_weights``. The shadow is built once per
 run, from a ``model.save`` of the live model reloaded with ``keras.models.load_model``:
 whatever Keras restores from a ``.keras`` file (custom registered layers, assets such as
@@ -15,9 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from cvml_ckpt.state import StateCopy, compile_copy, layout
+from cvml_ckpt.state import copy_into, host_scope, layout
 from cvml_core.keras_compat import keras
 
 
@@ -45,7 +44,8 @@ class Shadow:
         Variables are matched by position and shape, not by path: paths differ, e.g.
         under a ``tf.distribute`` strategy."""
         self.source = source
-        self.model = keras.models.load_model(source, compile=include_optimizer)
+        with host_scope():
+            self.model = keras.models.load_model(source, compile=include_optimizer)
         variables = list(self.model.weights)
         optimizer = getattr(self.model, "optimizer", None)
         if len(live) > len(variables) and optimizer is not None:
@@ -61,21 +61,14 @@ class Shadow:
                 f"variables: {len(mine)} vs {len(live)}, first difference at "
                 f"#{diff}: {mine[diff:diff + 1]} vs {live[diff:diff + 1]}"
             )
-        self.state = StateCopy(variables)
-        self._copy_from: Any = None
+        self.variables = variables
 
-    def copy_from(self, live: list[Any]) -> None:
-        """Copy the live model's variables (:func:`state_variables`) into the shadow,
-        on the training thread, while no write uses the shadow: one device copy, no
-        host round trip."""
-        if self._copy_from is None:
-            self._copy_from = compile_copy(self.state.variables, live)
-        self._copy_from()
+    def copy_from(self, values: list[Any]) -> None:
+        """Give the shadow's variables ``values`` (the live variables' values, device
+        copies or numpy arrays, in :func:`state_variables` order), on whichever thread
+        no write uses the shadow."""
+        copy_into(self.variables, values)
 
     @property
     def includes_optimizer(self) -> bool:
         return getattr(self.model, "optimizer", None) is not None
-
-    def assign(self, flats: dict[str, np.ndarray]) -> None:
-        """Give the shadow the values of a :meth:`StateCopy.read` of the live model."""
-        self.state.assign(flats)
