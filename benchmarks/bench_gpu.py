@@ -261,7 +261,8 @@ def report(result: dict[str, Any]) -> None:
     mc = rows.get("ModelCheckpoint", {})
     gw = result["get_weights_ms"] / 1e3
     head = ("contender", "first s", "idle med s", "(x gw)", "b2b med s", "(x gw)", "total s",
-            "(x MC)", "end wait s", "dev peak", "host peak", "host after")
+            "(x MC)", "end wait s", "dev peak", "host peak", "host after",
+            "shadow/device/host/skipped/superseded")
     print(" | ".join(head))
     for name, r in rows.items():
         if "error" in r:
@@ -276,6 +277,8 @@ def report(result: dict[str, Any]) -> None:
             _fmt(r["total_s"]), _fmt(ratio, ".2f"), _fmt(r["end_wait_s"]),
             _fmt(r["device_peak_copies"], "+.2f"), _fmt(r["host_peak_copies"], "+.2f"),
             _fmt(r["host_after_copies"], "+.2f"),
+            "/".join(str(r["counts"].get(k, "")) for k in
+                     ("shadow", "device", "host", "skipped", "superseded")),
         ]))
     print("(memory in copies of the state; x gw = times get_weights(); x MC = times "
           "ModelCheckpoint's total)")
@@ -290,6 +293,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--dir", default=None, help="folder for the files (default: temp)")
     parser.add_argument("--json", default=None, help="write the figures here")
+    parser.add_argument("--timeout", type=float, default=1800, help="per backend, seconds")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -298,11 +302,18 @@ def main() -> None:
     results = []
     for backend in args.backends.split(","):
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+        if backend != "jax":  # orbax imports JAX: keep it off the accelerator torch uses
+            env.setdefault("JAX_PLATFORMS", "cpu")
         cmd = [sys.executable, __file__, "--child", "--model", args.model, "--idle",
                str(args.idle), "--b2b", str(args.b2b), "--steps", str(args.steps)]
         if args.dir:
             cmd += ["--dir", args.dir]
-        out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        try:
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                                 timeout=args.timeout)
+        except subprocess.TimeoutExpired as exc:
+            print(f"\n{backend}: stopped after {args.timeout:.0f} s\n{str(exc.stdout)[-2000:]}")
+            continue
         lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
         if out.returncode != 0 or not lines:
             print(f"\n{backend}: failed (exit {out.returncode})\n{out.stderr[-3000:]}")
