@@ -126,8 +126,14 @@ def device_copies(variables: list[Any]) -> list[Any]:
     On an out-of-memory error the copies made so far are dropped before it is raised."""
     copies: list[Any] = []
     try:
-        for v in variables:
-            copies.append(keras.ops.copy(v.value))
+        if keras.backend.backend() == "jax":
+            import jax
+
+            # One batched copy on each array's own device; no compiled function.
+            copies = list(jax.device_put([v.value for v in variables], may_alias=False))
+        else:
+            for v in variables:
+                copies.append(keras.ops.copy(v.value))
     except BaseException:
         copies.clear()
         gc.collect()
@@ -138,6 +144,10 @@ def device_copies(variables: list[Any]) -> list[Any]:
 def host_copies(values: list[Any], own: bool = True) -> list[np.ndarray]:
     """A host (numpy) copy of each value, never a view of memory that changes (with
     ``own=False`` a view may be returned, for a caller that copies it at once)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        values = jax.device_get(list(values))  # the transfers run side by side
     arrays = []
     for value in values:
         array = keras.ops.convert_to_numpy(value)
