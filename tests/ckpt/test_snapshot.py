@@ -5,6 +5,7 @@ bounded across back-to-back saves. The device-memory query is injected
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -112,8 +113,8 @@ def test_a_save_with_no_room_to_wait_is_skipped_counted_and_rolled_back(
 
     class HeldWrite(CkptCallback):
         def write(self, job):
-            if job.epoch == 2:
-                release.wait()  # epochs 3.. end while this write runs
+            if job.epoch == 1:
+                release.wait()  # epochs 2.. end while this write runs
             yield from super().write(job)
 
     class Release(keras.callbacks.Callback):
@@ -127,7 +128,7 @@ def test_a_save_with_no_room_to_wait_is_skipped_counted_and_rolled_back(
     model = tiny_model()
     history = model.fit(x, y, epochs=6, batch_size=16, verbose=0, shuffle=False,
                         callbacks=[states, cb, Release()])
-    assert cb.skipped[:3] == [3, 4, 5], cb.skipped
+    assert cb.skipped[:4] == [2, 3, 4, 5], cb.skipped
     assert cb.snapshot_counts["skipped"] == len(cb.skipped)
     manifest = read_manifest(tmp_path / "ckpt")
     epochs = [a["epoch"] for a in manifest["artifacts"]]
@@ -138,64 +139,81 @@ def test_a_save_with_no_room_to_wait_is_skipped_counted_and_rolled_back(
 
 
 MEMORY_RUN = r"""
-import json, sys, threading, time
+import json, sys, threading
 import numpy as np, psutil
 from cvml_core.keras_compat import keras
-from cvml_core.manifest import read_manifest
 from cvml_ckpt import CkptCallback
 
 keras.utils.set_random_seed(0)
-model = keras.Sequential([keras.Input((1024,)), keras.layers.Dense(4096),
-                          keras.layers.Dense(4096), keras.layers.Dense(10)])
+model = keras.Sequential([keras.Input((1024,)), keras.layers.Dense(2048),
+                          keras.layers.Dense(2048), keras.layers.Dense(10)])
 model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 x = np.random.default_rng(0).random((8, 1024), dtype="float32")
 y = np.arange(8) % 10
-variables = list(model.weights)
 model.train_on_batch(x, y)
-variables += list(model.optimizer.variables)
-state = sum(np.array(v).nbytes for v in variables)
-model.save_weights(sys.argv[1] + "/warmup.weights.h5")  # h5py's first use, untimed
-
+state = sum(np.array(v).nbytes for v in model.weights + model.optimizer.variables)
+folder = sys.argv[1]
 proc = psutil.Process()
 peak = [0]
 stop = threading.Event()
+
 def sample():
     while not stop.wait(0.001):
         peak[0] = max(peak[0], proc.memory_info().rss)
-cb = CkptCallback(sys.argv[1], {"loss": "min"}, save_weights_only=True,
-                  snapshot_to=sys.argv[2])
+
+threading.Thread(target=sample, daemon=True).start()
+
+def growth(run):
+    base = peak[0] = proc.memory_info().rss
+    run()
+    return (peak[0] - base) / state
+
+def keras_saves():  # the writer's own cost: Keras' save_weights of the live model
+    for _ in range(3):
+        model.train_on_batch(x, y)
+        model.save_weights(folder + "/reference.weights.h5")
+
+keras_saves()  # h5py's first use
+reference = growth(keras_saves)
+cb = CkptCallback(folder, {"loss": "min"}, save_weights_only=True,
+                  waiting_host_bytes=int(sys.argv[2]) if sys.argv[2] != "None" else None)
 cb.set_model(model)
 cb.on_train_begin({})
 cb.on_epoch_end(0, {"loss": 1.0})  # the first save: the model.save the shadow comes from
 cb.wait_for_background()
 model.train_on_batch(x, y)
-cb.on_epoch_end(1, {"loss": 0.9})  # the shadow is built
+cb.on_epoch_end(1, {"loss": 0.9})  # the shadow is built: the writer's one host copy
 cb.wait_for_background()
-base = proc.memory_info().rss
-peak[0] = base
-thread = threading.Thread(target=sample, daemon=True)
-thread.start()
-for epoch in range(2, 10):  # back to back: writes overlap the next saves
-    model.train_on_batch(x, y)
-    cb.on_epoch_end(epoch, {"loss": 1.0 / epoch})
+
+def back_to_back():  # writes overlap the next saves
+    for epoch in range(2, 10):
+        model.train_on_batch(x, y)
+        cb.on_epoch_end(epoch, {"loss": 1.0 / epoch})
+    cb.wait_for_background()
+
+peak_growth = growth(back_to_back)
 cb.on_train_end({})
-stop.set(); thread.join()
-print(json.dumps({"peak": (peak[0] - base) / state, "counts": cb.snapshot_counts,
-                  "skipped": cb.skipped, "state": state}))
+stop.set()
+print(json.dumps({"peak": peak_growth, "reference": reference, "state": state,
+                  "counts": cb.snapshot_counts, "skipped": cb.skipped}))
 """
 
 
-def test_host_memory_stays_within_a_tenth_of_a_copy_across_back_to_back_saves(tmp_path):
-    """After the shadow is built (the one host copy the writer keeps), eight saves back
-    to back grow the process by at most 0.1 copies of the state (about 0.2 GB of
-    weights and Adam state here): a snapshot that cannot wait within the budget is
-    skipped, not queued. Weights-only files: Keras' ``.keras`` writer buffers the whole
-    weights file in memory, whoever calls it."""
+def test_back_to_back_saves_grow_host_memory_no_more_than_keras_own_writer(tmp_path):
+    """With the shadow built (the one host copy the writer keeps), eight saves back to
+    back (75 MB of weights and Adam state) grow the process by at most what Keras' own
+    ``save_weights`` of the live model takes while it writes, plus a third of a copy
+    (the gradients of a training step that overlaps the background write: with Adam,
+    a third of the state): a snapshot that cannot wait within the budget is skipped,
+    not queued (queued, each would add a whole copy: about 2.9 copies here)."""
+    # Large blocks mmapped, so that freed memory leaves the RSS at once: the figure is
+    # what the process holds, not what the allocator keeps for later.
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     out = subprocess.run(
-        [sys.executable, "-c", MEMORY_RUN, str(tmp_path), "host"],
-        capture_output=True, text=True, timeout=600,
+        [sys.executable, "-c", MEMORY_RUN, str(tmp_path), "None"],
+        capture_output=True, text=True, timeout=600, env=env,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["peak"] <= 0.1, result
-    assert result["counts"]["shadow"] + result["counts"]["host"] >= 1, result
+    assert result["peak"] <= result["reference"] + 0.34, result
+    assert result["counts"]["shadow"] >= 1 and result["skipped"], result

@@ -30,8 +30,10 @@ from cvml_core.keras_compat import keras
 #: when they live in host memory (a CPU) or the framework cannot tell.
 MemoryQuery = Callable[[], "tuple[int, int] | None"]
 
-#: host bytes copied per group (:func:`copy_into`): the transient beyond the shadow.
+#: host bytes copied per group (:func:`copy_into`), at most; and at most this share
+#: of the state: the transient beyond the shadow (one variable at least).
 GROUP_BYTES = 32 * 2**20
+GROUP_SHARE = 0.05
 
 
 def layout(variables: list[Any]) -> list[tuple[str, tuple[int, ...], str]]:
@@ -181,14 +183,17 @@ def _itemsize(value: Any) -> int:
 
 def copy_into(targets: list[Any], values: list[Any]) -> None:
     """Give each of ``targets`` (host variables) the value in ``values`` (device copies,
-    live variables' values or numpy arrays), a group of at most :data:`GROUP_BYTES` at
-    a time, so that host memory grows by one group beyond the targets."""
+    live variables' values or numpy arrays), a group of at most :data:`GROUP_BYTES`
+    and :data:`GROUP_SHARE` of the state at a time (one variable at least), so that
+    host memory grows by one group beyond the targets."""
     if len(targets) != len(values):
         raise ValueError(f"{len(values)} values for {len(targets)} variables")
     # assign copies at once on TensorFlow and torch; a JAX array may alias numpy memory
     own = keras.backend.backend() == "jax"
+    total = sum(int(np.prod(v.shape, dtype=np.int64)) * _itemsize(v) for v in values)
+    limit = min(GROUP_BYTES, int(total * GROUP_SHARE))
     with host_scope():
-        for group in _groups(values):
+        for group in _groups(values, limit):
             arrays = host_copies([values[i] for i in group], own=own)
             for i, array in zip(group, arrays, strict=True):
                 targets[i].assign(array)
