@@ -22,8 +22,8 @@ contender's run, against the level just before it, and the RSS growth left after
 ``on_train_end``. ``model.get_weights()`` (median of 3) is the reference cost of one
 host copy.
 
-Run: ``python benchmarks/bench_gpu.py [--backends jax,torch] [--model resnet50|dense|small]
-[--idle 4] [--b2b 6] [--steps 3] [--json FILE]``.
+Run: ``python benchmarks/bench_gpu.py [--backends jax,torch]
+[--model resnet50|dense|mobilenet|small] [--idle 4] [--b2b 6] [--steps 3] [--json FILE]``.
 """
 
 from __future__ import annotations
@@ -115,6 +115,11 @@ def _model(name: str):
             + [keras.layers.Dense(10)]
         )
         x, y = rng.random((64, 8192), dtype="float32"), rng.integers(0, 10, 64)
+    elif name == "mobilenet":  # MobileNetV2 at 96x96 (the variables of 224x224)
+        model = keras.applications.MobileNetV2(
+            weights=None, input_shape=(96, 96, 3), classifier_activation=None
+        )
+        x, y = rng.random((4, 96, 96, 3), dtype="float32"), rng.integers(0, 1000, 4)
     else:  # small: a CPU smoke run
         model = keras.Sequential(
             [keras.Input((512,))]
@@ -307,7 +312,9 @@ def report(result: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backends", default="jax,torch")
-    parser.add_argument("--model", default="resnet50", choices=["resnet50", "dense", "small"])
+    parser.add_argument(
+        "--model", default="resnet50", choices=["resnet50", "dense", "mobilenet", "small"]
+    )
     parser.add_argument("--idle", type=int, default=4)
     parser.add_argument("--b2b", type=int, default=6)
     parser.add_argument("--steps", type=int, default=3)
