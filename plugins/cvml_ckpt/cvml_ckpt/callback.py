@@ -190,6 +190,7 @@ class CkptCallback(BasisCallback):
         self._shadow: Shadow | None = None
         self._layout: list[tuple[Any, ...]] | None = None  # of this run's source
         self._state_bytes = 0  # one copy of the variables
+        self._live: list[Any] = []  # the live variables the source was saved from
         self._device_copies = 0  # snapshots held as device copies (at most one)
         # A non-chief's scratch folders: removed at train end, else (training raised:
         # Keras skips on_train_end) when the callback is collected or the process exits.
@@ -216,6 +217,7 @@ class CkptCallback(BasisCallback):
             # First save of this run, or the optimizer was built since: a new source.
             self._layout = state.layout(variables)
             self._state_bytes = state.nbytes(variables)
+            self._live = variables
             path = self._source_path(epoch)
             self.model.save(path)
             with self._flight_lock:
@@ -255,7 +257,7 @@ class CkptCallback(BasisCallback):
             raise SkipSave()
         if where == "shadow":
             assert self._shadow is not None
-            self._shadow.copy_from([v.value for v in variables])
+            self._shadow.copy_live(variables)
             return _Snapshot(source, self._layout or [], "shadow")
         values = state.host_copies([v.value for v in variables])
         return _Snapshot(source, self._layout or [], "host", values)
@@ -329,7 +331,11 @@ class CkptCallback(BasisCallback):
             return self._save_live(tmp)
         if self._shadow is None or self._shadow.source != snapshot.source:
             # Built once per source, also when the job of the source's epoch was replaced.
-            self._shadow = Shadow(snapshot.source, self.include_optimizer, snapshot.layout)
+            shadow = Shadow(snapshot.source, self.include_optimizer, snapshot.layout)
+            live = self._live
+            if self._sources[-1:] == [snapshot.source] and len(live) == len(snapshot.layout):
+                shadow.prepare(live)
+            self._shadow = shadow
         if snapshot.values is not None:
             self._shadow.copy_from(snapshot.values)
             self._free(snapshot)
@@ -441,6 +447,7 @@ class CkptCallback(BasisCallback):
         """Free the shadow (as big as the model) and delete its source files; the
         next save builds them again."""
         self._shadow = self._layout = None
+        self._live = []
         for path in self._sources:
             with contextlib.suppress(OSError):
                 path.unlink()

@@ -62,6 +62,35 @@ class Shadow:
                 f"#{diff}: {mine[diff:diff + 1]} vs {live[diff:diff + 1]}"
             )
         self.variables = variables
+        self._copy_live: Any = None
+
+    def prepare(self, live: list[Any]) -> None:
+        """Trace, on the worker, the copy of the ``live`` variables into the shadow, so
+        that no save on the training thread pays for it: on TensorFlow one
+        ``tf.function`` of ``assign(DeepCopy)`` per variable (a per-variable eager
+        copy costs about 0.5 ms each: 0.4 s for MobileNetV2's 800 variables). Other
+        backends copy eagerly (:func:`copy_into`)."""
+        if keras.backend.backend() != "tensorflow":
+            return
+        import tensorflow as tf
+
+        pairs = list(zip(self.variables, live, strict=True))
+
+        def copy() -> None:
+            for target, source in pairs:
+                target.assign(tf.raw_ops.DeepCopy(x=source.value))
+
+        function = tf.function(copy)
+        function.get_concrete_function()
+        self._copy_live = function
+
+    def copy_live(self, live: list[Any]) -> None:
+        """Copy the ``live`` variables (those given to :meth:`prepare`) into the shadow,
+        on the training thread, while no write uses the shadow."""
+        if self._copy_live is not None:
+            self._copy_live()
+        else:
+            self.copy_from([v.value for v in live])
 
     def copy_from(self, values: list[Any]) -> None:
         """Give the shadow's variables ``values`` (the live variables' values, device
