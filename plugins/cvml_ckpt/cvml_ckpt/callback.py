@@ -343,6 +343,7 @@ class CkptCallback(BasisCallback):
             self._shadow.model.save_weights(tmp)
         else:
             self._shadow.model.save(tmp)
+        self._shadow.warm_up()  # written: its values are free to change
         return self._shadow.includes_optimizer
 
     def write(self, job: SaveJob) -> Iterator[list[Staged]]:
