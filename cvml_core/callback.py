@@ -66,6 +66,13 @@ from cvml_core.storage import Store, is_url, mask, open_store
 from cvml_core.worker import BackgroundWorker
 
 
+class SkipSave(Exception):
+    """Raised by :meth:`BasisCallback.snapshot` to skip this save on purpose (e.g. no
+    memory to hold its snapshot while the previous one is written): its keys are
+    rolled back, so a later epoch that beats the committed best saves again, and the
+    epoch is added to :attr:`BasisCallback.skipped`. No warning, no error."""
+
+
 def _float_metrics(logs: Mapping[str, Any] | None) -> dict[str, float]:
     metrics: dict[str, float] = {}
     for key, value in (logs or {}).items():
@@ -180,6 +187,8 @@ class BasisCallback(Callback):
         self._waiting: dict[tuple[str, str], SaveJob] = {}  # target -> newest job to write
         self._failed: list[tuple[str, KeyBest]] = []  # rolled back on the training thread
         self._messages: list[str] = []  # warnings to give on the training thread
+        #: The epochs whose save the subclass skipped (:class:`SkipSave`).
+        self.skipped: list[int] = []
 
     # -- subclass API --------------------------------------------------------------
 
@@ -305,7 +314,10 @@ class BasisCallback(Callback):
         if not keys and not extras:
             return
         if not self.chief:  # the same reads as the chief (collective under a distribution)
-            self.release(self.snapshot(epoch, dict(logs)))
+            try:
+                self.release(self.snapshot(epoch, dict(logs)))
+            except SkipSave:
+                self.skipped.append(epoch)
             return
         if self.background and not self.supersede:
             self.worker.wait_for_room()
@@ -314,6 +326,10 @@ class BasisCallback(Callback):
         try:
             with temp_files_in(self.folder):  # a kill leaves Keras' temp folders here
                 snapshot = self.snapshot(epoch, dict(logs))
+        except SkipSave:
+            self._roll_back([(key, bests[key]) for key in keys])
+            self.skipped.append(epoch)
+            return
         except Exception as exc:
             self._roll_back([(key, bests[key]) for key in keys])
             message = self._failure_message(epoch, keys + extras, exc, "snapshot")

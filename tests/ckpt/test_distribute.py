@@ -44,12 +44,22 @@ y = (x[:, :4].sum(1) > x[:, 4:].sum(1)).astype("int32")
 basis = {"val_loss": "min", "val_accuracy": "max"}
 log_dir = sys.argv[1]
 
+class Drain(keras.callbacks.Callback):
+    # Each write ends before the next epoch's: no save supersedes a waiting one, so the
+    # decisions do not depend on timing.
+    def __init__(self, cb):
+        super().__init__()
+        self.cb = cb
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.cb.wait_for_background()
+
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 with strategy.scope():
     model = build()
 cb = CkptCallback(os.path.join(log_dir, "mirrored"), basis, save_last=True, keep_top_k=2)
 history = model.fit(x, y, validation_data=(x[:32], y[:32]), epochs=6, batch_size=16,
-                    shuffle=False, verbose=0, callbacks=[cb])
+                    shuffle=False, verbose=0, callbacks=[cb, Drain(cb)])
 weights = [w.tolist() for w in model.get_weights()]
 
 # The same logs on one device: the decisions must match.
@@ -60,6 +70,7 @@ cb1.on_train_begin({})
 logs = [dict(zip(history.history, v)) for v in zip(*history.history.values())]
 for epoch, epoch_logs in enumerate(logs):
     cb1.on_epoch_end(epoch, epoch_logs)
+    cb1.wait_for_background()
 cb1.on_train_end(logs[-1])
 print(json.dumps({"replicas": strategy.num_replicas_in_sync, "weights": weights}))
 """

@@ -187,7 +187,7 @@ def test_on_the_training_thread_it_saves_the_live_model_with_the_public_keras_ap
     assert details["background"] is False and details["includes_optimizer"] is True
 
 
-def test_snapshots_copied_into_the_shadow_or_to_numpy_while_it_is_busy_hold_their_epoch(
+def test_snapshots_copied_into_the_shadow_or_to_host_while_it_is_busy_hold_their_epoch(
     tmp_path, tiny_model, tiny_data, ck
 ):
     """While a write uses the shadow, the next snapshot goes to numpy; both kinds of
@@ -198,10 +198,7 @@ def test_snapshots_copied_into_the_shadow_or_to_numpy_while_it_is_busy_hold_thei
 
         def snapshot(self, epoch, logs):
             snap = super().snapshot(epoch, logs)
-            self.kinds.append(
-                "source" if snap.values is None and not snap.in_shadow
-                else "shadow" if snap.in_shadow else "numpy"
-            )
+            self.kinds.append(snap.where)
             return snap
 
         def write(self, job):
@@ -218,7 +215,7 @@ def test_snapshots_copied_into_the_shadow_or_to_numpy_while_it_is_busy_hold_thei
     cb = SlowSecondWrite(tmp_path, {"loss": "min"}, save_last=True, keep_top_k=None)
     fit(tiny_model(), tiny_data, [states, cb, DrainBeforeEpoch7()], epochs=8)
     assert cb.kinds[0] == "source"
-    assert cb.kinds[2] == "numpy" and cb.kinds[6] == "shadow", cb.kinds
+    assert cb.kinds[2] == "host" and cb.kinds[6] == "shadow", cb.kinds
     for name in ck.files(tmp_path):
         loaded = keras.models.load_model(tmp_path / "ckpt" / name)
         epoch = epoch_of(tmp_path, name)

@@ -13,14 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from cvml_ckpt import files
+from cvml_ckpt import files, state
 from cvml_ckpt.shadow import Shadow, state_variables
-from cvml_ckpt.state import StateCopy
 from cvml_core.artifact import Staged
 from cvml_core.atomic import staging, temp_path_for
-from cvml_core.callback import BasisCallback, SaveJob
+from cvml_core.callback import BasisCallback, SaveJob, SkipSave
 from cvml_core.checks import check_bool
 from cvml_core.distribute import process_count
 from cvml_core.keras_compat import optimizer_built, uses_legacy_keras
@@ -30,17 +27,27 @@ from cvml_core.storage import LocalStore, Store, open_store
 SHADOW_SOURCE = "shadow.keras"
 
 
+SNAPSHOT_TO = ("auto", "device", "host")
+#: The host memory a snapshot waiting for the shadow may take by default, at least.
+MIN_WAITING_BYTES = 16 * 2**20
+
+
 @dataclass
 class _Snapshot:
-    """The model at the end of an epoch, in one of three places: the ``model.save``
-    file the shadow is built from (the first save of a run), the shadow itself
-    (copied on the training thread while no write used it), or numpy copies of the
-    variables (``values``, assigned into the shadow by the worker)."""
+    """The model at a save, in one of four places: the ``model.save`` file the shadow
+    is built from (the first save of a run, ``where="source"``), the host shadow itself
+    (copied on the training thread while no write used it, ``"shadow"``), device copies
+    (``"device"``) or numpy copies (``"host"``) of the variables, which the worker
+    copies into the shadow before writing it."""
 
     source: Path
     layout: list[tuple[Any, ...]]
-    values: dict[str, np.ndarray] | None = None
-    in_shadow: bool = False
+    where: str = "source"
+    values: list[Any] | None = None
+
+    @property
+    def in_shadow(self) -> bool:
+        return self.where == "shadow"
 
 
 class CkptCallback(BasisCallback):
@@ -74,6 +81,23 @@ class CkptCallback(BasisCallback):
         live model's ``model.save`` / ``save_weights`` on the training thread, as
         ``ModelCheckpoint`` does: for a model that ``keras.models.load_model`` cannot
         rebuild, and always with ``tf_keras``.
+    :param snapshot_to: where a background save's snapshot waits for the writer:
+        ``"auto"`` (default) a device copy when the variables live on an accelerator
+        with room for one more copy with margin (:func:`cvml_ckpt.state.has_room`),
+        else host memory; ``"device"`` a device copy whenever none exists yet;
+        ``"host"`` host memory only (accelerator memory does not grow). At most one
+        device copy exists at a time; one that cannot get memory falls back to host.
+    :param waiting_host_bytes: the host memory a snapshot may take while it waits for
+        the previous write (beyond the one host copy of the model the writer keeps).
+        ``None`` (default): a tenth of the state, at least 16 MiB. A save that would
+        need more is skipped: its keys roll back, so a later improvement saves, and
+        its epoch is counted in ``skipped``.
+    :param device_memory: ``() -> (free_bytes, total_bytes) | None``, the query of the
+        accelerator's memory (default: the framework's own counters,
+        :func:`cvml_ckpt.state.device_memory`; None means host memory).
+
+    A save due while one snapshot already waits replaces it (``supersede``): the
+    writer's queue never grows. ``snapshot_counts`` counts where snapshots went.
 
     Example::
 
@@ -87,6 +111,7 @@ class CkptCallback(BasisCallback):
     name = "ckpt"
     save_label = "checkpoint"
     strict = True  # a checkpoint that cannot be written stops training
+    supersede = True  # a newer best replaces a waiting one: the queue never grows
 
     def __init__(
         self,
@@ -98,6 +123,9 @@ class CkptCallback(BasisCallback):
         save_weights_only: bool = False,
         include_optimizer: bool = True,
         background: bool = True,
+        snapshot_to: str = "auto",
+        waiting_host_bytes: int | None = None,
+        device_memory: state.MemoryQuery | None = None,
         **schedule: Any,
     ) -> None:
         super().__init__(log_dir, basis_dict, **schedule)
@@ -113,6 +141,33 @@ class CkptCallback(BasisCallback):
                 f"or None (keep every best). Received: keep_top_k={keep_top_k!r}"
             )
         self.keep_top_k = keep_top_k
+        if snapshot_to not in SNAPSHOT_TO:
+            raise ValueError(
+                f"snapshot_to must be one of {', '.join(map(repr, SNAPSHOT_TO))}. "
+                f"Received: snapshot_to={snapshot_to!r}"
+            )
+        self.snapshot_to = snapshot_to
+        if waiting_host_bytes is not None and (
+            isinstance(waiting_host_bytes, bool)
+            or not isinstance(waiting_host_bytes, int)
+            or waiting_host_bytes < 0
+        ):
+            raise ValueError(
+                "waiting_host_bytes must be an integer >= 0 (bytes) or None (a tenth of "
+                f"the state, at least 16 MiB). Received: waiting_host_bytes={waiting_host_bytes!r}"
+            )
+        self.waiting_host_bytes = waiting_host_bytes
+        if device_memory is not None and not callable(device_memory):
+            raise ValueError(
+                "device_memory must be a callable returning (free_bytes, total_bytes) or "
+                f"None. Received: device_memory={device_memory!r}"
+            )
+        self._device_memory = device_memory
+        #: Where the snapshots of this callback went: ``source``, ``shadow``,
+        #: ``device``, ``host``, ``skipped``, ``device_fallback`` (out of device memory).
+        self.snapshot_counts: dict[str, int] = dict.fromkeys(
+            ("source", "shadow", "device", "host", "skipped", "device_fallback"), 0
+        )
         self.ext = files.EXT_WEIGHTS if save_weights_only else files.EXT_FULL
         names: dict[str, str] = {}
         for key in self.policy.basis:
@@ -124,7 +179,10 @@ class CkptCallback(BasisCallback):
                     f"Received: basis_dict={dict(self.policy.basis)!r}"
                 )
         self._shadow: Shadow | None = None
-        self._copy: StateCopy | None = None  # reads the live model's variables
+        self._layout: list[tuple[Any, ...]] | None = None  # of this run's source
+        self._state_bytes = 0  # one copy of the variables
+        self._live: list[Any] = []  # the live variables the source was saved from
+        self._device_copies = 0  # snapshots held as device copies (at most one)
         # A non-chief's scratch folders: removed at train end, else (training raised:
         # Keras skips on_train_end) when the callback is collected or the process exits.
         self._scratch: dict[Path, tempfile.TemporaryDirectory[str]] = {}
@@ -146,30 +204,77 @@ class CkptCallback(BasisCallback):
                     self._save_live(Path(scratch) / files.best_name("scratch", self.ext))
             return None  # the chief writes from the live model, on this thread
         variables = state_variables(self.model, self.include_optimizer)
-        if self._copy is None or len(variables) != len(self._copy.variables):
+        if self._layout is None or len(variables) != len(self._layout):
             # First save of this run, or the optimizer was built since: a new source.
-            self._copy = StateCopy(variables)
+            self._layout = state.layout(variables)
+            self._state_bytes = state.nbytes(variables)
+            self._live = variables
             path = self._source_path(epoch)
             self.model.save(path)
             with self._flight_lock:
                 self._in_flight += 1
-            return _Snapshot(path, self._copy.layout)
+            self.snapshot_counts["source"] += 1
+            return _Snapshot(path, self._layout)
         source = self._sources[-1]
         with self._flight_lock:
             idle = self._in_flight == 0
             self._in_flight += 1
         try:
-            shadow = self._shadow
-            # Across processes every one takes the same path (the reads are collective),
-            # so never the one that depends on this process' writer.
-            if idle and shadow is not None and shadow.source == source and self._one_process:
-                shadow.copy_from(variables)
-                return _Snapshot(source, self._copy.layout, in_shadow=True)
-            return _Snapshot(source, self._copy.layout, self._copy.read())
+            snap = self._take(variables, source, idle)
         except BaseException:
             with self._flight_lock:
                 self._in_flight -= 1
             raise
+        self.snapshot_counts[snap.where] += 1
+        return snap
+
+    def _take(self, variables: list[Any], source: Path, idle: bool) -> _Snapshot:
+        """A snapshot of ``variables``, in the place :meth:`_place` chooses."""
+        where = self._place(variables, idle)
+        if where == "device":
+            try:
+                copies = state.device_copies(variables)
+            except Exception as exc:
+                if not state.is_out_of_memory(exc):
+                    raise
+                self.snapshot_counts["device_fallback"] += 1
+                where = self._host_place(idle)
+            else:
+                with self._flight_lock:
+                    self._device_copies += 1
+                return _Snapshot(source, self._layout or [], "device", copies)
+        if where == "skip":
+            self.snapshot_counts["skipped"] += 1
+            raise SkipSave()
+        if where == "shadow":
+            assert self._shadow is not None
+            self._shadow.copy_live(variables)
+            return _Snapshot(source, self._layout or [], "shadow")
+        values = state.host_copies([v.value for v in variables])
+        return _Snapshot(source, self._layout or [], "host", values)
+
+    def _place(self, variables: list[Any], idle: bool) -> str:
+        """``device``, ``shadow``, ``host`` or ``skip``: see ``snapshot_to``."""
+        if not self._one_process:
+            # Every process takes the same path (the reads are collective), so never one
+            # that depends on this process' writer or device.
+            return "host"
+        if self.snapshot_to != "host" and self._device_copies == 0:
+            if self.snapshot_to == "device":
+                return "device"
+            query = self._device_memory or (lambda: state.device_memory(variables))
+            if state.has_room(self._state_bytes, query()):
+                return "device"
+        return self._host_place(idle)
+
+    def _host_place(self, idle: bool) -> str:
+        shadow = self._shadow
+        if idle and shadow is not None and self._sources and shadow.source == self._sources[-1]:
+            return "shadow"
+        budget = self.waiting_host_bytes
+        if budget is None:
+            budget = max(self._state_bytes // 10, MIN_WAITING_BYTES)
+        return "host" if self._state_bytes <= budget else "skip"
 
     def _source_path(self, epoch: int) -> Path:
         """Where the shadow's source goes: a temporary name in the folder (removed at
@@ -187,9 +292,16 @@ class CkptCallback(BasisCallback):
 
     def release(self, snapshot: _Snapshot | None) -> None:
         if snapshot is not None:
-            snapshot.values = None  # the buffers are as big as the model
+            self._free(snapshot)
             with self._flight_lock:
                 self._in_flight -= 1
+
+    def _free(self, snapshot: _Snapshot) -> None:
+        """Drop a snapshot's copies (as big as the model) once they are not needed."""
+        with self._flight_lock:
+            if snapshot.where == "device" and snapshot.values is not None:
+                self._device_copies -= 1
+            snapshot.values = None
 
     # -- worker --------------------------------------------------------------------
 
@@ -210,14 +322,19 @@ class CkptCallback(BasisCallback):
             return self._save_live(tmp)
         if self._shadow is None or self._shadow.source != snapshot.source:
             # Built once per source, also when the job of the source's epoch was replaced.
-            self._shadow = Shadow(snapshot.source, self.include_optimizer, snapshot.layout)
+            shadow = Shadow(snapshot.source, self.include_optimizer, snapshot.layout)
+            live = self._live
+            if self._sources[-1:] == [snapshot.source] and len(live) == len(snapshot.layout):
+                shadow.prepare(live)
+            self._shadow = shadow
         if snapshot.values is not None:
-            self._shadow.assign(snapshot.values)
-            snapshot.values = None
+            self._shadow.copy_from(snapshot.values)
+            self._free(snapshot)
         if self.save_weights_only:
             self._shadow.model.save_weights(tmp)
         else:
             self._shadow.model.save(tmp)
+        self._shadow.warm_up()  # written: its values are free to change
         return self._shadow.includes_optimizer
 
     def write(self, job: SaveJob) -> Iterator[list[Staged]]:
@@ -325,7 +442,8 @@ class CkptCallback(BasisCallback):
     def _drop_shadow(self) -> None:
         """Free the shadow (as big as the model) and delete its source files; the
         next save builds them again."""
-        self._shadow = self._copy = None
+        self._shadow = self._layout = None
+        self._live = []
         for path in self._sources:
             with contextlib.suppress(OSError):
                 path.unlink()

@@ -1,33 +1,39 @@
-"""Copying a list of Keras variables to host memory and back, in one pass per dtype.
+"""Where a snapshot of the model's variables is kept: a device copy, or host memory.
 
-Reading 580 variables one by one (``v.numpy()``) costs a backend call each; here the
-variables of one dtype are flattened and concatenated by one compiled function
-(``tf.function`` on TensorFlow, ``jax.jit`` on JAX, eager ``keras.ops`` elsewhere), so a
-snapshot is one host copy per dtype; writing it into another model's variables (the
-shadow) is one ``assign`` per variable. Public API only: ``keras.ops``,
-``keras.backend.backend()``, ``Variable.value`` / ``assign`` / ``numpy``.
+A snapshot is taken on the training thread and must not change when the next step
+updates the variables. Two places hold it:
+
+* a **device copy** (``keras.ops.copy`` of each variable, on the variable's device): the
+  quickest to take on an accelerator, but it takes accelerator memory, so it is used
+  only where the device has room (:func:`has_room`) and at most one exists at a time;
+* **host memory**: the variables are copied to numpy, a bounded group at a time
+  (:func:`copy_into`), straight into the shadow model's host variables when no write
+  uses it, else into numpy arrays that wait for it.
+
+No function here is compiled (``tf.function``, ``jax.jit``): the first saves of a run
+pay no tracing. Public API only: ``keras.ops``, ``keras.device``, ``Variable.value`` /
+``assign``, and each framework's own memory counters.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import contextlib
+import gc
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 from cvml_core.keras_compat import keras
 
+#: ``() -> (free_bytes, total_bytes)`` of the device the variables live on, or None
+#: when they live in host memory (a CPU) or the framework cannot tell.
+MemoryQuery = Callable[[], "tuple[int, int] | None"]
 
-@dataclass(frozen=True)
-class _Slot:
-    index: int  # position in the variable list
-    start: int  # offset in the flat array of its dtype
-    shape: tuple[int, ...]
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+#: host bytes copied per group (:func:`copy_into`), at most; and at most this share
+#: of the state: the transient beyond the shadow (one variable at least).
+GROUP_BYTES = 32 * 2**20
+GROUP_SHARE = 0.05
 
 
 def layout(variables: list[Any]) -> list[tuple[str, tuple[int, ...], str]]:
@@ -38,124 +44,188 @@ def layout(variables: list[Any]) -> list[tuple[str, tuple[int, ...], str]]:
     ]
 
 
-def _groups(variables: list[Any]) -> dict[str, list[_Slot]]:
-    groups: dict[str, list[_Slot]] = {}
-    offsets: dict[str, int] = {}
-    for index, (_, shape, dtype) in enumerate(layout(variables)):
-        slot = _Slot(index, offsets.get(dtype, 0), shape)
-        groups.setdefault(dtype, []).append(slot)
-        offsets[dtype] = slot.start + slot.size
-    return groups
+def nbytes(variables: list[Any]) -> int:
+    """The bytes of the variables' values (one copy of the state)."""
+    return sum(
+        int(np.prod(shape, dtype=np.int64)) * np.dtype(_np_dtype(dtype)).itemsize
+        for _, shape, dtype in layout(variables)
+    )
 
 
-def _flatten(values: list[Any]) -> Any:
-    ops = keras.ops
-    return ops.concatenate([ops.reshape(v, (-1,)) for v in values], axis=0)
+def _np_dtype(dtype: str) -> Any:
+    try:
+        return np.dtype(dtype)
+    except TypeError:  # bfloat16 and other ml_dtypes
+        import ml_dtypes
+
+        return getattr(ml_dtypes, dtype)
 
 
-def _compile_reader(variables: list[Any]) -> Callable[[], Any]:
+def _on_accelerator(value: Any) -> bool:
     backend = keras.backend.backend()
+    if backend == "jax":
+        return any(d.platform != "cpu" for d in value.devices())
+    if backend == "torch":
+        return bool(value.device.type != "cpu")
     if backend == "tensorflow":
-        import tensorflow as tf
+        return "CPU" not in str(getattr(value, "device", "CPU")).upper()
+    return False
 
-        # autograph=False: no Python control flow to convert, and no autograph source
-        # file left in the temp directory by a killed process
-        return tf.function(lambda: _flatten(variables), autograph=False)
+
+def device_memory(variables: list[Any]) -> tuple[int, int] | None:
+    """``(free, total)`` bytes of the device that holds ``variables[0]``, from the
+    framework's own counters; None for host memory or when the framework cannot tell
+    (TensorFlow reports no limit: a snapshot there stages to host unless forced).
+
+    JAX: ``Device.memory_stats()`` (``bytes_limit - bytes_in_use``); torch:
+    ``torch.cuda.mem_get_info`` plus the memory its caching allocator holds unused.
+    """
+    if not variables or not _on_accelerator(variables[0].value):
+        return None
+    value = variables[0].value
+    backend = keras.backend.backend()
+    if backend == "jax":
+        (device,) = list(value.devices())[:1]
+        stats = device.memory_stats() or {}
+        if "bytes_limit" not in stats:
+            return None
+        limit = int(stats["bytes_limit"])
+        return limit - int(stats.get("bytes_in_use", 0)), limit
+    if backend == "torch":
+        import torch
+
+        free, total = torch.cuda.mem_get_info(value.device)
+        cached = torch.cuda.memory_reserved(value.device) - torch.cuda.memory_allocated(
+            value.device
+        )
+        return int(free + cached), int(total)
+    return None
+
+
+def has_room(need: int, memory: tuple[int, int] | None) -> bool:
+    """Whether a device with ``memory = (free, total)`` has room for ``need`` more
+    bytes with margin: what stays free afterwards is at least ``need`` again and at
+    least a tenth of the device (training's own peaks: activations, the allocator)."""
+    if memory is None:
+        return False
+    free, total = memory
+    return free - need >= max(need, total // 10)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is a framework's out-of-memory error (JAX ``RESOURCE_EXHAUSTED``,
+    ``torch.OutOfMemoryError``, TensorFlow ``ResourceExhaustedError``)."""
+    text = f"{type(error).__name__} {error}".lower()
+    return any(
+        mark in text
+        for mark in ("out of memory", "outofmemory", "resource_exhausted", "resourceexhausted")
+    )
+
+
+def device_copies(variables: list[Any]) -> list[Any]:
+    """A device copy of each variable (on its own device), unchanged by later steps.
+
+    On an out-of-memory error the copies made so far are dropped before it is raised."""
+    copies: list[Any] = []
+    try:
+        if keras.backend.backend() == "jax":
+            import jax
+
+            # One batched copy on each array's own device; no compiled function.
+            copies = list(jax.device_put([v.value for v in variables], may_alias=False))
+        else:
+            for v in variables:
+                copies.append(keras.ops.copy(v.value))
+    except BaseException:
+        copies.clear()
+        gc.collect()
+        raise
+    return copies
+
+
+def host_copies(values: list[Any], own: bool = True) -> list[np.ndarray]:
+    """A host (numpy) copy of each value, never a view of memory that changes (with
+    ``own=False`` a view may be returned, for a caller that copies it at once)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        values = jax.device_get(list(values))  # the transfers run side by side
+    arrays = []
+    for value in values:
+        array = keras.ops.convert_to_numpy(value)
+        if own and (array.base is not None or not array.flags.owndata):
+            array = array.copy()  # a view of backend memory (a torch or JAX buffer)
+        arrays.append(array)
+    return arrays
+
+
+def _groups(values: list[Any], limit: int = GROUP_BYTES) -> Iterator[list[int]]:
+    group: list[int] = []
+    size = 0
+    for index, value in enumerate(values):
+        n = int(np.prod(value.shape, dtype=np.int64)) * _itemsize(value)
+        if group and size + n > limit:
+            yield group
+            group, size = [], 0
+        group.append(index)
+        size += n
+    if group:
+        yield group
+
+
+def _itemsize(value: Any) -> int:
+    dtype = getattr(value, "dtype", None)
+    try:
+        return int(np.dtype(_np_dtype(keras.backend.standardize_dtype(dtype))).itemsize)
+    except (TypeError, ValueError, AttributeError):
+        return 4
+
+
+def copy_into(targets: list[Any], values: list[Any]) -> None:
+    """Give each of ``targets`` (host variables) the value in ``values`` (device copies,
+    live variables' values or numpy arrays), a group of at most :data:`GROUP_BYTES`
+    and :data:`GROUP_SHARE` of the state at a time (one variable at least), so that
+    host memory grows by one group beyond the targets."""
+    if len(targets) != len(values):
+        raise ValueError(f"{len(values)} values for {len(targets)} variables")
+    # assign copies at once on TensorFlow and torch; a JAX array may alias numpy memory
+    own = keras.backend.backend() == "jax"
+    total = sum(int(np.prod(v.shape, dtype=np.int64)) * _itemsize(v) for v in values)
+    limit = min(GROUP_BYTES, int(total * GROUP_SHARE))
+    with host_scope():
+        for group in _groups(values, limit):
+            arrays = host_copies([values[i] for i in group], own=own)
+            for i, array in zip(group, arrays, strict=True):
+                targets[i].assign(array)
+            del arrays
+
+
+def _host_device() -> str | None:
+    """Keras' name of the host device where it differs from the default one."""
+    backend = keras.backend.backend()
     if backend == "jax":
         import jax
 
-        jitted = jax.jit(lambda *values: _flatten(list(values)))
-        return lambda: jitted(*[v.value for v in variables])
-    return lambda: _flatten(variables)
+        try:
+            jax.devices("cpu")
+        except RuntimeError:  # JAX_PLATFORMS leaves the CPU out: keep the default
+            return None
+        return None if jax.default_backend() == "cpu" else "cpu:0"
+    if backend == "torch":
+        import torch
 
-
-def compile_copy(targets: list[Any], sources: list[Any]) -> Callable[[], None]:
-    """A function that copies each of ``sources`` into its ``targets`` variable at once.
-
-    A real copy (the sources are updated in place by the next training step): on
-    TensorFlow ``tf.raw_ops.DeepCopy`` in one ``tf.function``, on JAX one jitted
-    ``jnp.copy`` of all values; elsewhere ``assign`` per variable (torch copies).
-    """
-    pairs = list(zip(targets, sources, strict=True))
-    backend = keras.backend.backend()
+        return "cpu" if torch.cuda.is_available() else None
     if backend == "tensorflow":
-        import tensorflow as tf
-
-        def copy_tf() -> None:
-            for target, source in pairs:
-                target.assign(tf.raw_ops.DeepCopy(x=source.value))
-
-        return tf.function(copy_tf, autograph=False)  # a loop over a Python list
-    if backend == "jax":
-        import jax
-        import jax.numpy as jnp
-
-        copies = jax.jit(lambda *values: [jnp.copy(v) for v in values])
-
-        def copy_jax() -> None:
-            for target, value in zip(targets, copies(*[s.value for s in sources]), strict=True):
-                target.assign(value)
-
-        return copy_jax
-
-    def copy_each() -> None:
-        for target, source in pairs:
-            target.assign(source)
-
-    return copy_each
+        return "cpu:0"
+    return None
 
 
-def _to_host(value: Any) -> np.ndarray:
-    array = keras.ops.convert_to_numpy(value)
-    if array.base is not None and not isinstance(array.base, np.ndarray):
-        # A view of backend memory (a torch tensor, a JAX buffer) may change: copy it.
-        array = array.copy()
-    return array
-
-
-class StateCopy:
-    """Reads ``variables`` into flat numpy arrays (one per dtype) and writes them back.
-
-    :meth:`read` on the training thread returns ``{dtype: flat array}``;
-    :meth:`split` gives per-variable views of it; :meth:`assign` writes such a snapshot
-    into ``variables`` (the other model's, of the same layout).
-    """
-
-    def __init__(self, variables: list[Any]) -> None:
-        self.variables = list(variables)
-        self.layout = layout(self.variables)
-        self.groups = _groups(self.variables)
-        self._readers: dict[str, Callable[[], Any]] = {}
-
-    def read(self) -> dict[str, np.ndarray]:
-        """A host copy of every variable, one flat array per dtype."""
-        flats = {}
-        for dtype, slots in self.groups.items():
-            if len(slots) == 1:
-                flats[dtype] = _to_host(self.variables[slots[0].index]).reshape(-1)
-                continue
-            if dtype not in self._readers:
-                self._readers[dtype] = _compile_reader(
-                    [self.variables[s.index] for s in slots]
-                )
-            flats[dtype] = _to_host(self._readers[dtype]())
-        return flats
-
-    def split(self, flats: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Per-variable views of a :meth:`read` snapshot, in variable order."""
-        values: list[Any] = [None] * len(self.variables)
-        for dtype, slots in self.groups.items():
-            for slot in slots:
-                values[slot.index] = flats[dtype][slot.start : slot.start + slot.size].reshape(
-                    slot.shape
-                )
-        return values
-
-    def assign(self, flats: dict[str, np.ndarray]) -> None:
-        """Give ``variables`` the values of a :meth:`read` snapshot (same layout).
-
-        One ``assign`` per variable: a compiled assignment of the flat arrays was not
-        faster enough to pay for the extra copy of the model it kept alive (measured
-        on MobileNetV2: +50 MB resident)."""
-        for variable, value in zip(self.variables, self.split(flats), strict=True):
-            variable.assign(value)
+@contextlib.contextmanager
+def host_scope() -> Iterator[None]:
+    """Variables and values made inside live in host memory (``keras.device``)."""
+    device = _host_device()
+    if device is None:
+        yield
+        return
+    with keras.device(device):
+        yield
