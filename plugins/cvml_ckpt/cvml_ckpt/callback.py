@@ -420,8 +420,8 @@ class CkptCallback(BasisCallback):
         if self.backups is None:
             return
         new, self._batches_done = done - self._batches_done, done
-        if self.backups.step(new):
-            self._take_backup(logs)
+        if self.backups.step(new) and done != (self.params or {}).get("steps"):
+            self._take_backup(logs)  # (at an epoch's last batch the epoch end takes it)
 
     def _take_backup(self, logs: dict[str, Any] | None) -> None:
         """Snapshot now, write in the background. While the previous backup is still
@@ -447,6 +447,8 @@ class CkptCallback(BasisCallback):
             ),
             **backup.small_state(model),
         }
+        if not self._batches_done:  # an epoch end: the next epoch's metrics start at 0
+            position["metrics_state"] = {}
         self.save(self._epoch_index + 1, dict(logs or {}, **{_POSITION: position}),
                   extras=[backup.ROLE])
         self.backups_taken += 1
@@ -454,6 +456,10 @@ class CkptCallback(BasisCallback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         try:
             super().on_epoch_end(epoch, logs)
+            if self.backups is not None and self.backups.step(0):
+                # After the bests: a resume starts the next epoch, not this one's end.
+                self._epoch_index, self._batches_done = epoch + 1, 0
+                self._take_backup(logs)
         except BaseException:  # training stops here: Keras calls no on_train_end
             self.worker.wait(raise_error=False)
             self._drop_shadow()
@@ -468,6 +474,7 @@ class CkptCallback(BasisCallback):
         # The run finished: its backup is stale (a kill or an error skips this).
         if self.chief and not self.keep_backup and self._backup_entry() is not None:
             self.forget([self.folder / backup.NAME])
+            self.record([])  # the delete done: no pending entry left
 
     def _drop_shadow(self) -> None:
         """Free the shadow (as big as the model) and delete its source files; the
