@@ -16,13 +16,17 @@ STEPS = EPOCHS * SAMPLES // BATCH  # training steps of a whole run
 INTERVAL = 3  # backup_every_steps
 
 
-def deterministic() -> None:
-    """The same numbers on every run: seeds, and TensorFlow's op determinism."""
+def deterministic(on: bool = True) -> None:
+    """The same numbers on every run: seeds, and TensorFlow's op determinism (global to
+    the process: ``deterministic(False)`` turns it off again)."""
     keras.utils.set_random_seed(0)
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        tf.config.experimental.enable_op_determinism()
+        if on:
+            tf.config.experimental.enable_op_determinism()
+        else:
+            tf.config.experimental.disable_op_determinism()
 
 
 def build() -> Any:

@@ -33,9 +33,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from backup_workload import BASIS, EPOCHS, INTERVAL, STEPS, build, data, fit
+from backup_workload import BASIS, EPOCHS, INTERVAL, STEPS, build, data, deterministic, fit
 from faultlib import manifest_problems
 
 HERE = Path(__file__).parent
@@ -143,7 +144,13 @@ def _trial(
         tally["bitwise_equal"] += 1
 
 
-def test_random_sigkills_then_resume_at_the_step(tmp_path):
+@pytest.fixture
+def op_determinism():
+    yield
+    deterministic(False)  # the other tests of this process run as they would alone
+
+
+def test_random_sigkills_then_resume_at_the_step(tmp_path, op_determinism):
     model = build()
     fit(model, data(), EPOCHS, [])
     reference = model.get_weights()
