@@ -3,6 +3,10 @@ the other backends: tests/backends). The SIGKILL trials are in tests/faults."""
 
 from __future__ import annotations
 
+import sys
+import time
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -11,8 +15,11 @@ from cvml_ckpt import CkptCallback
 from cvml_core import TrainInfer
 from cvml_core.manifest import Manifest, read_manifest
 
-BASIS = {"val_loss": "min"}
-STEPS_PER_EPOCH, EPOCHS = 8, 3
+sys.path.insert(0, str(Path(__file__).parents[1] / "faults"))
+import backup_workload as workload  # noqa: E402
+from backup_workload import BASIS, EPOCHS, build  # noqa: E402
+
+STEPS_PER_EPOCH = workload.STEPS // EPOCHS
 
 
 class Stop(Exception):
@@ -32,28 +39,8 @@ class StopAt(keras.callbacks.Callback):
             raise Stop
 
 
-def build():
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((8,)),
-        keras.layers.Dense(16, activation="relu"),
-        keras.layers.Dropout(0.25),
-        keras.layers.Dense(2, activation="softmax"),
-    ])
-    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-    return model
-
-
-def xy():
-    rng = np.random.default_rng(0)
-    x = rng.random((STEPS_PER_EPOCH * 8, 8)).astype("float32")
-    return x, (x[:, :4].sum(1) > x[:, 4:].sum(1)).astype("int32")
-
-
 def fit(model, callbacks, epochs=EPOCHS):
-    x, y = xy()
-    return model.fit(x, y, validation_data=(x, y), batch_size=8, epochs=epochs, verbose=0,
-                     callbacks=callbacks)
+    return workload.fit(model, workload.data(), epochs, callbacks)
 
 
 def crash(log_dir, at, **options):
@@ -90,8 +77,8 @@ def test_a_crashed_fit_resumes_at_the_step_with_the_logs_of_an_uninterrupted_run
         on_train_batch_begin=lambda batch, logs: steps.append(batch))
     history = fit(model, [cb, counter]).history
     assert cb.resumed_from == (1, 2)
-    # epochs 2 and 3 ran (Keras numbers every batch; the first two only advanced the data)
-    assert len(history["loss"]) == 2 and len(steps) == 2 * STEPS_PER_EPOCH
+    # epochs 2 to 4 ran (Keras numbers every batch; the first two only advanced the data)
+    assert len(history["loss"]) == EPOCHS - 1 and len(steps) == (EPOCHS - 1) * STEPS_PER_EPOCH
     assert int(model.optimizer.iterations.numpy()) == EPOCHS * STEPS_PER_EPOCH
     # the partial epoch's logs cover the whole epoch: the metric sums were restored
     for key in ("loss", "accuracy", "val_loss"):
@@ -103,7 +90,9 @@ def test_a_crashed_fit_resumes_at_the_step_with_the_logs_of_an_uninterrupted_run
 
 def test_the_backup_rolls_through_the_manifest_and_can_be_kept(tmp_path, announced):
     cb = CkptCallback(tmp_path, BASIS, backup_every_steps=3, keep_backup=True)
-    fit(build(), [cb])
+    # steps longer than this tiny model's, so that writes end between backups
+    slow = keras.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: time.sleep(0.02))
+    fit(build(), [cb, slow])
     folder = tmp_path / "ckpt"
     entries = backups(tmp_path)
     assert [e["details"]["iterations"] for e in entries] == sorted(
@@ -129,7 +118,7 @@ def test_backups_by_time(tmp_path):
 
 
 def test_train_infer_resumes_a_backup_by_itself(tmp_path):
-    x, y = xy()
+    x, y = workload.data()
     cb = CkptCallback(tmp_path, BASIS, backup_every_steps=4, background=False)
     with pytest.raises(Stop):
         TrainInfer(build(), log_dir=tmp_path, basis_dict=BASIS).train(
@@ -140,5 +129,5 @@ def test_train_infer_resumes_a_backup_by_itself(tmp_path):
     history = TrainInfer(model, log_dir=tmp_path, basis_dict=BASIS).train(
         (x, y), (x, y), 8, EPOCHS, callbacks=[again], show_results=0)
     assert again.resumed_from == (1, 4)
-    assert len(history.history["loss"]) == 2
+    assert len(history.history["loss"]) == EPOCHS - 1
     assert int(model.optimizer.iterations.numpy()) == EPOCHS * STEPS_PER_EPOCH

@@ -17,9 +17,8 @@ INTERVAL = 3  # backup_every_steps
 
 
 def deterministic(on: bool = True) -> None:
-    """The same numbers on every run: seeds, and TensorFlow's op determinism (global to
-    the process: ``deterministic(False)`` turns it off again)."""
-    keras.utils.set_random_seed(0)
+    """TensorFlow's op determinism (global to the process: ``deterministic(False)``
+    turns it off again); :func:`build` seeds every generator."""
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
@@ -30,7 +29,7 @@ def deterministic(on: bool = True) -> None:
 
 
 def build() -> Any:
-    deterministic()
+    keras.utils.set_random_seed(0)
     model = keras.Sequential([
         keras.Input((8,)),
         keras.layers.Dense(16, activation="relu"),

@@ -146,6 +146,7 @@ def _trial(
 
 @pytest.fixture
 def op_determinism():
+    deterministic()
     yield
     deterministic(False)  # the other tests of this process run as they would alone
 

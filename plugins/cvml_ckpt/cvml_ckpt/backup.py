@@ -32,7 +32,9 @@ def check_interval(name: str, value: Any, kind: type) -> Any:
     ok = not isinstance(value, bool) and isinstance(value, (int, float) if kind is float else int)
     if not ok or not value > 0:
         allowed = "an integer >= 1" if kind is int else "a number of seconds > 0"
-        raise ValueError(f"{name} must be {allowed} or None (no backups). Received: {name}={value!r}")
+        raise ValueError(
+            f"{name} must be {allowed} or None (no backups). Received: {name}={value!r}"
+        )
     return value
 
 
