@@ -470,7 +470,8 @@ class CkptCallback(BasisCallback):
             super().on_train_end(logs)
         finally:
             self._drop_shadow()
-            backup.end_fit_at(self.model)
+            if self.resumed_from is not None:
+                backup.end_fit_at(self.model)
         # The run finished: its backup is stale (a kill or an error skips this).
         if self.chief and not self.keep_backup and self._backup_entry() is not None:
             self.forget([self.folder / backup.NAME])
