@@ -16,14 +16,13 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from backup_workload import BASIS, EPOCHS, INTERVAL, build, data, deterministic, fit  # noqa: E402
+from backup_workload import BASIS, EPOCHS, INTERVAL, build, data, fit  # noqa: E402
 from cvml_ckpt import CkptCallback  # noqa: E402
 
 from cvml_core.keras_compat import keras  # noqa: E402
 
 
 def train(log_dir: str, kill_at: int) -> None:
-    deterministic()
     model = build()
     cb = CkptCallback(log_dir, BASIS, backup_every_steps=INTERVAL)
 

@@ -16,18 +16,6 @@ STEPS = EPOCHS * SAMPLES // BATCH  # training steps of a whole run
 INTERVAL = 3  # backup_every_steps
 
 
-def deterministic(on: bool = True) -> None:
-    """TensorFlow's op determinism (global to the process: ``deterministic(False)``
-    turns it off again); :func:`build` seeds every generator."""
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        if on:
-            tf.config.experimental.enable_op_determinism()
-        else:
-            tf.config.experimental.disable_op_determinism()
-
-
 def build() -> Any:
     keras.utils.set_random_seed(0)
     model = keras.Sequential([
