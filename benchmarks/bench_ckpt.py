@@ -31,6 +31,14 @@ background write no slower than model.save (ratio <= 1.0); RSS growth <= one mod
 
 Run: ``python benchmarks/bench_ckpt.py [--saves 5] [--steps 2] [--rss-saves 10] [--dir DIR]``
 or ``nox -s bench -- benchmarks/bench_ckpt.py`` (defaults).
+
+``--fit`` measures instead a whole ``model.fit`` of MobileNetV2 (``--fit-steps`` steps of
+batch 8, one epoch, after a warm-up fit) as a user meets it: with no callback, with
+``CkptCallback(backup_every_steps=20)`` (a fresh callback and folder per fit, so its
+first save is included, and its end: the last write awaited, the backup deleted),
+``keras.callbacks.BackupAndRestore(save_freq=20)`` and, where it runs,
+``OrbaxCheckpoint(save_freq=20)``; ``--fit-rounds`` rounds in a rotating order,
+medians, each against no callback (target for CkptCallback: <= 1.02).
 """
 
 from __future__ import annotations
@@ -460,17 +468,84 @@ def report(rows: dict[str, dict[str, Any]], args) -> None:
     )
 
 
+# -- whole fit with backups ----------------------------------------------------------
+
+BACKUP_EVERY = 20
+
+
+def fit_contenders(folder: Path) -> dict[str, Any]:
+    """name -> a function giving the callbacks of one fit (fresh ones, fresh folders)."""
+    runs = iter(range(10**6))
+
+    def fresh(label: str) -> Path:
+        return folder / f"{label}-{next(runs)}"
+
+    contenders: dict[str, Any] = {
+        "no callback": lambda: [],
+        f"CkptCallback(backup_every_steps={BACKUP_EVERY})": lambda: [CkptCallback(
+            fresh("ckpt"), {"loss": "min"}, skip_from_start=10**9,  # backups only
+            backup_every_steps=BACKUP_EVERY)],
+        f"BackupAndRestore(save_freq={BACKUP_EVERY})": lambda: [
+            keras.callbacks.BackupAndRestore(str(fresh("bar")), save_freq=BACKUP_EVERY)],
+    }
+    probe = orbax_contender(build(mobilenet)[0], fresh("orbax-probe"))
+    if isinstance(probe, str):
+        print(f"OrbaxCheckpoint unavailable: {probe}", flush=True)
+    else:
+        probe.end()
+        contenders[f"OrbaxCheckpoint(save_freq={BACKUP_EVERY})"] = lambda: [
+            keras.callbacks.OrbaxCheckpoint(str(fresh("orbax")), save_freq=BACKUP_EVERY)]
+    return contenders
+
+
+def whole_fit(args) -> None:
+    """Times whole fits with each contender; prints the medians and ratios."""
+    model, _, _ = build(mobilenet)
+    rng = np.random.default_rng(0)
+    x = rng.random((8 * args.fit_steps, *MOBILENET_INPUT)).astype("float32")
+    y = rng.integers(0, 1000, len(x))
+    model.fit(x[:16], y[:16], batch_size=8, epochs=1, verbose=0)  # warm-up
+    times: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix="bench-fit-") as tmp:
+        contenders = fit_contenders(Path(tmp))
+        names = list(contenders)
+        for round_ in range(args.fit_rounds):
+            order = names[round_ % len(names):] + names[: round_ % len(names)]
+            for name in order:
+                callbacks = contenders[name]()
+                gc.collect()
+                start = time.perf_counter()
+                model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=callbacks)
+                times.setdefault(name, []).append(time.perf_counter() - start)
+                print(f"  round {round_ + 1} {name}: {times[name][-1]:.2f} s", flush=True)
+    base = statistics.median(times["no callback"])
+    print(f"\nwhole fit, MobileNetV2 {MOBILENET_INPUT}, {args.fit_steps} steps of batch 8 "
+          f"(medians of {args.fit_rounds}):")
+    for name in names:
+        t = statistics.median(times[name])
+        print(f"  {name:<42} {t:8.2f} s   {t / base:6.3f}x no callback   "
+              f"(min-max {min(times[name]):.2f}-{max(times[name]):.2f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--saves", type=int, default=5, help="timed saves per contender")
     parser.add_argument("--steps", type=int, default=2, help="training steps between saves")
     parser.add_argument("--rss-saves", type=int, default=10, help="saves for the RSS figure")
     parser.add_argument("--dir", default=None, help="where to write (default: a temp dir)")
+    parser.add_argument("--fit", action="store_true", help="whole fits with backups instead")
+    parser.add_argument("--fit-steps", type=int, default=200, help="steps of each timed fit")
+    parser.add_argument("--fit-rounds", type=int, default=3, help="timed fits per contender")
     parser.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--rss-checkpointer", default="ckpt", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
         rss_child(args.rss_child, args)
+        return
+    if args.fit:
+        print(f"keras {keras.__version__} ({keras.backend.backend()} backend), "
+              f"{psutil.cpu_count()} CPUs", flush=True)
+        whole_fit(args)
         return
     print(f"keras {keras.__version__} ({keras.backend.backend()} backend), "
           f"{psutil.cpu_count()} CPUs; MobileNetV2 input {MOBILENET_INPUT}", flush=True)

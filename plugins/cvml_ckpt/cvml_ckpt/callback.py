@@ -13,18 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cvml_ckpt import files, state
+import numpy as np
+
+from cvml_ckpt import backup, files, state
 from cvml_ckpt.shadow import Shadow, state_variables
 from cvml_core.artifact import Staged
 from cvml_core.atomic import staging, temp_path_for
 from cvml_core.callback import BasisCallback, SaveJob, SkipSave
 from cvml_core.checks import check_bool
 from cvml_core.distribute import process_count
-from cvml_core.keras_compat import optimizer_built, uses_legacy_keras
+from cvml_core.keras_compat import keras, optimizer_built, uses_legacy_keras
 from cvml_core.manifest import Manifest
 from cvml_core.storage import LocalStore, Store, open_store
 
 SHADOW_SOURCE = "shadow.keras"
+_POSITION = "cvml_backup_position"  # the backup job's position, carried in its logs
 
 
 SNAPSHOT_TO = ("auto", "device", "host")
@@ -81,6 +84,13 @@ class CkptCallback(BasisCallback):
         live model's ``model.save`` / ``save_weights`` on the training thread, as
         ``ModelCheckpoint`` does: for a model that ``keras.models.load_model`` cannot
         rebuild, and always with ``tf_keras``.
+    :param backup_every_steps: also write a rolling backup (``backup.weights.h5``: the
+        weights, optimizer state and training position) every this many batches;
+        ``None`` (default): none. Independent of the basis and the schedule.
+    :param backup_every_seconds: ... or every this many seconds (either or both).
+    :param keep_backup: keep the backup when training ends (default: deleted, as
+        Keras' ``BackupAndRestore`` does). A backup in the folder is resumed at the
+        next ``fit``'s start, at its epoch and step.
     :param snapshot_to: where a background save's snapshot waits for the writer:
         ``"auto"`` (default) a device copy when the variables live on an accelerator
         with room for one more copy with margin (:func:`cvml_ckpt.state.has_room`),
@@ -126,9 +136,32 @@ class CkptCallback(BasisCallback):
         snapshot_to: str = "auto",
         waiting_host_bytes: int | None = None,
         device_memory: state.MemoryQuery | None = None,
+        backup_every_steps: int | None = None,
+        backup_every_seconds: float | None = None,
+        keep_backup: bool = False,
         **schedule: Any,
     ) -> None:
+        steps = backup.check_interval("backup_every_steps", backup_every_steps, int)
+        seconds = backup.check_interval("backup_every_seconds", backup_every_seconds, float)
+        if (steps or seconds) and uses_legacy_keras():
+            raise ValueError(
+                "backup_every_steps and backup_every_seconds need Keras 3; with "
+                "TF_USE_LEGACY_KERAS=1 use tf_keras' own BackupAndRestore. Received: "
+                f"backup_every_steps={steps!r}, backup_every_seconds={seconds!r}"
+            )
         super().__init__(log_dir, basis_dict, **schedule)
+        self.keep_backup = check_bool("keep_backup", keep_backup)
+        self.backups = backup.Schedule(steps, seconds) if steps or seconds else None
+        #: Backups written, and those due while the previous one was still being
+        #: written (taken at the next batch end instead).
+        self.backups_taken = 0
+        self.backups_deferred = 0
+        #: ``(epoch_index, step)`` of the backup this run resumed from, else None.
+        self.resumed_from: tuple[int, int] | None = None
+        self._resumed: dict[str, Any] | None = None
+        self._epoch_index = 0
+        self._batches_done = 0  # in the current epoch
+        self._metrics_left: dict[str, Any] = {}  # of the resumed epoch, set after a step
         self.save_last = check_bool("save_last", save_last)
         self.save_weights_only = check_bool("save_weights_only", save_weights_only)
         self.include_optimizer = check_bool("include_optimizer", include_optimizer)
@@ -305,10 +338,10 @@ class CkptCallback(BasisCallback):
 
     # -- worker --------------------------------------------------------------------
 
-    def _save_live(self, path: Path) -> bool:
+    def _save_live(self, path: Path, weights_only: bool = False) -> bool:
         """Save the live model with Keras' public save; return whether the file holds
         the optimizer state."""
-        if self.save_weights_only:
+        if self.save_weights_only or weights_only:
             self.model.save_weights(path)
         else:
             self.model.save(path)
@@ -316,10 +349,10 @@ class CkptCallback(BasisCallback):
         # whenever the model has one.
         return getattr(self.model, "optimizer", None) is not None
 
-    def _write_to(self, snapshot: _Snapshot | None, tmp: Path) -> bool:
+    def _write_to(self, snapshot: _Snapshot | None, tmp: Path, weights_only: bool = False) -> bool:
         """Write the epoch's file to ``tmp``; return whether it holds the optimizer."""
         if snapshot is None:
-            return self._save_live(tmp)
+            return self._save_live(tmp, weights_only)
         if self._shadow is None or self._shadow.source != snapshot.source:
             # Built once per source, also when the job of the source's epoch was replaced.
             shadow = Shadow(snapshot.source, self.include_optimizer, snapshot.layout)
@@ -330,18 +363,21 @@ class CkptCallback(BasisCallback):
         if snapshot.values is not None:
             self._shadow.copy_from(snapshot.values)
             self._free(snapshot)
-        if self.save_weights_only:
+        if self.save_weights_only or weights_only:
             self._shadow.model.save_weights(tmp)
         else:
             self._shadow.model.save(tmp)
         self._shadow.warm_up()  # written: its values are free to change
         return self._shadow.includes_optimizer
 
-    def write(self, job: SaveJob) -> Iterator[list[Staged]]:
+    def write(self, job: SaveJob) -> Iterator[Staged | list[Staged]]:
         """Write the first file, then link the others to it, each to a temporary name;
         yield each (with the previous best it keeps, if any) for the core to rename
         into place and record, manifest first; then apply retention."""
         started = time.perf_counter()
+        if backup.ROLE in job.extras:  # a backup is a job of its own (see _take_backup)
+            yield self._write_backup(job, started)
+            return
         targets: list[tuple[str | None, Path]] = [
             (key, self.folder / files.best_name(key, self.ext)) for key in job.keys
         ]
@@ -384,6 +420,30 @@ class CkptCallback(BasisCallback):
             with contextlib.suppress(OSError):
                 written.unlink()
 
+    def _write_backup(self, job: SaveJob, started: float) -> Staged:
+        """The backup file to a temporary name, for the core to rename over the
+        previous backup (which stays until then) and record."""
+        final = self.folder / backup.NAME
+        position = job.logs[_POSITION]
+        with staging(final) as tmp:
+            includes_optimizer = self._write_to(job.snapshot, tmp, weights_only=True)
+        details = {
+            "role": backup.ROLE, "format": "weights.h5",
+            "includes_optimizer": includes_optimizer, **position,
+            "size_bytes": tmp.stat().st_size,
+            "write_seconds": round(time.perf_counter() - started, 6),
+            "background": job.background,
+        }
+        logs = {k: v for k, v in job.logs.items() if k != _POSITION}
+        return Staged(tmp, self.artifact(backup.KIND, final, job.epoch, logs, None, **details))
+
+    def _backup_entry(self) -> dict[str, Any] | None:
+        """The manifest entry of the backup in the folder, if its file is there."""
+        entries = [e for e in self.current_artifacts() if e.get("kind") == backup.KIND]
+        if not entries or not self.store.exists(backup.NAME):
+            return None
+        return entries[-1]
+
     def _previous_entries(self, key: str) -> list[dict[str, Any]]:
         names = self.store.names()
         return [
@@ -424,10 +484,97 @@ class CkptCallback(BasisCallback):
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         super().on_train_begin(logs)
         self._one_process = process_count(self.model) == 1
+        if self.backups is not None and self.backups.seconds and not self._one_process:
+            raise ValueError(
+                "backup_every_seconds cannot be used across processes (each one's clock "
+                "would decide apart, and the saves' reads are collective); use "
+                f"backup_every_steps. Received: backup_every_seconds={self.backups.seconds!r}"
+            )
+        self._resume_from_backup()
+        if self.backups is not None:
+            self.backups.reset()
+
+    def _resume_from_backup(self) -> None:
+        """Load the folder's backup, if any, and start this fit at its epoch and step."""
+        entry = self._backup_entry()
+        self._resumed = self.resumed_from = None
+        if entry is None:
+            return
+        details = dict(entry.get("details") or {})
+        model = self.model
+        optimizer = getattr(model, "optimizer", None)
+        if optimizer is not None and not optimizer_built(optimizer):
+            optimizer.build(model.trainable_variables)
+        with self.store.local_copy(backup.NAME) as path:  # a download on an object store
+            model.load_weights(path)
+        backup.restore_seed_state(model, details)
+        epoch_index, step = int(details["epoch_index"]), int(details["step"])
+        backup.start_fit_at(model, epoch_index, step)
+        self._resumed = details
+        self.resumed_from = (epoch_index, step)
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch_index = epoch
+        self._batches_done = 0
+        resumed = self._resumed
+        if resumed is not None and int(resumed["epoch_index"]) == epoch:
+            backup.end_fit_at(self.model, skipping=False)
+            self._batches_done = int(resumed["step"])
+            self._metrics_left = backup.restore_metrics_state(
+                self.model, dict(resumed.get("metrics_state") or {})
+            )
+            self._resumed = None
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        done = batch + 1  # batches done in this epoch
+        if done <= self._batches_done:
+            return  # a batch a resumed fit skipped
+        if self._metrics_left:  # built by the first step (TensorFlow): add their sums
+            backup.restore_metrics_state(self.model, self._metrics_left, add=True)
+            self._metrics_left = {}
+        if self.backups is None:
+            return
+        new, self._batches_done = done - self._batches_done, done
+        if self.backups.step(new) and done != (self.params or {}).get("steps"):
+            self._take_backup(logs)  # (at an epoch's last batch the epoch end takes it)
+
+    def _take_backup(self, logs: dict[str, Any] | None) -> None:
+        """Snapshot now, write in the background. While the previous backup is still
+        being written the new one is deferred to the next batch end (counted in
+        ``backups_deferred``), never queued; across processes (collective reads) every
+        process takes it, waiting for room as a best does."""
+        assert self.backups is not None
+        if self.chief and self.background and self._one_process and self.worker.busy:
+            self.backups_deferred += 1
+            return
+        self.backups.reset()
+        model = self.model
+        sync = getattr(model, "jax_state_sync", None)
+        if sync is not None:  # on JAX, fit keeps the state apart from the variables
+            sync()
+        optimizer = getattr(model, "optimizer", None)
+        position = {
+            "epoch_index": self._epoch_index,
+            "step": self._batches_done,
+            "iterations": (
+                int(keras.ops.convert_to_numpy(optimizer.iterations))
+                if optimizer is not None else None
+            ),
+            **backup.small_state(model),
+        }
+        if not self._batches_done:  # an epoch end: the next epoch's metrics start at 0
+            position["metrics_state"] = {}
+        self.save(self._epoch_index + 1, dict(logs or {}, **{_POSITION: position}),
+                  extras=[backup.ROLE])
+        self.backups_taken += 1
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         try:
             super().on_epoch_end(epoch, logs)
+            if self.backups is not None and self.backups.step(0):
+                # After the bests: a resume starts the next epoch, not this one's end.
+                self._epoch_index, self._batches_done = epoch + 1, 0
+                self._take_backup(logs)
         except BaseException:  # training stops here: Keras calls no on_train_end
             self.worker.wait(raise_error=False)
             self._drop_shadow()
@@ -438,6 +585,12 @@ class CkptCallback(BasisCallback):
             super().on_train_end(logs)
         finally:
             self._drop_shadow()
+            if self.resumed_from is not None:
+                backup.end_fit_at(self.model)
+        # The run finished: its backup is stale (a kill or an error skips this).
+        if self.chief and not self.keep_backup and self._backup_entry() is not None:
+            self.forget([self.folder / backup.NAME])
+            self.record([])  # the delete done: no pending entry left
 
     def _drop_shadow(self) -> None:
         """Free the shadow (as big as the model) and delete its source files; the

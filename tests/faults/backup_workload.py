@@ -1,0 +1,47 @@
+"""The model, data and fit of the backup kill trials (child and test alike)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cvml_core.keras_compat import keras
+
+BASIS = {"val_loss": "min"}
+EPOCHS = 4
+BATCH = 8
+SAMPLES = 64
+STEPS = EPOCHS * SAMPLES // BATCH  # training steps of a whole run
+INTERVAL = 3  # backup_every_steps
+
+
+def build() -> Any:
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((8,)),
+        keras.layers.Dense(16, activation="relu"),
+        keras.layers.Dropout(0.25, seed=1),  # a seed generator whose state a backup keeps
+        keras.layers.Dense(2, activation="softmax"),
+    ])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.random((SAMPLES, 8)).astype("float32")
+    y = (x[:, :4].sum(1) > x[:, 4:].sum(1)).astype("int32")
+    return x, y
+
+
+def fit(
+    model: Any, xy: tuple[np.ndarray, np.ndarray], epochs: int, callbacks: list[Any],
+    shuffle: bool = True,
+) -> Any:
+    """``model.fit`` on ``xy`` (also the validation data). Keras shuffles arrays each
+    epoch; on TensorFlow the order of an epoch does not depend on where the fit
+    started, on JAX and torch it does (numpy's generator): ``shuffle=False`` there."""
+    x, y = xy
+    return model.fit(x, y, validation_data=(x, y), epochs=epochs, batch_size=BATCH,
+                     shuffle=shuffle, verbose=0, callbacks=callbacks)
