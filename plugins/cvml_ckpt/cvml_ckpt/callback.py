@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from cvml_ckpt import backup, files, state
 from cvml_ckpt.shadow import Shadow, state_variables
 from cvml_core.artifact import Staged
