@@ -102,16 +102,19 @@ def drive():
 
     ``drive(callback, [logs_epoch1, logs_epoch2, ...], model=None, start_epoch=0)``
     calls on_train_begin, on_epoch_end per epoch (0-based as Keras passes them,
-    starting at ``start_epoch``) and on_train_end.
+    starting at ``start_epoch``) and on_train_end; with ``wait=True`` each epoch's
+    background write ends before the next epoch.
     """
 
-    def run(callback, logs_sequence, model=None, start_epoch=0, end=True):
+    def run(callback, logs_sequence, model=None, start_epoch=0, end=True, wait=False):
         if model is not None:
             callback.set_model(model)
         callback.on_train_begin({})
         for offset, logs in enumerate(logs_sequence):
             callback.on_epoch_begin(start_epoch + offset, {})
             callback.on_epoch_end(start_epoch + offset, dict(logs))
+            if wait:
+                callback.wait_for_background()
         if end:
             callback.on_train_end(dict(logs_sequence[-1]) if logs_sequence else {})
         return callback

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -74,22 +75,9 @@ def ck():
 
 
 @pytest.fixture
-def drive():
+def drive(drive):
     """The root ``drive``, each save's write ended before the next epoch's: a newer
     checkpoint supersedes one still waiting (``CkptCallback.supersede``), so without
     this the files written would depend on timing. Back-to-back saves are tested apart
     (``test_snapshot.py``)."""
-
-    def run(callback, logs_sequence, model=None, start_epoch=0, end=True):
-        if model is not None:
-            callback.set_model(model)
-        callback.on_train_begin({})
-        for offset, logs in enumerate(logs_sequence):
-            callback.on_epoch_begin(start_epoch + offset, {})
-            callback.on_epoch_end(start_epoch + offset, dict(logs))
-            callback.wait_for_background()
-        if end:
-            callback.on_train_end(dict(logs_sequence[-1]) if logs_sequence else {})
-        return callback
-
-    return run
+    return functools.partial(drive, wait=True)
