@@ -131,3 +131,12 @@ def test_train_infer_resumes_a_backup_by_itself(tmp_path):
     assert again.resumed_from == (1, 4)
     assert len(history.history["loss"]) == EPOCHS - 1
     assert int(model.optimizer.iterations.numpy()) == EPOCHS * STEPS_PER_EPOCH
+
+
+def test_without_backups_the_batch_hook_is_keras_default(tmp_path):
+    """No per-batch work without backups: the batch hook stays Keras' default, which
+    lets Keras dispatch batch callbacks asynchronously (a sync per step otherwise)."""
+    base = keras.callbacks.Callback.on_train_batch_end
+    assert CkptCallback(tmp_path, BASIS).on_train_batch_end.__func__ is base
+    with_backups = CkptCallback(tmp_path / "b", BASIS, backup_every_steps=2)
+    assert with_backups.on_train_batch_end.__func__ is not base

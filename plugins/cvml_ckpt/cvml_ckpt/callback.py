@@ -150,6 +150,10 @@ class CkptCallback(BasisCallback):
         super().__init__(log_dir, basis_dict, **schedule)
         self.keep_backup = check_bool("keep_backup", keep_backup)
         self.backups = backup.Schedule(steps, seconds) if steps or seconds else None
+        if self.backups is None:
+            # Nothing to do per batch: keep Keras' own (default) batch hook, so that
+            # Keras still dispatches every callback's batch hooks asynchronously.
+            self.on_train_batch_end = super().on_train_batch_end  # type: ignore[method-assign]
         #: Backups written, and those due while the previous one was still being
         #: written (taken at the next batch end instead).
         self.backups_taken = 0
