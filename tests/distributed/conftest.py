@@ -88,8 +88,8 @@ def check_one_writer():
         images = ea.EventAccumulator(str(log_dir / "tb" / "validation"),
                                      size_guidance={ea.TENSORS: 0})
         images.Reload()
-        assert "samples/grid" in images.Tags()["tensors"], images.Tags()["tensors"]
-        for event in images.Tensors("samples/grid"):  # [width, height, PNG]
+        assert "best/samples" in images.Tags()["tensors"], images.Tags()["tensors"]
+        for event in images.Tensors("best/samples"):  # [width, height, PNG]
             assert event.tensor_proto.string_val[2].startswith(b"\x89PNG\r\n\x1a\n")
 
     return check

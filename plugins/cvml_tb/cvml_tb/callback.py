@@ -11,7 +11,7 @@ that runs of either callback overlay in one chart, plus what Keras' callback doe
   Graphs tab) and, added, the texts ``run/model``, ``run/arguments`` and ``basis/best``.
 * ``validation``: ``epoch_<metric>`` for every ``val_<metric>`` entry (so ``loss`` and
   ``val_loss`` share the chart ``epoch_loss``) and ``evaluation_<metric>_vs_iterations``
-  (step: the optimizer's iteration), as Keras; added: the sample images ``samples/grid``
+  (step: the optimizer's iteration), as Keras; added: the sample images ``best/samples``
   and their table ``samples/labels``.
 * ``epoch_<metric>/best``: the best-so-far value of basis key ``<metric>`` (or
   ``val_<metric>``), in the run of the key, so it sorts after the curves and sits in the
@@ -686,7 +686,7 @@ class TensorboardCallback(BasisCallback):
 
     @staticmethod
     def _image_description(samples: img.Samples) -> str:
-        """The static description of ``samples/grid`` (TensorBoard shows a tag's first)."""
+        """The static description of ``best/samples`` (TensorBoard shows a tag's first)."""
         if samples.segmentation:
             cell = (
                 f"Each cell shows {samples.layout} (masks in a fixed palette, class 0 "
