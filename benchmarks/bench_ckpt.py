@@ -63,8 +63,8 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 from cvml_ckpt import CkptCallback  # noqa: E402
 
+from cvml_core.artifacts.manifest import read_manifest  # noqa: E402
 from cvml_core.keras_compat import keras  # noqa: E402
-from cvml_core.manifest import read_manifest  # noqa: E402
 
 MOBILENET_INPUT = (96, 96, 3)
 KEY = "val_loss"

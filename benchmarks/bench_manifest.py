@@ -6,8 +6,8 @@ Side by side, on real files in a temporary folder (``--dir``: where it is made):
 
 * old: the single-file manifest of version 1, as the previous release wrote it: the
   whole record (every artifact so far) ``json.dumps(..., indent=2, sort_keys=True)``
-  to a temporary file, fsync, rename (``cvml_core.atomic.atomic_write_text``);
-* new: :class:`cvml_core.manifest.Manifest` (``manifest.json`` with what is live,
+  to a temporary file, fsync, rename (``cvml_core.artifacts.atomic.atomic_write_text``);
+* new: :class:`cvml_core.artifacts.manifest.Manifest` (``manifest.json`` with what is live,
   replaced atomically, plus the appended, fsynced ``manifest.history.jsonl``).
 
 For each size N each manifest is first filled with N checkpoint-like records (one
@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cvml_core.artifact import Artifact
-from cvml_core.atomic import atomic_write_text
-from cvml_core.manifest import Manifest
+from cvml_core.artifacts.artifact import Artifact
+from cvml_core.artifacts.atomic import atomic_write_text
+from cvml_core.artifacts.manifest import Manifest
 
 
 class OldManifest:

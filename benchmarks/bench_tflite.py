@@ -54,7 +54,7 @@ def build(model_name: str):
         x = rng.random((4, 224, 224, 3), dtype=np.float32)
         y = rng.integers(0, 1000, 4)
         return model, x, y, 4
-    from cvml_core.demo import build_model
+    from cvml_core.train.demo import build_model
 
     model = build_model()
     x = rng.random((256, 8, 8, 1), dtype=np.float32)

@@ -11,8 +11,8 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from typing import IO
 
-from cvml_core.plugins import PluginError, Registry, load_registry
-from cvml_core.table import format_table
+from cvml_core.plugin_host.loader import PluginError, Registry, load_registry
+from cvml_core.train.table import format_table
 
 DESCRIPTION = "cvml callbacks: list the installed plugins, or run the demo."
 PLUGINS_HELP = (
@@ -113,7 +113,7 @@ def quiet_tensorflow_start(verbose: bool = False) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from cvml_core.demo import run_demo
+    from cvml_core.train.demo import run_demo
 
     quiet_tensorflow_start(verbose=args.verbose)
     return run_demo(log_dir=args.log_dir, epochs=args.epochs)

@@ -7,7 +7,7 @@ fails (the exception and its traceback): see :mod:`cvml_core.teams_cards` for wh
 cards say and :mod:`cvml_core.teams_webhook` for how they are delivered.
 
 Delivery never stops training and slows it by at most the timeout: the start card is
-posted on the shared background worker (:mod:`cvml_core.worker`); at the end, training
+posted on the shared background worker (:mod:`cvml_core.artifacts.worker`); at the end, training
 waits for the end card at most ``CVML_TEAMS_TIMEOUT`` seconds (default 10). A failing
 webhook gives one ``RuntimeWarning`` per run, with the URL masked. Only the chief of a
 multi-worker run posts.
@@ -23,8 +23,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from cvml_core.hookspecs import hookimpl
-from cvml_core.run import RunInfo, WebhookURLError
+from cvml_core.plugin_host.hookspecs import hookimpl
+from cvml_core.plugin_host.run_info import RunInfo, WebhookURLError
 from cvml_core.teams_cards import end_card, failure_card, start_card
 from cvml_core.teams_webhook import TeamsNotifier, validate_webhook_url
 
@@ -36,7 +36,7 @@ __all__ = [
     "validate_webhook_url",
 ]
 
-#: The name of the Teams destination in :attr:`cvml_core.run.RunInfo.notify`.
+#: The name of the Teams destination in :attr:`cvml_core.plugin_host.run_info.RunInfo.notify`.
 DESTINATION = "teams"
 
 
@@ -105,5 +105,5 @@ class TeamsPlugin:
             notifier.close()
 
 
-#: The built-in plugin object (``cvml_core.plugins.BUILTIN_PLUGINS``).
+#: The built-in plugin object (``cvml_core.plugin_host.loader.BUILTIN_PLUGINS``).
 plugin = TeamsPlugin()

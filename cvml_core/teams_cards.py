@@ -21,7 +21,7 @@ leading spaces become no-break spaces (indentation kept). A traceback is one Tex
 per line in a Container (:func:`code_block`), so it stays compact. Artifacts read as a
 person would say them (:func:`artifact_line`).
 
-Pure functions of a :class:`~cvml_core.run.RunInfo`; standard library only.
+Pure functions of a :class:`~cvml_core.plugin_host.run_info.RunInfo`; standard library only.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
-from cvml_core.artifact import Artifact
-from cvml_core.run import RunInfo
+from cvml_core.artifacts.artifact import Artifact
+from cvml_core.plugin_host.run_info import RunInfo
 
 CARD_SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
 #: The most characters of traceback a failure card carries (whole frames only).

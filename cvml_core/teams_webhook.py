@@ -1,7 +1,7 @@
 """Delivery of Teams cards to one webhook: in order, with retries, never into training.
 
 :class:`TeamsNotifier` posts JSON payloads through its own lane of the shared background
-worker (:mod:`cvml_core.worker`): ``post`` never blocks, cards go out one at a time in
+worker (:mod:`cvml_core.artifacts.worker`): ``post`` never blocks, cards go out one at a time in
 the order posted, and ``close`` waits for them at most a bound, so a dead webhook
 never holds the process:
 
@@ -17,10 +17,10 @@ never holds the process:
   failures, and :meth:`TeamsNotifier.close` returns False.
 
 The URL is a secret: it is never printed or logged in full (see
-:func:`cvml_core.run.mask_url`); failure reasons name the exception type and a fixed
-description, never the exception text that could contain the URL. The URL rules are
-:func:`cvml_core.run.check_webhook_url`; :func:`validate_webhook_url` checks them and
-the settings above. Standard library only: no TensorFlow import.
+:func:`cvml_core.plugin_host.run_info.mask_url`); failure reasons name the exception
+type and a fixed description, never the exception text that could contain the URL. The URL rules are
+:func:`cvml_core.plugin_host.run_info.check_webhook_url`; :func:`validate_webhook_url`
+checks them and the settings above. Standard library only: no TensorFlow import.
 
 Over 300 lines on purpose: settings, retry rules and failure descriptions are one
 delivery policy, read and tested together (``tests/test_teams_faults.py``).
@@ -42,8 +42,14 @@ import warnings
 from typing import Any
 from urllib.parse import urlsplit
 
-from cvml_core.run import LOOPBACK_HOSTS, URL_RULES, WebhookURLError, check_webhook_url, mask_url
-from cvml_core.worker import BackgroundWorker
+from cvml_core.artifacts.worker import BackgroundWorker
+from cvml_core.plugin_host.run_info import (
+    LOOPBACK_HOSTS,
+    URL_RULES,
+    WebhookURLError,
+    check_webhook_url,
+    mask_url,
+)
 
 ENV_TIMEOUT = "CVML_TEAMS_TIMEOUT"
 ENV_ATTEMPTS = "CVML_TEAMS_ATTEMPTS"
@@ -56,10 +62,11 @@ RETRY_STATUSES = frozenset({408, 429})
 def validate_webhook_url(url: Any) -> str | None:
     """Return the webhook URL to use, None when notifications are off, or raise.
 
-    The URL rules are :func:`cvml_core.run.check_webhook_url`'s (a
-    :class:`~cvml_core.run.WebhookURLError` shows the URL masked). When there is a URL,
-    the settings ``CVML_TEAMS_TIMEOUT`` and ``CVML_TEAMS_ATTEMPTS`` are checked too, so
-    a bad one fails here, at the start of a run, rather than turning notifications off.
+    The URL rules are :func:`cvml_core.plugin_host.run_info.check_webhook_url`'s (a
+    :class:`~cvml_core.plugin_host.run_info.WebhookURLError` shows the URL masked). When
+    there is a URL, the settings ``CVML_TEAMS_TIMEOUT`` and ``CVML_TEAMS_ATTEMPTS`` are
+    checked too, so a bad one fails here, at the start of a run, rather than turning
+    notifications off.
     """
     checked = check_webhook_url(url)
     if checked is not None:

@@ -12,8 +12,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import cvml_core  # noqa: E402
-from cvml_core import plugins  # noqa: E402
-from cvml_core.plugins import PluginSource  # noqa: E402
+from cvml_core.plugin_host import loader as plugins  # noqa: E402
+from cvml_core.plugin_host.loader import PluginSource  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

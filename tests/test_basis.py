@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cvml_core.basis import BasisPolicy, MissingMetricError
+from cvml_core.policy.basis import BasisPolicy, MissingMetricError
 
 # (skip_from_start, frequency, first epoch run, last epoch run) -> due epochs
 SCHEDULES = [

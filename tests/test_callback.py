@@ -7,13 +7,13 @@ import threading
 import pytest
 
 import cvml_core
-from cvml_core import plugins
-from cvml_core.atomic import atomic_write_text
-from cvml_core.basis import MissingMetricError
-from cvml_core.callback import BasisCallback, LogDirError
-from cvml_core.manifest import read_manifest
-from cvml_core.plugins import PluginSource, load_registry
-from cvml_core.worker import BackgroundJobError
+from cvml_core.artifacts.atomic import atomic_write_text
+from cvml_core.artifacts.callback import BasisCallback, LogDirError
+from cvml_core.artifacts.manifest import read_manifest
+from cvml_core.artifacts.worker import BackgroundJobError
+from cvml_core.plugin_host import loader as plugins
+from cvml_core.plugin_host.loader import PluginSource, load_registry
+from cvml_core.policy.basis import MissingMetricError
 
 
 class Notes(BasisCallback):

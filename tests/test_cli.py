@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from cvml_core import cli
-from cvml_core.plugins import PluginSource, load_registry
+from cvml_core.plugin_host.loader import PluginSource, load_registry
 
 
 class Registers:

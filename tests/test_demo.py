@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cvml_core import cli, plugins
+from cvml_core import cli
+from cvml_core.plugin_host import loader as plugins
 
 pytest.importorskip("sklearn")
 
@@ -56,7 +57,7 @@ def test_the_demo_asks_for_scikit_learn_when_missing(tmp_path, capsys, monkeypat
 
 
 def test_the_readme_gives_the_demo_models_size():
-    from cvml_core.demo import build_model
+    from cvml_core.train.demo import build_model
 
     count = build_model().count_params()
     readme = (Path(__file__).parents[1] / "README.md").read_text()

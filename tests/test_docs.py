@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import cvml_core
-from cvml_core.callback import BasisCallback
+from cvml_core.artifacts.callback import BasisCallback
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = (ROOT / "docs" / "plugin-authors.md").read_text()

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-import cvml_core.manifest as manifest_module
-from cvml_core.artifact import Artifact
-from cvml_core.atomic import FileWriteError
-from cvml_core.manifest import HISTORY_NAME, MANIFEST_NAME, Manifest, read_manifest
+import cvml_core.artifacts.manifest as manifest_module
+from cvml_core.artifacts.artifact import Artifact
+from cvml_core.artifacts.atomic import FileWriteError
+from cvml_core.artifacts.manifest import HISTORY_NAME, MANIFEST_NAME, Manifest, read_manifest
 
 
 def _record(manifest: Manifest, folder: Path, epoch: int, name: str = "best_loss.keras") -> None:
@@ -196,8 +196,8 @@ def test_no_manifest_means_no_record(tmp_path):
 WRITER = """
 import sys
 from pathlib import Path
-from cvml_core.artifact import Artifact
-from cvml_core.manifest import Manifest
+from cvml_core.artifacts.artifact import Artifact
+from cvml_core.artifacts.manifest import Manifest
 folder = Path(sys.argv[1])
 manifest = Manifest(folder, "ckpt")
 epoch = len(manifest.artifacts)

@@ -15,8 +15,9 @@ import textwrap
 import pytest
 
 import cvml_core
-from cvml_core import cli, plugins
-from cvml_core.plugins import PluginError, PluginSource, load_registry
+from cvml_core import cli
+from cvml_core.plugin_host import loader as plugins
+from cvml_core.plugin_host.loader import PluginError, PluginSource, load_registry
 
 CSVLOG = '''
 import cvml_core
@@ -79,8 +80,8 @@ def test_a_typo_in_the_entry_points_module_fails_cvml_plugins_once_and_names_it(
 
     created = run(site, CREATE_CSVLOG)
     last = created.stderr.strip().splitlines()[-1]
-    assert last.startswith("cvml_core.plugins.UnknownCallbackError: callback 'csvlog' failed to "
-                           "load (cvml-csvlog)"), created.stderr
+    assert last.startswith("cvml_core.plugin_host.loader.UnknownCallbackError: callback "
+                           "'csvlog' failed to load (cvml-csvlog)"), created.stderr
     assert "'cvml_csvlgo' does not exist" in last
 
 

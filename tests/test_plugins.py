@@ -15,8 +15,14 @@ from pathlib import Path
 import pytest
 
 import cvml_core
-from cvml_core import hookspecs, plugins
-from cvml_core.plugins import PluginError, PluginSource, UnknownCallbackError, load_registry
+from cvml_core.plugin_host import hookspecs
+from cvml_core.plugin_host import loader as plugins
+from cvml_core.plugin_host.loader import (
+    PluginError,
+    PluginSource,
+    UnknownCallbackError,
+    load_registry,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -136,12 +142,12 @@ def test_bad_registrations_are_reported_with_the_distribution(plugin, expected):
 
 
 def test_a_missing_class_is_an_error_at_create_naming_distribution_and_target():
-    registry = load_registry({}, [source(Registers(("x", "cvml_core.basis:NoSuchClass")))])
+    registry = load_registry({}, [source(Registers(("x", "cvml_core.policy.basis:NoSuchClass")))])
     assert registry.errors == []  # listing imports nothing: the class is looked up on use
     with pytest.raises(PluginError) as info:
         registry.callback_class("x")
     message = str(info.value)
-    assert "'x' from dist-a 1.0" in message and "cvml_core.basis:NoSuchClass" in message
+    assert "'x' from dist-a 1.0" in message and "cvml_core.policy.basis:NoSuchClass" in message
     assert "has no attribute 'NoSuchClass'" in message
 
 
@@ -171,8 +177,8 @@ def test_a_class_that_sets_its_own_name_keeps_it():
 @pytest.mark.parametrize(
     "name,target,expected",
     [
-        ("Bad", "cvml_core.basis:BasisPolicy", "Received: name='Bad'"),
-        ("x", "cvml_core.basis", "Received: target='cvml_core.basis'"),
+        ("Bad", "cvml_core.policy.basis:BasisPolicy", "Received: name='Bad'"),
+        ("x", "cvml_core.policy.basis", "Received: target='cvml_core.policy.basis'"),
         ("x", "no_such_module_xyz:Thing", "'no_such_module_xyz' does not exist"),
     ],
 )

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cvml_core.artifact import Artifact
-from cvml_core.atomic import (
+from cvml_core.artifacts.artifact import Artifact
+from cvml_core.artifacts.atomic import (
     TEMP_PREFIX,
     atomic_path,
     atomic_write_text,
@@ -15,7 +15,7 @@ from cvml_core.atomic import (
     temp_files_in,
     temp_path_for,
 )
-from cvml_core.manifest import Manifest, read_manifest
+from cvml_core.artifacts.manifest import Manifest, read_manifest
 
 
 def test_atomic_write_replaces_the_file_and_leaves_no_temp(tmp_path):

@@ -19,9 +19,10 @@ import pytest
 from markdown_it import MarkdownIt
 
 import cvml_core
-from cvml_core import plugins, teams, teams_webhook
+from cvml_core import teams, teams_webhook
 from cvml_core import teams_cards as cards
-from cvml_core.run import RunInfo, mask_url
+from cvml_core.plugin_host import loader as plugins
+from cvml_core.plugin_host.run_info import RunInfo, mask_url
 from cvml_core.teams import WebhookURLError, validate_webhook_url
 
 SECRET = "sig=S3CRET-T0KEN-abcd"
@@ -370,7 +371,7 @@ def test_the_notifier_is_a_builtin_plugin_without_tensorflow():
 
     code = (
         "import sys, cvml_core.teams, cvml_core.teams_cards, cvml_core.teams_webhook, "
-        "cvml_core.run, cvml_core.worker; "
+        "cvml_core.plugin_host.run_info, cvml_core.artifacts.worker; "
         "print('tensorflow' in sys.modules or 'keras' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -26,7 +26,7 @@ import pytest
 import cvml_core
 from cvml_core import teams, teams_cards, teams_webhook
 from cvml_core.keras_compat import Callback
-from cvml_core.run import RunInfo, mask_url
+from cvml_core.plugin_host.run_info import RunInfo, mask_url
 from cvml_core.teams import TeamsNotifier, WebhookURLError, validate_webhook_url
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -553,7 +553,7 @@ def test_the_plugin_object_keeps_each_runs_notifier_on_itself(http_webhook):
 
 
 def test_the_builtin_plugin_is_the_teams_plugin_object():
-    registry = cvml_core.plugins.get_registry()
+    registry = cvml_core.plugin_host.loader.get_registry()
     impls = {
         hook: [i for i in getattr(registry.pm.hook, hook).get_hookimpls()
                if i.plugin_name.endswith("cvml_core.teams:plugin")]

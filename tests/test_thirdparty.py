@@ -15,7 +15,7 @@ import sys
 import pytest
 
 import cvml_core
-from cvml_core.manifest import read_manifest
+from cvml_core.artifacts.manifest import read_manifest
 
 pytestmark = pytest.mark.thirdparty
 

@@ -10,10 +10,10 @@ import pytest
 import tensorflow as tf
 
 import cvml_core
-from cvml_core import plugins
-from cvml_core.plugins import PluginSource, UnknownCallbackError
-from cvml_core.run import RunInfo
-from cvml_core.train import SAMPLE_SIZE, TrainInfer, dataset_batching
+from cvml_core.plugin_host import loader as plugins
+from cvml_core.plugin_host.loader import PluginSource, UnknownCallbackError
+from cvml_core.plugin_host.run_info import RunInfo
+from cvml_core.train.train_infer import SAMPLE_SIZE, TrainInfer, dataset_batching
 
 BASIS = {"val_loss": "min", "val_accuracy": "max"}
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cvml_core.data_checks import loss_name
 from cvml_core.keras_compat import keras
-from cvml_core.train import TrainInfer
+from cvml_core.train.data_checks import loss_name
+from cvml_core.train.train_infer import TrainInfer
 
 
 @pytest.fixture

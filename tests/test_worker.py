@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from cvml_core import worker as worker_module
-from cvml_core.worker import BackgroundJobError, BackgroundWorker
+from cvml_core.artifacts import worker as worker_module
+from cvml_core.artifacts.worker import BackgroundJobError, BackgroundWorker
 
 DEADLINE = 60.0  # only so that a broken pool fails instead of hanging
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cvml_core.artifacts.manifest import read_manifest
 from cvml_core.keras_compat import keras
-from cvml_core.manifest import read_manifest
 
 pytest.importorskip("cvml_ckpt")
 pytest.importorskip("cvml_tb")

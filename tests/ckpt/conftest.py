@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 import cvml_core
-from cvml_core import plugins
-from cvml_core.manifest import HISTORY_NAME, MANIFEST_NAME
-from cvml_core.manifest import read_manifest as read_folder_manifest
+from cvml_core.artifacts.manifest import HISTORY_NAME, MANIFEST_NAME
+from cvml_core.artifacts.manifest import read_manifest as read_folder_manifest
+from cvml_core.plugin_host import loader as plugins
 
 
 class ArtifactRecorder:

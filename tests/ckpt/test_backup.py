@@ -13,7 +13,7 @@ import pytest
 from cvml_ckpt import CkptCallback
 
 from cvml_core import TrainInfer
-from cvml_core.manifest import Manifest, read_manifest
+from cvml_core.artifacts.manifest import Manifest, read_manifest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "faults"))
 import backup_workload as workload  # noqa: E402

@@ -13,8 +13,8 @@ import sys
 
 import numpy as np
 
+from cvml_core.artifacts.manifest import read_manifest
 from cvml_core.keras_compat import keras
-from cvml_core.manifest import read_manifest
 
 RUN = r"""
 import json, os, sys

@@ -10,8 +10,8 @@ import time
 
 from cvml_ckpt import CkptCallback
 
+from cvml_core.artifacts.manifest import HISTORY_NAME, MANIFEST_NAME, read_manifest
 from cvml_core.keras_compat import keras
-from cvml_core.manifest import HISTORY_NAME, MANIFEST_NAME, read_manifest
 
 # About 50 MB per checkpoint (weights and Adam state), tiny data: the writer is always busy.
 TRAIN = r"""

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from cvml_ckpt import CkptCallback
 
+from cvml_core.artifacts.manifest import read_manifest
 from cvml_core.keras_compat import keras
-from cvml_core.manifest import read_manifest
 
 
 @keras.saving.register_keras_serializable(package="cvml_ckpt_tests")

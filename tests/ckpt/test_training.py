@@ -13,8 +13,8 @@ import pytest
 from cvml_ckpt import CkptCallback
 
 import cvml_core
+from cvml_core.artifacts.manifest import read_manifest
 from cvml_core.keras_compat import keras
-from cvml_core.manifest import read_manifest
 
 
 class KeepStates(keras.callbacks.Callback):

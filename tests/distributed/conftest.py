@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cvml_core.manifest import read_manifest
+from cvml_core.artifacts.manifest import read_manifest
 
 HERE = Path(__file__).parent
 TIMEOUT = 600  # seconds per process: a guard against a hang, not a timing assertion

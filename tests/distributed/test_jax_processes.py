@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from cvml_core.manifest import read_manifest
+from cvml_core.artifacts.manifest import read_manifest
 
 pytest.importorskip("jax")
 

@@ -64,7 +64,7 @@ def fit(net, log_dir, x, y, train, dev):
     from cvml_tflite import TFLiteCallback
 
     announced = Announced()
-    cvml_core.plugins.get_registry().pm.register(announced)
+    cvml_core.plugin_host.loader.get_registry().pm.register(announced)
     cvml = [
         CkptCallback(log_dir, BASIS, save_last=True, keep_top_k=2),
         TensorboardCallback(log_dir, BASIS, image_shape=(8, 8, 1), sample_data=(x[:8], y[:8])),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cvml_core.manifest import HISTORY_NAME, MANIFEST_NAME, read_manifest
+from cvml_core.artifacts.manifest import HISTORY_NAME, MANIFEST_NAME, read_manifest
 
 TEMP = ".tmp-"
 

@@ -30,10 +30,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from faultlib import chattr_immutable, fill, free, manifest_problems  # noqa: E402
 
-from cvml_core.atomic import FileWriteError  # noqa: E402
-from cvml_core.callback import BasisCallback  # noqa: E402
-from cvml_core.ledger import Ledger  # noqa: E402
-from cvml_core.worker import BackgroundJobError  # noqa: E402
+from cvml_core.artifacts.atomic import FileWriteError  # noqa: E402
+from cvml_core.artifacts.callback import BasisCallback  # noqa: E402
+from cvml_core.artifacts.ledger import Ledger  # noqa: E402
+from cvml_core.artifacts.worker import BackgroundJobError  # noqa: E402
 
 LOGS = [{"loss": 3.0}, {"loss": 2.0}, {"loss": 1.0}]
 

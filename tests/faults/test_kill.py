@@ -23,7 +23,7 @@ flight), then checks:
 * 0 trials whose private ``TMPDIR`` holds anything the project's processes made, once
   the next run has started: the conversion workers' temp directory is in the callback's
   ``.tmp-`` scratch folder, Keras' ``.keras`` save and load run with Python's temp
-  directory there too (``cvml_core.atomic.temp_files_in``), and the project's own
+  directory there too (``cvml_core.artifacts.atomic.temp_files_in``), and the project's own
   ``tf.function``s use no autograph. An autograph source (``__autograph_generated_file*``)
   counts as TensorFlow's own, made for Keras or user code in the training process, only
   when none of the functions it converts is defined in the project's code (``tf__<name>``

@@ -13,8 +13,8 @@ import pytest
 import tensorflow as tf
 
 from cvml_core import TrainInfer
+from cvml_core.artifacts.manifest import Manifest
 from cvml_core.keras_compat import Callback
-from cvml_core.manifest import Manifest
 
 pytest.importorskip("cvml_ckpt")
 pytest.importorskip("cvml_tb")

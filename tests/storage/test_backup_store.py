@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from cvml_ckpt import CkptCallback
 
+from cvml_core.artifacts.manifest import read_manifest
+from cvml_core.artifacts.storage import open_store
 from cvml_core.keras_compat import keras
-from cvml_core.manifest import read_manifest
-from cvml_core.storage import open_store
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "faults"))
 from backup_workload import EPOCHS, STEPS, build, data, fit  # noqa: E402

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 from cvml_ckpt import CkptCallback
 
+from cvml_core.artifacts.manifest import read_manifest
+from cvml_core.artifacts.storage import open_store
 from cvml_core.keras_compat import keras
-from cvml_core.manifest import read_manifest
-from cvml_core.storage import open_store
 
 
 def _data(n=64, seed=0):

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 import cvml_core
-from cvml_core.demo import MARKER, run_demo
-from cvml_core.manifest import read_manifest
-from cvml_core.storage import open_store
+from cvml_core.artifacts.manifest import read_manifest
+from cvml_core.artifacts.storage import open_store
+from cvml_core.train.demo import MARKER, run_demo
 
 
 def test_the_demo_writes_its_run_into_a_bucket(s3_server, monkeypatch, capsys):

@@ -8,7 +8,7 @@ from cvml_ckpt import CkptCallback
 from servers import SECRET_KEY, free_port
 
 from cvml_core import LogDirError
-from cvml_core.storage import mask
+from cvml_core.artifacts.storage import mask
 
 
 def _build(url, options):

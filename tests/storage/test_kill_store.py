@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 from servers import SeaweedS3
 
-from cvml_core.manifest import HISTORY_NAME, MANIFEST_NAME, read_manifest
-from cvml_core.storage import STAGING_PREFIX, open_store
+from cvml_core.artifacts.manifest import HISTORY_NAME, MANIFEST_NAME, read_manifest
+from cvml_core.artifacts.storage import STAGING_PREFIX, open_store
 
 CHILD = Path(__file__).parents[1] / "faults" / "kill_child.py"
 TRIALS = int(os.environ.get("CVML_STORE_KILL_TRIALS", "10"))

@@ -11,8 +11,8 @@ from cvml_tflite import TFLiteCallback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cvml_core import TrainInfer
-from cvml_core.manifest import read_manifest
-from cvml_core.storage import open_store
+from cvml_core.artifacts.manifest import read_manifest
+from cvml_core.artifacts.storage import open_store
 
 
 def _data(n=48, seed=0):

@@ -8,7 +8,7 @@ import pytest
 from cvml_tb import TensorboardCallback, TensorboardStepWarning
 from cvml_tb.steps import WrittenSteps, last_written_steps
 
-from cvml_core.manifest import read_manifest
+from cvml_core.artifacts.manifest import read_manifest
 
 
 def _fit(model, data, cb, epochs, initial_epoch=0, extra=()):

@@ -10,8 +10,8 @@ from cvml_tb import TensorboardCallback
 from cvml_tb import images as img
 
 import cvml_core
-from cvml_core import plugins
-from cvml_core.plugins import PluginSource, load_registry
+from cvml_core.plugin_host import loader as plugins
+from cvml_core.plugin_host.loader import PluginSource, load_registry
 
 
 class Recorder:
@@ -141,7 +141,7 @@ def test_segmentation_outputs_log_the_predicted_mask(tmp_path, read_run):
 
 
 def test_traininfer_hands_over_the_dev_sample(tmp_path, cnn, images_data, read_run):
-    from cvml_core.train import TrainInfer
+    from cvml_core.train.train_infer import TrainInfer
 
     x, y = images_data
     cb = TensorboardCallback(tmp_path, {"val_loss": "min"}, image_shape=(8, 8), max_images=4)

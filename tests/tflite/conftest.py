@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cvml_core.manifest import read_manifest as read_folder_manifest
+from cvml_core.artifacts.manifest import read_manifest as read_folder_manifest
 
 HERE = Path(__file__).parent
 if str(HERE) not in sys.path:  # the worker inherits sys.path and imports the test layers

@@ -11,7 +11,7 @@ import pytest
 from cvml_tflite import TFLiteCallback
 from cvml_tflite.callback import TFLiteConversionError, TFLiteWarning, _walk_layers
 
-from cvml_core.basis import KeyBest
+from cvml_core.policy.basis import KeyBest
 
 
 def _failable_model():

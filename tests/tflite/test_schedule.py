@@ -133,8 +133,8 @@ class _Recorder:
 
 
 def test_files_are_announced_on_the_training_thread(tmp_path, tiny_model, tiny_data):
-    from cvml_core import plugins
-    from cvml_core.plugins import PluginSource, load_registry
+    from cvml_core.plugin_host import loader as plugins
+    from cvml_core.plugin_host.loader import PluginSource, load_registry
 
     recorder = _Recorder()
     plugins._default = load_registry({}, [PluginSource("rec", "dist-rec", "1", module=recorder)])

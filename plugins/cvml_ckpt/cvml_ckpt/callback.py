@@ -15,14 +15,14 @@ from typing import Any
 
 from cvml_ckpt import backup, files, state
 from cvml_ckpt.shadow import Shadow, state_variables
-from cvml_core.artifact import Staged
-from cvml_core.atomic import staging, temp_path_for
-from cvml_core.callback import BasisCallback, SaveJob, SkipSave
-from cvml_core.checks import check_bool
-from cvml_core.distribute import process_count
+from cvml_core.artifacts.artifact import Staged
+from cvml_core.artifacts.atomic import staging, temp_path_for
+from cvml_core.artifacts.callback import BasisCallback, SaveJob, SkipSave
+from cvml_core.artifacts.distribute import process_count
+from cvml_core.artifacts.manifest import Manifest
+from cvml_core.artifacts.storage import LocalStore, Store, open_store
 from cvml_core.keras_compat import keras, optimizer_built, uses_legacy_keras
-from cvml_core.manifest import Manifest
-from cvml_core.storage import LocalStore, Store, open_store
+from cvml_core.policy.checks import check_bool
 
 SHADOW_SOURCE = "shadow.keras"
 _POSITION = "cvml_backup_position"  # the backup job's position, carried in its logs
@@ -67,7 +67,7 @@ class CkptCallback(BasisCallback):
     :param log_dir: the run's folder; files go to ``log_dir/ckpt/``.
     :param basis_dict: ``{metric: "min"|"max"}``, e.g. ``{"val_loss": "min"}``.
     :param schedule: ``skip_from_start``, ``frequency``, ``min_delta`` and ``folder``,
-        as for :class:`~cvml_core.callback.BasisCallback`.
+        as for :class:`~cvml_core.artifacts.callback.BasisCallback`.
     :param save_last: also write ``last.keras`` on every due epoch.
     :param keep_top_k: how many bests to keep per key: the current best
         (``best_<key>``) and the ``keep_top_k - 1`` previous ones

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from cvml_core.artifact import file_stem
+from cvml_core.artifacts.artifact import file_stem
 
 KIND = "checkpoint"
 ROLE_BEST = "best"

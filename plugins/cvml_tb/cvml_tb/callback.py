@@ -40,10 +40,10 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from cvml_core.basis import is_integer
-from cvml_core.callback import BasisCallback
-from cvml_core.checks import check_bool, check_int
+from cvml_core.artifacts.callback import BasisCallback
 from cvml_core.keras_compat import keras
+from cvml_core.policy.basis import is_integer
+from cvml_core.policy.checks import check_bool, check_int
 from cvml_tb import images as img
 from cvml_tb import summaries
 from cvml_tb.steps import EVENT_FILE_MARK, WrittenSteps, last_written_steps
@@ -127,7 +127,7 @@ class TensorboardCallback(BasisCallback):
     :param write_model_summary: write ``model.summary()`` and the arguments as text
         (True or False).
     :param schedule: ``skip_from_start``, ``frequency``, ``min_delta`` and ``folder``,
-        as for :class:`~cvml_core.callback.BasisCallback`.
+        as for :class:`~cvml_core.artifacts.callback.BasisCallback`.
 
     Example::
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from cvml_core.artifact import Staged, file_stem
-from cvml_core.atomic import scratch_dir, temp_path_for
-from cvml_core.callback import BasisCallback, SaveJob
-from cvml_core.checks import check_bool, check_int, check_number
+from cvml_core.artifacts.artifact import Staged, file_stem
+from cvml_core.artifacts.atomic import scratch_dir, temp_path_for
+from cvml_core.artifacts.callback import BasisCallback, SaveJob
 from cvml_core.keras_compat import flatten, keras
+from cvml_core.policy.checks import check_bool, check_int, check_number
 from cvml_tflite import QUANTIZATION_MODES
 from cvml_tflite.convert import SNAPSHOT_CONFIG, SNAPSHOT_REFERENCE, SNAPSHOT_WEIGHTS
 from cvml_tflite.process import WorkerCrashedError, run_conversion
@@ -135,7 +135,7 @@ class TFLiteCallback(BasisCallback):
 
     :param at_train_end: also convert the final model to ``final.tflite``.
     :param schedule: ``skip_from_start``, ``frequency``, ``min_delta`` and ``folder``,
-        as for :class:`~cvml_core.callback.BasisCallback`.
+        as for :class:`~cvml_core.artifacts.callback.BasisCallback`.
     :param quantization: None (float32), ``"float16"``, ``"dynamic"`` (dynamic-range)
         or ``"int8"`` (full integer, int8 inputs/outputs, calibrated on ``sample_data``).
     :param sample_data: input samples (an array, first axis = samples, any numeric

@@ -14,7 +14,7 @@ The worker dies with this process (see :mod:`cvml_tflite.worker_main`): on Linux
 through the kernel's parent-death signal, which fires when the *thread* that started
 it ends. So :func:`_start` starts each worker from a thread of its own that waits for
 it and ends with it: the conversions themselves run on the shared background worker
-(:mod:`cvml_core.worker`), whose threads end when idle, which would kill an idle
+(:mod:`cvml_core.artifacts.worker`), whose threads end when idle, which would kill an idle
 worker process. Its command line is ``python -m cvml_tflite.worker_main --parent <pid>``.
 """
 

@@ -4,9 +4,9 @@ A plugin is a module named by an entry point in the group ``cvml``. It imports
 ``hookimpl`` from ``cvml_core`` (never pluggy itself) and implements any of the
 hooks below with the same argument names; it may leave arguments out. (A package that
 only adds a callback needs no hook: an entry point in ``cvml.callbacks`` is enough, see
-:mod:`cvml_core.plugins`.)
+:mod:`cvml_core.plugin_host.loader`.)
 
-Every hook here is called through :func:`cvml_core.plugins.call_hook`, which calls
+Every hook here is called through :func:`cvml_core.plugin_host.loader.call_hook`, which calls
 each plugin on its own: a plugin that raises is reported as a warning naming its
 distribution (an error with ``CVML_STRICT_PLUGINS=1``) and the other plugins are
 still called. No hook's return value is used.
@@ -51,7 +51,7 @@ def cvml_artifact_saved(artifact: Any) -> None:
     at the next epoch end or at train end (also for files written on the training
     thread: announcements are made at those two points only).
 
-    :param artifact: a :class:`cvml_core.artifact.Artifact` with ``kind``, ``path``,
+    :param artifact: a :class:`cvml_core.artifacts.artifact.Artifact` with ``kind``, ``path``,
         ``epoch`` (1-based), ``metrics``, ``basis_key`` (or None), ``callback`` (the
         callback's registered name) and ``details`` (kind-specific figures).
 
@@ -65,7 +65,7 @@ def cvml_train_begin(run: Any) -> None:
 
     Called once, before the first epoch, on the training thread.
 
-    :param run: a :class:`cvml_core.run.RunInfo` describing the run (``log_dir``,
+    :param run: a :class:`cvml_core.plugin_host.run_info.RunInfo` describing the run (``log_dir``,
         ``epochs``, ``start_epoch``, ``basis_dict``, callback names, start time and ``notify``,
         where notifiers post, e.g. ``{"teams": url}``).
 
@@ -79,7 +79,8 @@ def cvml_train_end(run: Any, logs: Any, error: Any) -> None:
 
     Called once, after every callback's background work has finished.
 
-    :param run: the same :class:`cvml_core.run.RunInfo` given to ``cvml_train_begin``,
+    :param run: the same :class:`~cvml_core.plugin_host.run_info.RunInfo` given to
+        ``cvml_train_begin``,
         now with ``end_time``, the best value per basis key and the artifacts written.
     :param logs: the last epoch's logs (a dict, possibly empty).
     :param error: the exception that stopped training, or None when it finished.

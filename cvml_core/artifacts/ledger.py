@@ -1,8 +1,8 @@
 """A callback folder's record of its files and bests, kept manifest-first.
 
-The :class:`Ledger` holds the folder's :class:`~cvml_core.manifest.Manifest` and, per
+The :class:`Ledger` holds the folder's :class:`~cvml_core.artifacts.manifest.Manifest` and, per
 basis key, the *committed* best: the best whose file is in place. It publishes each
-:class:`~cvml_core.artifact.Staged` file a callback's ``write`` yields in the order
+:class:`~cvml_core.artifacts.artifact.Staged` file a callback's ``write`` yields in the order
 the manifest's crash safety needs (pending entry, rename, record), deletes files for
 retention the same way, and lists what it recorded. Every method is safe from the
 worker and the training thread alike (one lock, :attr:`Ledger.lock`).
@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cvml_core.artifact import Artifact, Staged
-from cvml_core.atomic import write_error
-from cvml_core.basis import BasisPolicy, KeyBest
-from cvml_core.manifest import Manifest
-from cvml_core.storage import LocalStore, Store
+from cvml_core.artifacts.artifact import Artifact, Staged
+from cvml_core.artifacts.atomic import write_error
+from cvml_core.artifacts.manifest import Manifest
+from cvml_core.artifacts.storage import LocalStore, Store
+from cvml_core.policy.basis import BasisPolicy, KeyBest
 
 
 @dataclass
@@ -202,7 +202,7 @@ class Ledger:
     def forget(self, paths: Iterable[str | os.PathLike[str]]) -> list[str]:
         """Delete recorded files, manifest first: their entries leave the manifest,
         which names each delete as pending, then the files go. Returns the locations
-        deleted; a failure is a :class:`~cvml_core.atomic.FileWriteError`."""
+        deleted; a failure is a :class:`~cvml_core.artifacts.atomic.FileWriteError`."""
         names = {Path(p).name for p in paths}
         if not names:
             return []

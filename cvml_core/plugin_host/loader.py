@@ -5,7 +5,7 @@ Two entry point groups:
 * ``cvml.callbacks``: ``best-epochs = "my_package:BestEpochs"``. The entry point's name
   is the callback's name, its distribution's summary the one-line summary; nothing is
   imported until the callback is created.
-* ``cvml``: a module implementing hooks of :mod:`cvml_core.hookspecs` (an uploader, a
+* ``cvml``: a module implementing hooks of :mod:`cvml_core.plugin_host.hookspecs` (an uploader, a
   notifier, or ``cvml_register_callbacks`` to register callbacks from code).
 
 A plugin that fails to import, implements an unknown hook, raises in a hook, or
@@ -45,7 +45,7 @@ from typing import Any
 import importlib_metadata
 import pluggy
 
-from cvml_core import hookspecs
+from cvml_core.plugin_host import hookspecs
 
 ENTRY_POINT_GROUP = "cvml"
 CALLBACK_GROUP = "cvml.callbacks"

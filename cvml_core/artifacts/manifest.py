@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cvml_core.artifact import Artifact
-from cvml_core.atomic import atomic_write_text, fsync_dir, write_error
-from cvml_core.storage import LocalStore, Store
+from cvml_core.artifacts.artifact import Artifact
+from cvml_core.artifacts.atomic import atomic_write_text, fsync_dir, write_error
+from cvml_core.artifacts.storage import LocalStore, Store
 
 MANIFEST_NAME = "manifest.json"
 #: The append-only history beside ``manifest.json`` (JSON lines, one per change).
@@ -87,7 +87,7 @@ class Manifest:
     def __init__(
         self, folder: str | os.PathLike[str] | Store, callback: str | None = None
     ) -> None:
-        #: Where the files live (a local folder or an object store's; see :mod:`cvml_core.storage`).
+        #: Where the files live: a local folder or an object store's (:mod:`.storage`).
         self.store = folder if isinstance(folder, Store) else LocalStore(Path(folder))
         self.path: Path | str = (self.store.location(MANIFEST_NAME) if self.store.is_remote
                                  else self.store.local / MANIFEST_NAME)
@@ -256,7 +256,7 @@ class Manifest:
         """Write the manifest: append the new history lines (fsynced), then replace
         ``manifest.json`` atomically. The cost is that of the change and of what is
         live, not of the history. A failure is a
-        :class:`~cvml_core.atomic.FileWriteError` naming the file and its folder; the
+        :class:`~cvml_core.artifacts.atomic.FileWriteError` naming the file and its folder; the
         manifest on disk is then the previous one, and the next write carries the
         change again."""
         added, forgotten = self._changes()
@@ -412,7 +412,7 @@ def read_manifest(
     single-file layout of version 1 (``artifacts``: every entry recorded and not
     forgotten, in order), from ``manifest.json`` and its history.
     ``FileNotFoundError`` if there is none."""
-    from cvml_core.storage import open_store
+    from cvml_core.artifacts.storage import open_store
 
     store = folder if isinstance(folder, Store) else open_store(folder, storage_options)
     if not store.exists(MANIFEST_NAME):

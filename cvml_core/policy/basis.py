@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cvml_core.checks import check_int, check_number, is_integer
+from cvml_core.policy.checks import check_int, check_number, is_integer
 
 __all__ = ["BasisPolicy", "KeyBest", "MissingMetricError", "is_integer", "validate_basis_dict"]
 

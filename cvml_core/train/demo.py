@@ -1,7 +1,7 @@
 """``cvml demo``: the main job on a bundled data set, with every installed callback.
 
 A small CNN learns scikit-learn's 8x8 handwritten digits (1797 images shipped inside
-scikit-learn: no download) through :class:`cvml_core.train.TrainInfer`, with every
+scikit-learn: no download) through :class:`cvml_core.train.train_infer.TrainInfer`, with every
 callback the installed plugins register, into ``runs/demo`` (or ``--log-dir``). At
 the end it prints where each artifact is, the best metrics and what each callback
 adds (``demo_report``: the ``.tflite`` verification figures, the TensorBoard command).
@@ -94,7 +94,7 @@ def _prepare_log_dir(log_dir: Path | str) -> str | None:
 
 
 def _prepare_store(url: str) -> str | None:
-    from cvml_core.storage import mask, open_store
+    from cvml_core.artifacts.storage import mask, open_store
 
     try:
         store = open_store(url)
@@ -112,8 +112,8 @@ def _prepare_store(url: str) -> str | None:
 
 def _build_callbacks(log_dir: Path | str, epochs: int) -> list[Any]:
     """One of every installed callback, with the options its class asks for."""
-    from cvml_core.plugins import get_registry
-    from cvml_core.protocol import InDemo
+    from cvml_core.plugin_host.loader import get_registry
+    from cvml_core.train.protocol import InDemo
 
     registry = get_registry()
     callbacks = []
@@ -132,8 +132,8 @@ def _build_callbacks(log_dir: Path | str, epochs: int) -> list[Any]:
 
 
 def _report(train_infer: Any, log_dir: Path | str) -> None:
-    from cvml_core.protocol import InDemo, WritesFolder
-    from cvml_core.resolve import callback_label
+    from cvml_core.train.protocol import InDemo, WritesFolder
+    from cvml_core.train.resolve import callback_label
 
     run = train_infer.run
     print("\nArtifacts:")
@@ -172,7 +172,7 @@ def run_demo(log_dir: str | os.PathLike[str] = "runs/demo", epochs: int = 8) -> 
     if not isinstance(epochs, int) or epochs < 1:
         print(f"cvml demo: --epochs must be >= 1. Received: --epochs {epochs}", file=sys.stderr)
         return 2
-    from cvml_core.storage import is_url, mask
+    from cvml_core.artifacts.storage import is_url, mask
 
     folder: Path | str = str(log_dir) if is_url(log_dir) else Path(log_dir)
     problem = _prepare_log_dir(folder)
@@ -182,8 +182,8 @@ def run_demo(log_dir: str | os.PathLike[str] = "runs/demo", epochs: int = 8) -> 
 
     import tensorflow as tf
 
-    from cvml_core.resolve import callback_label
-    from cvml_core.train import TrainInfer
+    from cvml_core.train.resolve import callback_label
+    from cvml_core.train.train_infer import TrainInfer
 
     (x_train, y_train), (x_dev, y_dev) = load_data()
     train = tf.data.Dataset.from_tensor_slices((x_train, y_train)).shuffle(

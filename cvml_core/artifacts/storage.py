@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from cvml_core.atomic import (
+from cvml_core.artifacts.atomic import (
     TEMP_PREFIX,
     atomic_write_bytes,
     fsync_dir,
@@ -116,7 +116,7 @@ class Store:
         raise NotImplementedError
 
     def publish(self, temp: Path, name: str) -> None:
-        """Put the local file ``temp`` (a :func:`~cvml_core.atomic.staging` file of
+        """Put the local file ``temp`` (a :func:`~cvml_core.artifacts.atomic.staging` file of
         :attr:`local`) in place as ``name``; ``temp`` is gone afterwards."""
         raise NotImplementedError
 
@@ -298,7 +298,7 @@ class RemoteStore(Store):
     def _error(self, action: str, name: str, exc: BaseException) -> OSError:
         errno = getattr(exc, "errno", None)
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        from cvml_core.atomic import FileWriteError
+        from cvml_core.artifacts.atomic import FileWriteError
 
         return FileWriteError(errno, f"{action} {name} in {self.location()} failed: "
                               f"{type(exc).__name__}: {reason}", self.location(name))

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from cvml_core.keras_compat import Callback
-from cvml_core.plugins import get_registry
-from cvml_core.protocol import TracksBasis, WritesFolder
+from cvml_core.plugin_host.loader import get_registry
+from cvml_core.train.protocol import TracksBasis, WritesFolder
 
 
 def callback_label(callback: Any) -> str:
@@ -63,8 +63,8 @@ def resolve_callbacks(
     **options}`` adds the options (which may override ``log_dir``/``basis_dict``);
     ``storage_options`` (for a URL ``log_dir``) is passed when given.
     Every name is looked up before any callback is built, so an unknown name raises
-    :class:`~cvml_core.plugins.UnknownCallbackError` (listing installed names) first.
-    A callback that raises while built raises :class:`~cvml_core.plugins.PluginError`
+    :class:`~cvml_core.plugin_host.loader.UnknownCallbackError` (listing installed names) first.
+    A callback that raises while built raises :class:`~cvml_core.plugin_host.loader.PluginError`
     naming it and its distribution, and the folders the callbacks made meanwhile are
     removed if they hold no file. Two callbacks writing one folder raise ``ValueError``.
     """

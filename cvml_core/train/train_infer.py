@@ -8,12 +8,12 @@ Example::
                                 teams_webhook_url=url)
     predictions = train_infer.infer(test_ds)
 
-Data: see :mod:`cvml_core.data`. Callbacks: Keras callbacks, or names and dicts
-built through the registry (:mod:`cvml_core.resolve`); what ``TrainInfer`` asks of
-them beyond Keras is declared in :mod:`cvml_core.protocol`. The end summary and the
-run's record: :mod:`cvml_core.summary`.
+Data: see :mod:`cvml_core.train.data`. Callbacks: Keras callbacks, or names and dicts
+built through the registry (:mod:`cvml_core.train.resolve`); what ``TrainInfer`` asks of
+them beyond Keras is declared in :mod:`cvml_core.train.protocol`. The end summary and the
+run's record: :mod:`cvml_core.train.summary`.
 
-Callbacks that want sample data (:class:`~cvml_core.protocol.WantsSampleData`, e.g.
+Callbacks that want sample data (:class:`~cvml_core.train.protocol.WantsSampleData`, e.g.
 ``tb`` for images, ``tflite`` for calibration) get the first :data:`SAMPLE_SIZE`
 examples of the dev set through ``set_sample_data(x, y)`` before training, unless they
 already have some.
@@ -21,14 +21,14 @@ already have some.
 Data checks: before the first epoch (and before any callback folder is made), the
 first batch of ``train_dataset`` and ``dev_dataset`` is checked against the model's
 inputs and the compiled loss (input shapes; with a sparse or one-hot categorical loss,
-the label shape and class-id range): see :mod:`cvml_core.data_checks`. Only the first
+the label shape and class-id range): see :mod:`cvml_core.train.data_checks`. Only the first
 batch is checked; multi-input/multi-output models are checked where the structure
 allows it; a dataset of unknown cardinality (possibly one-shot, e.g. ``from_generator``)
 is not read: only its ``element_spec`` shapes are checked.
 
 Resume: ``start_epoch=N`` trains epochs N+1 .. ``epochs`` (Keras ``initial_epoch``) and
 first calls ``restore_latest(model, max_epoch=N)`` on the callbacks that have it
-(:class:`~cvml_core.protocol.Restores`: the ``ckpt`` callback): the first one that
+(:class:`~cvml_core.train.protocol.Restores`: the ``ckpt`` callback): the first one that
 returns an epoch > 0 restored the weights. Basis bests come back by themselves: each
 callback reloads its ``manifest.json``.
 
@@ -47,17 +47,18 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from cvml_core.basis import validate_basis_dict
-from cvml_core.checks import check_folder, is_integer
-from cvml_core.data import Data, dataset_batching, inference_data, prepare
-from cvml_core.data_checks import check_first_batch
-from cvml_core.distribute import is_chief
-from cvml_core.plugins import call_hook
-from cvml_core.protocol import Restores, WaitsForBackground, WantsSampleData
-from cvml_core.resolve import callback_label, resolve_callbacks, warn_earlier_bests
-from cvml_core.run import RunInfo
-from cvml_core.storage import mask
-from cvml_core.summary import (
+from cvml_core.artifacts.distribute import is_chief
+from cvml_core.artifacts.storage import mask
+from cvml_core.plugin_host.loader import call_hook
+from cvml_core.plugin_host.run_info import RunInfo
+from cvml_core.policy.basis import validate_basis_dict
+from cvml_core.policy.checks import check_folder, is_integer
+from cvml_core.teams_webhook import validate_webhook_url
+from cvml_core.train.data import Data, dataset_batching, inference_data, prepare
+from cvml_core.train.data_checks import check_first_batch
+from cvml_core.train.protocol import Restores, WaitsForBackground, WantsSampleData
+from cvml_core.train.resolve import callback_label, resolve_callbacks, warn_earlier_bests
+from cvml_core.train.summary import (
     RunRecorder,
     artifacts_of,
     bests,
@@ -65,7 +66,6 @@ from cvml_core.summary import (
     summary_text,
     tracked_basis,
 )
-from cvml_core.teams_webhook import validate_webhook_url
 
 #: How many dev examples a callback that wants sample data receives.
 SAMPLE_SIZE = 32
@@ -80,7 +80,7 @@ class TrainInfer:
     :param basis_dict: ``{metric: "min"|"max"}`` for callbacks given by name and for
         the end summary (may also be passed to :meth:`train`).
     :param storage_options: for a URL ``log_dir`` (``s3://...``), the options of its
-        filesystem, passed to callbacks given by name (see :mod:`cvml_core.storage`).
+        filesystem, passed to callbacks given by name (see :mod:`cvml_core.artifacts.storage`).
     """
 
     def __init__(

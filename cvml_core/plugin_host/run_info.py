@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from cvml_core.artifact import Artifact
+from cvml_core.artifacts.artifact import Artifact
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 URL_RULES = (
@@ -140,7 +140,7 @@ class RunInfo:
     1-based number of the last finished epoch), ``history`` (metric name -> values of
     the epochs of this run), ``best`` (basis key -> ``{"value", "epoch"}``, the best
     known value: over this run's epochs and the bests the callbacks restored) and
-    ``artifacts`` (the :class:`~cvml_core.artifact.Artifact` records the callbacks
+    ``artifacts`` (the :class:`~cvml_core.artifacts.artifact.Artifact` records the callbacks
     wrote during this run, oldest first).
     """
 

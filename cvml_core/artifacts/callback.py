@@ -6,11 +6,11 @@ A callback that writes a file per improved basis key gives two steps and nothing
   what the file needs (e.g. the variables as numpy arrays);
 * ``write(job)``: on the background worker, write the files of ``job.keys`` (basis
   keys) and ``job.extras`` (other files, e.g. ``"last"``) from ``job.snapshot``, each
-  to a temporary name (:func:`cvml_core.atomic.staging`), and yield a
-  :class:`~cvml_core.artifact.Staged` per file (or a list of them to publish
+  to a temporary name (:func:`cvml_core.artifacts.atomic.staging`), and yield a
+  :class:`~cvml_core.artifacts.artifact.Staged` per file (or a list of them to publish
   together); the core renames them into place in the manifest-first order of
-  :class:`~cvml_core.manifest.Manifest`. (Yielding a plain :class:`Artifact` for a
-  file already renamed, e.g. with :func:`cvml_core.atomic.atomic_path`, still works,
+  :class:`~cvml_core.artifacts.manifest.Manifest`. (Yielding a plain :class:`Artifact` for a
+  file already renamed, e.g. with :func:`cvml_core.artifacts.atomic.atomic_path`, still works,
   without that order.)
 
 The core does the rest, the same way for every callback: it decides which keys
@@ -39,7 +39,8 @@ improved keys are committed at once. Any callback may override ``on_due``,
 ``on_improved`` and ``on_finished``; ``epoch`` is always 1-based, as Keras prints it.
 
 (Over 300 lines because the save queue, the rollback and the Keras hooks share one
-lock's invariants over the policy's bests; the files' record is in :mod:`cvml_core.ledger`.)
+lock's invariants over the policy's bests; the files' record is in
+:mod:`cvml_core.artifacts.ledger`.)
 """
 
 from __future__ import annotations
@@ -52,18 +53,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from cvml_core.artifact import Artifact, Staged
-from cvml_core.atomic import temp_files_in
-from cvml_core.basis import BasisPolicy, KeyBest
-from cvml_core.checks import check_folder
-from cvml_core.distribute import is_chief
+from cvml_core.artifacts.artifact import Artifact, Staged
+from cvml_core.artifacts.atomic import temp_files_in
+from cvml_core.artifacts.distribute import is_chief
+from cvml_core.artifacts.ledger import Ledger, SaveJob
+from cvml_core.artifacts.manifest import Manifest
+from cvml_core.artifacts.storage import LogDirError as LogDirError  # re-exported
+from cvml_core.artifacts.storage import Store, is_url, mask, open_store
+from cvml_core.artifacts.worker import BackgroundWorker
 from cvml_core.keras_compat import Callback
-from cvml_core.ledger import Ledger, SaveJob
-from cvml_core.manifest import Manifest
-from cvml_core.plugins import call_hook, registered_name
-from cvml_core.storage import LogDirError as LogDirError  # re-exported
-from cvml_core.storage import Store, is_url, mask, open_store
-from cvml_core.worker import BackgroundWorker
+from cvml_core.plugin_host.loader import call_hook, registered_name
+from cvml_core.policy.basis import BasisPolicy, KeyBest
+from cvml_core.policy.checks import check_folder
 
 
 class SkipSave(Exception):
@@ -109,7 +110,7 @@ class BasisCallback(Callback):
 
     What a subclass may read: ``name`` (its entry point's name unless the class sets
     one), ``log_dir`` and ``folder`` (``pathlib.Path``), ``policy`` (the
-    :class:`~cvml_core.basis.BasisPolicy`: ``policy.best[key].value`` and ``.epoch``,
+    :class:`~cvml_core.policy.basis.BasisPolicy`: ``policy.best[key].value`` and ``.epoch``,
     ``policy.basis``), ``committed`` (the bests whose file is in place), ``chief``
     (whether this process writes), ``model`` (set by Keras), ``sample_data`` and
     ``last_logs``. What it may override: :meth:`snapshot`, :meth:`write`,
@@ -155,18 +156,18 @@ class BasisCallback(Callback):
         location = check_folder("log_dir", log_dir)
         #: ``log_dir`` as given: a ``Path``, or a URL string of an object store.
         self.log_dir: Path | str = location.rstrip("/") if is_url(location) else Path(location)
-        #: Where this callback's files live (:mod:`cvml_core.storage`): every read and
+        #: Where this callback's files live (:mod:`cvml_core.artifacts.storage`): every read and
         #: write of them goes through it.
         self.store: Store = open_store(location, storage_options).child(folder or self.name)
         #: The local folder files are written in: the callback's folder itself, or for
         #: an object store a local staging folder its files are uploaded from.
         self.folder = self.store.local
-        #: Whether this process writes (:mod:`cvml_core.distribute`); set again, from
+        #: Whether this process writes (:mod:`cvml_core.artifacts.distribute`); set again, from
         #: the model's strategy, at train begin.
         self.chief = is_chief()
         if self.chief:  # a non-chief process never writes into log_dir
             self.store.probe(f"log_dir={mask(location)!r}")
-        #: The folder's manifest and committed bests (:mod:`cvml_core.ledger`).
+        #: The folder's manifest and committed bests (:mod:`cvml_core.artifacts.ledger`).
         self.ledger = Ledger(self.folder, self.name, self.policy, self.store)
         if self.chief:  # a run stopped mid-publish: finish it
             adopted, dropped = self.ledger.recover()
@@ -225,7 +226,7 @@ class BasisCallback(Callback):
         """On the worker (the training thread if ``background`` is False), chief only:
         write ``job``'s files to temporary names (:func:`cvml_core.staging`); yield each
         as a :class:`Staged` (a list: published together) for the core to rename and
-        record. ``job`` (:class:`~cvml_core.ledger.SaveJob`) has ``epoch``, ``logs``,
+        record. ``job`` (:class:`~cvml_core.artifacts.ledger.SaveJob`) has ``epoch``, ``logs``,
         ``snapshot``, ``keys`` (the basis keys whose best file to write), ``extras``
         and ``bests``.
 
@@ -448,7 +449,7 @@ class BasisCallback(Callback):
 
     def forget(self, paths: Iterable[str | os.PathLike[str]]) -> list[str]:
         """Delete files this callback wrote (e.g. retention), manifest first (see
-        :meth:`Ledger.forget <cvml_core.ledger.Ledger.forget>`). Safe from the worker."""
+        :meth:`Ledger.forget <cvml_core.artifacts.ledger.Ledger.forget>`). Safe from the worker."""
         return self.ledger.forget(paths)
 
     def manifest_artifacts(self) -> list[dict[str, Any]]:

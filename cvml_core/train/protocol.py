@@ -1,7 +1,7 @@
 """What ``TrainInfer`` asks of a callback beyond Keras' ``Callback``, declared once.
 
 Every part is optional: ``TrainInfer`` checks each with ``isinstance`` and skips a
-callback that lacks it. :class:`~cvml_core.callback.BasisCallback` has all of them
+callback that lacks it. :class:`~cvml_core.artifacts.callback.BasisCallback` has all of them
 but :class:`Restores`, which ``ckpt`` adds; a plain ``keras.callbacks.Callback`` has
 none and is only given to ``model.fit``.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from cvml_core.basis import BasisPolicy
+from cvml_core.policy.basis import BasisPolicy
 
 
 @runtime_checkable

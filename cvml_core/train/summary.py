@@ -7,12 +7,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from typing import Any
 
-from cvml_core.artifact import Artifact
-from cvml_core.basis import BasisPolicy, KeyBest
+from cvml_core.artifacts.artifact import Artifact
 from cvml_core.keras_compat import Callback
-from cvml_core.protocol import ListsArtifacts, TracksBasis
-from cvml_core.run import RunInfo, latest_artifacts
-from cvml_core.table import format_table
+from cvml_core.plugin_host.run_info import RunInfo, latest_artifacts
+from cvml_core.policy.basis import BasisPolicy, KeyBest
+from cvml_core.train.protocol import ListsArtifacts, TracksBasis
+from cvml_core.train.table import format_table
 
 _ARTIFACT_FIELDS = {f.name for f in fields(Artifact)}
 

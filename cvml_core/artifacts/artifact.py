@@ -42,7 +42,7 @@ class Staged:
 
     :meth:`cvml_core.BasisCallback.write` yields these (or a list of them, published
     together) so the manifest names the rename before it happens; see
-    :class:`cvml_core.manifest.Manifest` for the order.
+    :class:`cvml_core.artifacts.manifest.Manifest` for the order.
     """
 
     temp: Path

@@ -1,0 +1,2 @@
+"""The plugin host: the hooks a plugin may implement, the entry point loader that finds
+callbacks and plugins by name, and the :class:`RunInfo` the run hooks receive."""
