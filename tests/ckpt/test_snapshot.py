@@ -199,13 +199,14 @@ print(json.dumps({"peak": peak_growth, "reference": reference, "state": state,
 """
 
 
-def test_back_to_back_saves_grow_host_memory_no_more_than_keras_own_writer(tmp_path):
+def test_back_to_back_saves_grow_host_memory_less_than_one_more_copy(tmp_path):
     """With the shadow built (the one host copy the writer keeps), eight saves back to
-    back (75 MB of weights and Adam state) grow the process by at most what Keras' own
-    ``save_weights`` of the live model takes while it writes, plus a third of a copy
-    (the gradients of a training step that overlaps the background write: with Adam,
-    a third of the state): a snapshot that cannot wait within the budget is skipped,
-    not queued (queued, each would add a whole copy: about 2.9 copies here)."""
+    back (75 MB of weights and Adam state) grow the process by less than 1.1 copies of
+    the state at peak (issue 21's bound): a snapshot that cannot wait within the budget
+    is skipped, not queued (queued, each would add a whole copy: about 2.9 copies here).
+    The growth is compared with a bound, not with Keras' own ``save_weights`` (0.45
+    copies here): with the oldest pins (TensorFlow 2.16, h5py 3.10) a training step that
+    overlaps the write measured 0.90 copies against 0.56 with TensorFlow 2.21."""
     # Large blocks mmapped, so that freed memory leaves the RSS at once: the figure is
     # what the process holds, not what the allocator keeps for later.
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
@@ -215,5 +216,5 @@ def test_back_to_back_saves_grow_host_memory_no_more_than_keras_own_writer(tmp_p
     )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["peak"] <= result["reference"] + 0.34, result
+    assert result["peak"] <= 1.1, result
     assert result["counts"]["shadow"] >= 1 and result["skipped"], result
