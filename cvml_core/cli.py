@@ -96,8 +96,9 @@ def quiet_tensorflow_start(verbose: bool = False) -> None:
     noise = ""
     with _stderr_captured() as captured:
         try:
-            import tensorflow as tf
+            from cvml_core.train.tf import require_tensorflow
 
+            tf = require_tensorflow("cvml demo")
             tf.config.list_physical_devices()  # the CUDA probe logs here
         except BaseException as exc:  # shown with what TensorFlow logged, then raised
             error = exc
@@ -115,7 +116,11 @@ def quiet_tensorflow_start(verbose: bool = False) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from cvml_core.train.demo import run_demo
 
-    quiet_tensorflow_start(verbose=args.verbose)
+    try:
+        quiet_tensorflow_start(verbose=args.verbose)
+    except ImportError as exc:  # no TensorFlow: say what to install
+        print(f"cvml demo: {exc}", file=sys.stderr)
+        return 1
     return run_demo(log_dir=args.log_dir, epochs=args.epochs)
 
 
