@@ -176,7 +176,7 @@ def run_demo(log_dir: str | os.PathLike[str] = "runs/demo", epochs: int = 8) -> 
     from cvml_core.train.tf import require_tensorflow
 
     try:
-        tf = require_tensorflow("cvml demo")
+        tf = require_tensorflow("cvml demo", extra="demo")
     except ImportError as exc:
         print(exc, file=sys.stderr)
         return 1

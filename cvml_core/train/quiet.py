@@ -48,7 +48,7 @@ def quiet_tensorflow_start(verbose: bool = False) -> None:
         try:
             from cvml_core.train.tf import require_tensorflow
 
-            tf = require_tensorflow("cvml demo")
+            tf = require_tensorflow("cvml demo", extra="demo")
             tf.config.list_physical_devices()  # the CUDA probe logs here
         except BaseException as exc:  # shown with what TensorFlow logged, then raised
             error = exc

@@ -11,17 +11,18 @@ import importlib
 from types import ModuleType
 from typing import Any
 
-INSTALL_HINT = 'pip install "cvml-core[train]"'
+INSTALL_HINT = 'pip install "cvml-core[{extra}]"'
 
 
-def require_tensorflow(what: str = "TrainInfer") -> ModuleType:
-    """The ``tensorflow`` module, or an ImportError naming ``cvml-core[train]``."""
+def require_tensorflow(what: str = "TrainInfer", extra: str = "train") -> ModuleType:
+    """The ``tensorflow`` module, or an ImportError naming ``cvml-core[<extra>]``."""
     try:
         return importlib.import_module("tensorflow")
     except ImportError as exc:
         raise ImportError(
             f"{what} needs TensorFlow (for tf.data), which is not installed: "
-            f"{INSTALL_HINT} (the core, ckpt and tb callbacks work without it)"
+            f"{INSTALL_HINT.format(extra=extra)} (the core, ckpt and tb callbacks work "
+            "without it)"
         ) from exc
 
 

@@ -43,11 +43,11 @@ def test_train_infer_names_the_train_extra() -> None:
         TrainInfer(model)
 
 
-def test_demo_names_the_train_extra(tmp_path) -> None:
+def test_demo_names_the_demo_extra(tmp_path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "cvml_core.cli", "demo", "--log-dir", str(tmp_path / "d")],
         capture_output=True,
         text=True,
     )
     assert out.returncode == 1
-    assert "cvml-core[" in out.stderr
+    assert 'pip install "cvml-core[demo]"' in out.stderr
