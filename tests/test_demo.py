@@ -52,7 +52,7 @@ def test_the_demo_replaces_its_own_run_but_refuses_other_folders(tmp_path, capsy
 def test_the_demo_asks_for_scikit_learn_when_missing(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn", None)  # import sklearn raises ImportError
     assert cli.main(["demo", "--log-dir", str(tmp_path / "d"), "--epochs", "1"]) == 1
-    assert "pip install scikit-learn" in capsys.readouterr().err
+    assert 'pip install "cvml-core[demo]"' in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
 
 

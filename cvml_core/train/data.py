@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
+
+from cvml_core.train.tf import tf
 
 
 def _first_spec(spec: Any) -> Any:

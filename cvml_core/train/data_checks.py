@@ -41,7 +41,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
+
+from cvml_core.train.tf import tf
 
 Shape = tuple[int | None, ...]
 

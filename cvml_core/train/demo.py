@@ -165,7 +165,7 @@ def run_demo(log_dir: str | os.PathLike[str] = "runs/demo", epochs: int = 8) -> 
     except ImportError:
         print(
             "cvml demo needs scikit-learn for its bundled digits images: "
-            "pip install scikit-learn",
+            'pip install "cvml-core[demo]"',
             file=sys.stderr,
         )
         return 1
@@ -173,14 +173,18 @@ def run_demo(log_dir: str | os.PathLike[str] = "runs/demo", epochs: int = 8) -> 
         print(f"cvml demo: --epochs must be >= 1. Received: --epochs {epochs}", file=sys.stderr)
         return 2
     from cvml_core.artifacts.storage import is_url, mask
+    from cvml_core.train.tf import require_tensorflow
 
+    try:
+        tf = require_tensorflow("cvml demo", extra="demo")
+    except ImportError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     folder: Path | str = str(log_dir) if is_url(log_dir) else Path(log_dir)
     problem = _prepare_log_dir(folder)
     if problem:
         print(f"cvml demo: {problem}", file=sys.stderr)
         return 2
-
-    import tensorflow as tf
 
     from cvml_core.train.resolve import callback_label
     from cvml_core.train.train_infer import TrainInfer

@@ -45,7 +45,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
 from cvml_core.artifacts.distribute import is_chief
 from cvml_core.artifacts.storage import mask
@@ -66,6 +65,7 @@ from cvml_core.train.summary import (
     summary_text,
     tracked_basis,
 )
+from cvml_core.train.tf import require_tensorflow, tf
 
 #: How many dev examples a callback that wants sample data receives.
 SAMPLE_SIZE = 32
@@ -90,6 +90,7 @@ class TrainInfer:
         basis_dict: Mapping[str, str] | None = None,
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
+        require_tensorflow()  # tf.data: without TensorFlow, say what to install
         if not all(callable(getattr(model, m, None)) for m in ("fit", "predict", "evaluate")):
             raise TypeError(
                 f"model must be a Keras model. Received: model of type {type(model).__name__}"

@@ -12,7 +12,7 @@ import sys
 
 CODE = (
     "import sys\n"
-    "from cvml_core.cli import quiet_tensorflow_start\n"
+    "from cvml_core.train.quiet import quiet_tensorflow_start\n"
     "quiet_tensorflow_start(verbose=sys.argv[1] == 'verbose')\n"
     "import os; print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'), flush=True)\n"
     "import tensorflow as tf\n"
