@@ -34,7 +34,9 @@ class EventWriter:
         event = event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary)
         with self._lock:
             if self._closed:
-                raise ValueError(f"EventWriter for {self.logdir!r} is closed; cannot write step {step}")
+                raise ValueError(
+                    f"EventWriter for {self.logdir!r} is closed; cannot write step {step}"
+                )
             if self._file is None:
                 self._file = EventFileWriter(self.logdir, max_queue_size=1000)
             self._file.add_event(event)
