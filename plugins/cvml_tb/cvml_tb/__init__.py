@@ -1,7 +1,7 @@
 """cvml-tb: the ``tb`` callback, TensorBoard scalars, best-so-far values and sample images.
 
-``from cvml_tb import TensorboardCallback`` imports TensorFlow; importing this package
-does not (``cvml plugins`` lists callbacks from the package metadata, without TensorFlow).
+``from cvml_tb import TensorboardCallback`` imports Keras (never TensorFlow: events are
+written by TensorBoard's own writer); importing this package imports neither.
 """
 
 from __future__ import annotations

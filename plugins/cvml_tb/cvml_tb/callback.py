@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
 from cvml_core.artifacts.callback import BasisCallback
 from cvml_core.keras_compat import keras
@@ -46,6 +45,7 @@ from cvml_core.policy.basis import is_integer
 from cvml_core.policy.checks import check_bool, check_int
 from cvml_tb import images as img
 from cvml_tb import summaries
+from cvml_tb.events import EventWriter
 from cvml_tb.steps import EVENT_FILE_MARK, WrittenSteps, last_written_steps
 
 TRAIN, VALIDATION = "train", "validation"
@@ -263,16 +263,15 @@ class TensorboardCallback(BasisCallback):
     def _writer(self, run: str) -> Any:
         with self._writers_lock:  # the training thread (batch scalars) and the worker
             if run not in self._writers:
-                self._writers[run] = tf.summary.create_file_writer(str(self.run_dirs[run]))
+                self._writers[run] = EventWriter(self.run_dirs[run])
             return self._writers[run]
 
     def _write(self, run: str, step: int, *parts: Any) -> None:
-        """Write the summaries ``parts`` of one run and step with one TensorFlow op."""
+        """Write the summaries ``parts`` of one run and step as one event."""
         parts = tuple(p for p in parts if p.value)
         if not parts:
             return
-        with self._writer(run).as_default():
-            tf.summary.experimental.write_raw_pb(summaries.merge(*parts), step=step)
+        self._writer(run).write(step, summaries.merge(*parts))
 
     def _first_time(self, run: str, tag: str) -> bool:
         """Whether ``tag`` of ``run`` is new in this fit's event file (give it a description)."""
@@ -480,9 +479,7 @@ class TensorboardCallback(BasisCallback):
             )
             self._write_all(evaluations)
             if weights is not None:
-                with self._writer(TRAIN).as_default():
-                    for tag, value in weights:
-                        tf.summary.histogram(tag, value, step=step)
+                self._write(TRAIN, step, *(summaries.histogram(t, v) for t, v in weights))
             self._flush()
             self._ship()
             if artifacts or improved:  # improved: keep the bests for a resumed run

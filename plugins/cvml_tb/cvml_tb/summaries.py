@@ -3,7 +3,7 @@
 ``tf.summary.scalar`` / ``image`` / ``text`` run several eager ops each (the image
 one encodes PNG through a ``map_fn``). Here the values of one run and step are packed
 into one ``Summary`` with TensorBoard's own plugin metadata, in the same layout those
-ops write, and the callback writes it with one ``tf.summary.experimental.write_raw_pb``.
+ops write, and the callback writes it as one event (``cvml_tb.events``).
 No TensorFlow import: PNG encoding is zlib.
 """
 
@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 import numpy as np
 from tensorboard.compat.proto import summary_pb2
+from tensorboard.plugins.histogram.summary_v2 import histogram_pb
 from tensorboard.plugins.image import metadata as image_metadata
 from tensorboard.plugins.scalar.summary_v2 import scalar_pb
 from tensorboard.plugins.text.summary_v2 import text_pb
@@ -89,9 +90,14 @@ def text(tag: str, markdown: str, description: str | None = None) -> summary_pb2
     return text_pb(tag, markdown, description)
 
 
-def merge(*summaries: summary_pb2.Summary) -> bytes:
-    """The serialized union of ``summaries``, for one ``write_raw_pb``."""
+def histogram(tag: str, values: np.ndarray) -> summary_pb2.Summary:
+    """A histogram of ``values`` in ``tf.summary.histogram``'s layout (30 buckets)."""
+    return histogram_pb(tag, np.asarray(values, dtype=np.float64))
+
+
+def merge(*summaries: summary_pb2.Summary) -> summary_pb2.Summary:
+    """The union of ``summaries``, written as one event."""
     merged = summary_pb2.Summary()
     for summary in summaries:
         merged.value.extend(summary.value)
-    return merged.SerializeToString()
+    return merged
