@@ -19,7 +19,8 @@ from cvml_core.keras_compat import Callback
 pytest.importorskip("cvml_ckpt")
 pytest.importorskip("cvml_tb")
 pytest.importorskip("cvml_tflite")
-sys.path.insert(0, str(Path(__file__).parents[1]))
+pytest.importorskip("cvml_teams")  # teams_webhook_url needs the Teams plugin installed
+sys.path.insert(0, str(Path(__file__).parents[1] / "teams"))
 from cvml_ckpt import CkptCallback  # noqa: E402
 from cvml_tb import TensorboardCallback  # noqa: E402
 from cvml_tflite import TFLiteCallback  # noqa: E402
