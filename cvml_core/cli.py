@@ -9,7 +9,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from typing import IO
+from typing import IO, Any
 
 import importlib_metadata
 
@@ -38,7 +38,7 @@ def _no_callbacks_line(registry: Registry) -> str:
     return "No cvml callbacks installed. Install one, e.g. pip install ./plugins/cvml_ckpt"
 
 
-def hook_plugins(registry: Registry) -> list[dict[str, object]]:
+def hook_plugins(registry: Registry) -> list[dict[str, Any]]:
     """The loaded plugins with hooks other than ``cvml_register_callbacks`` (notifiers,
     listeners): entry point name, distribution, version and hooks, sorted by name."""
     found = []
@@ -69,7 +69,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     callbacks = registry.available()
     hooked = hook_plugins(registry)
     if args.json:  # callbacks, then hook plugins (no "name" key), then errors
-        payload: list[dict[str, object]] = [c.to_dict() for c in callbacks]
+        payload: list[dict[str, Any]] = [c.to_dict() for c in callbacks]
         payload += hooked + [e.to_dict() for e in registry.errors]
         print(json.dumps(payload, indent=2))
     else:
