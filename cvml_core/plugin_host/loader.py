@@ -15,9 +15,9 @@ loading is skipped whole. Every other plugin still loads, and every other hook
 implementation still runs. Two distributions registering one name: neither is used,
 and creating it raises, naming both. Environment:
 
-* ``CVML_PLUGINS=a,b``: load only these (entry point or distribution names); the
-  built-in plugins stay. A name that matches no installed entry point or distribution
-  is reported (a warning, and in ``cvml plugins``).
+* ``CVML_PLUGINS=a,b``: load only these (entry point or distribution names). A name
+  that matches no installed entry point or distribution is reported (a warning, and in
+  ``cvml plugins``).
 * ``CVML_DISABLE_PLUGIN_AUTOLOAD=1``: load no entry points.
 * ``CVML_STRICT_PLUGINS=1``: a plugin failure raises :class:`PluginError`.
 
@@ -118,7 +118,7 @@ class PluginSource:
             return self.entry_point.load()
         if self.module is not None:
             return self.module
-        return pkgutil.resolve_name(self.name)  # a built-in: "module" or "module:object"
+        return pkgutil.resolve_name(self.name)  # by name: "module" or "module:object"
 
 
 def _env_flag(environ: Mapping[str, str], name: str) -> bool:
