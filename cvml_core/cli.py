@@ -6,13 +6,17 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
+
+import importlib_metadata
 
 from cvml_core.plugin_host.loader import PluginError, Registry, load_registry
 from cvml_core.train.table import format_table
 
 DESCRIPTION = "cvml callbacks: list the installed plugins, or run the demo."
 PLUGINS_HELP = (
-    "List the installed callbacks (no TensorFlow import) and the plugins that failed to "
+    "List the installed callbacks (no TensorFlow import), the hook plugins (e.g. teams, "
+    "from cvml-teams; in --json, entries with 'hook_plugin') and the plugins that failed to "
     "load. Exit status: 0 when every plugin loaded, 1 when one failed to load (each "
     "reason is printed once, on stderr, or as an entry with 'error' in --json) or "
     "CVML_PLUGINS names nothing installed."
@@ -31,6 +35,28 @@ def _no_callbacks_line(registry: Registry) -> str:
     return "No cvml callbacks installed. Install one, e.g. pip install ./plugins/cvml_ckpt"
 
 
+def hook_plugins(registry: Registry) -> list[dict[str, Any]]:
+    """The loaded plugins with hooks other than ``cvml_register_callbacks`` (notifiers,
+    listeners): entry point name, distribution, version and hooks, sorted by name."""
+    found = []
+    for plugin_name, plugin in registry.pm.list_name_plugin():
+        hooks = sorted(
+            c.name for c in registry.pm.get_hookcallers(plugin) or []
+            if c.name != "cvml_register_callbacks"
+        )
+        if not hooks:
+            continue
+        dist, _, name = plugin_name.partition(":")
+        try:
+            version = importlib_metadata.version(dist)
+        except importlib_metadata.PackageNotFoundError:
+            version = ""
+        found.append(
+            {"hook_plugin": name, "distribution": dist, "version": version, "hooks": hooks}
+        )
+    return sorted(found, key=lambda entry: str(entry["hook_plugin"]))
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     try:
         registry = load_registry(warn=False)  # each failure is printed once, below
@@ -38,14 +64,22 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(f"cvml plugins: error: {exc}", file=sys.stderr)
         return 1
     callbacks = registry.available()
-    if args.json:
-        payload = [c.to_dict() for c in callbacks] + [e.to_dict() for e in registry.errors]
+    hooked = hook_plugins(registry)
+    if args.json:  # callbacks, then hook plugins (no "name" key), then errors
+        payload: list[dict[str, Any]] = [c.to_dict() for c in callbacks]
+        payload += hooked + [e.to_dict() for e in registry.errors]
         print(json.dumps(payload, indent=2))
-    elif callbacks:
-        rows = [[c.name, c.distribution, c.version, c.summary] for c in callbacks]
-        print(format_table(rows, ["name", "distribution", "version", "summary"]))
     else:
-        print(_no_callbacks_line(registry))
+        if callbacks:
+            rows = [[c.name, c.distribution, c.version, c.summary] for c in callbacks]
+            print(format_table(rows, ["name", "distribution", "version", "summary"]))
+        else:
+            print(_no_callbacks_line(registry))
+        if hooked:
+            rows = [[str(h["hook_plugin"]), str(h["distribution"]), str(h["version"]),
+                     ", ".join(map(str, h["hooks"]))] for h in hooked]
+            print("\nHook plugins:")
+            print(format_table(rows, ["plugin", "distribution", "version", "hooks"]))
     if registry.selection_error:
         print(f"\n{registry.selection_error}", file=sys.stderr)
     if registry.errors:

@@ -63,4 +63,35 @@ def test_cvml_plugins_imports_no_tensorflow():
     assert "HEAVY []" in out
     payload = json.loads(out.split("HEAVY")[0])
     assert all(set(entry) in ({"name", "summary", "distribution", "version"},
+                              {"hook_plugin", "distribution", "version", "hooks"},
                               {"distribution", "error"}) for entry in payload)
+
+
+class Listens:
+    from cvml_core import hookimpl
+
+    @hookimpl
+    def cvml_train_end(self, run, logs, error):
+        pass
+
+
+def test_hook_plugins_are_listed_apart_from_callbacks(monkeypatch, capsys):
+    def registry(warn=True):
+        target = "cvml_core.cli:main"
+        good = PluginSource("p", "dist-good", "1.0", module=Registers(("good", target)))
+        notes = PluginSource("notes", "dist-notes", "2.0", module=Listens())
+        return load_registry({}, [good, notes], warn=warn)
+
+    monkeypatch.setattr(cli, "load_registry", registry)
+    assert cli.main(["plugins", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [e["name"] for e in data if "name" in e] == ["good"]  # callbacks keep their shape
+    assert [e for e in data if "hook_plugin" in e] == [{
+        "hook_plugin": "notes", "distribution": "dist-notes", "version": "",
+        "hooks": ["cvml_train_end"],
+    }]  # "dist-notes" is not installed: no version found
+    assert cli.main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    callbacks, hooks = out.split("Hook plugins:")
+    assert "good" in callbacks and "notes" not in callbacks
+    assert hooks.split("\n")[3].split() == ["notes", "dist-notes", "cvml_train_end"]

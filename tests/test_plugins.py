@@ -23,6 +23,7 @@ from cvml_core.plugin_host.loader import (
     UnknownCallbackError,
     load_registry,
 )
+from cvml_core.plugin_host.notify import MissingNotifierError, check_notify
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -316,6 +317,49 @@ def test_a_failing_hook_is_an_error_in_strict_mode():
         registry.call_hook("cvml_artifact_saved", artifact=artifact)
 
 
+class Notifier:
+    """Owns the destination "pager"; refuses a value that is not a str."""
+
+    @cvml_core.hookimpl
+    def cvml_validate_notify(self, destinations):
+        if "pager" not in destinations:
+            return None
+        value = destinations["pager"]
+        if not isinstance(value, str):
+            raise ValueError(f"pager_url must be a str. Received: {value!r}")
+        return {"pager": value.strip()}
+
+
+def test_cvml_validate_notify_checks_the_destinations_its_plugin_owns():
+    registry = load_registry({}, [source(Notifier(), distribution="cvml-pager")])
+    assert check_notify({"pager": " p://x "}, registry=registry) == {"pager": "p://x"}
+    with pytest.raises(ValueError, match="pager_url must be a str"):
+        check_notify({"pager": 42}, registry=registry)
+    assert check_notify({"pager": None, "teams": ""}, registry=registry) == {}  # off
+
+
+def test_a_destination_no_plugin_owns_names_the_package_to_install():
+    registry = load_registry({}, [source(Notifier(), distribution="cvml-pager")])
+    url = "https://example.com/hooks/abc?sig=SECRET9876"
+    with pytest.raises(MissingNotifierError) as raised:
+        check_notify({"teams": url}, {"teams": "teams_webhook_url"}, registry=registry)
+    message = str(raised.value)
+    assert "teams_webhook_url=" in message and "pip install cvml-teams" in message
+    assert "SECRET" not in message and "9876" in message  # masked
+
+
+class BadAnswer:
+    @cvml_core.hookimpl
+    def cvml_validate_notify(self, destinations):
+        return ["teams"]
+
+
+def test_a_validate_notify_hook_must_answer_a_dict():
+    registry = load_registry({}, [source(BadAnswer())])
+    with pytest.raises(PluginError, match="must return a dict"):
+        check_notify({"teams": "https://example.com/x"}, registry=registry)
+
+
 # -- every hook documented and tested ---------------------------------------------------
 
 HOOKS = sorted(n for n in dir(hookspecs) if n.startswith("cvml_"))
@@ -328,7 +372,8 @@ def test_every_hook_is_documented(hook):
     for arg in inspect.signature(spec).parameters:
         assert f":param {arg}:" in doc, f"{hook} does not document {arg}"
     assert "Called" in doc and "return" in doc.lower()
-    assert f"`{hook}(" in (ROOT / "README.md").read_text()
+    docs = [ROOT / "README.md", ROOT / "docs" / "plugin-authors.md"]
+    assert any(f"`{hook}(" in path.read_text() for path in docs)
 
 
 @pytest.mark.parametrize("hook", HOOKS)

@@ -12,6 +12,7 @@ import tensorflow as tf
 import cvml_core
 from cvml_core.plugin_host import loader as plugins
 from cvml_core.plugin_host.loader import PluginSource, UnknownCallbackError
+from cvml_core.plugin_host.notify import MissingNotifierError
 from cvml_core.plugin_host.run_info import RunInfo
 from cvml_core.train.train_infer import SAMPLE_SIZE, TrainInfer, dataset_batching
 
@@ -193,13 +194,24 @@ def test_bad_arguments_fail_before_training(tiny_model):
         ti.train((train[0], train[1][:5]), dev, 16, 1)
     with pytest.raises(ValueError, match=r"need a dev set.*dev_dataset=None"):
         ti.train(train, None, 16, 1, basis_dict={"val_loss": "min"})
-    with pytest.raises(ValueError, match="https"):
-        ti.train(train, dev, 16, 1, teams_webhook_url="http://example.com/hook/SECRET-PART")
     uncompiled = cvml_core.keras_compat.keras.Sequential(
         [cvml_core.keras_compat.keras.Input((8,)), cvml_core.keras_compat.keras.layers.Dense(2)]
     )
     with pytest.raises(ValueError, match="compiled"):
         TrainInfer(uncompiled)
+
+
+def test_a_teams_url_without_the_teams_plugin_names_the_package(tiny_model, monkeypatch):
+    monkeypatch.setenv("CVML_DISABLE_PLUGIN_AUTOLOAD", "1")  # as if cvml-teams were absent
+    train, dev = make_sets()
+    ti = TrainInfer(tiny_model())
+    url = "https://example.com/workflows/hook?sig=SECRET-PART"
+    with pytest.raises(MissingNotifierError, match="pip install cvml-teams") as raised:
+        ti.train(train, dev, 16, 1, teams_webhook_url=url)
+    assert "teams_webhook_url=" in str(raised.value) and "SECRET" not in str(raised.value)
+    assert ti.run is None  # refused before the run began
+    for off in (None, "", "  "):  # no URL: no plugin needed
+        ti.train(train, dev, 16, 1, show_results=0, teams_webhook_url=off)
 
 
 def test_infer_and_evaluate_return_numpy_and_metrics(tiny_model):

@@ -6,10 +6,11 @@ hooks below with the same argument names; it may leave arguments out. (A package
 only adds a callback needs no hook: an entry point in ``cvml.callbacks`` is enough, see
 :mod:`cvml_core.plugin_host.loader`.)
 
-Every hook here is called through :func:`cvml_core.plugin_host.loader.call_hook`, which calls
-each plugin on its own: a plugin that raises is reported as a warning naming its
-distribution (an error with ``CVML_STRICT_PLUGINS=1``) and the other plugins are
-still called. No hook's return value is used.
+Every hook here but ``cvml_validate_notify`` is called through
+:func:`cvml_core.plugin_host.loader.call_hook`, which calls each plugin on its own: a
+plugin that raises is reported as a warning naming its distribution (an error with
+``CVML_STRICT_PLUGINS=1``) and the other plugins are still called; their return values
+are not used. ``cvml_validate_notify`` is a check: its errors stop the run.
 """
 
 from __future__ import annotations
@@ -56,6 +57,25 @@ def cvml_artifact_saved(artifact: Any) -> None:
         callback's registered name) and ``details`` (kind-specific figures).
 
     The return value is ignored. A plugin that raises never removes the artifact.
+    """
+
+
+@hookspec
+def cvml_validate_notify(destinations: Any) -> Any:
+    """Check the notify destinations this plugin owns, before a run starts.
+
+    Called by ``TrainInfer.train`` (through
+    :func:`cvml_core.plugin_host.notify.check_notify`) before the first epoch, before
+    any callback is built or other hook called, when the run names a destination that
+    is not turned off (e.g. ``teams_webhook_url=url`` gives ``{"teams": url}``).
+
+    :param destinations: a dict, destination name -> the value the user passed.
+
+    Return a dict, destination name -> checked value (None turns it off), for each
+    destination this plugin owns, or None when it owns none. The checked values become
+    ``run.notify``. Raise (a ``ValueError`` naming the argument) on a bad value: the
+    error reaches the caller and no epoch runs. A destination that no plugin returns is
+    an error that names ``pip install cvml-<name>``.
     """
 
 

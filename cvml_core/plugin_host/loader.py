@@ -15,9 +15,9 @@ loading is skipped whole. Every other plugin still loads, and every other hook
 implementation still runs. Two distributions registering one name: neither is used,
 and creating it raises, naming both. Environment:
 
-* ``CVML_PLUGINS=a,b``: load only these (entry point or distribution names); the
-  built-in plugins stay. A name that matches no installed entry point or distribution
-  is reported (a warning, and in ``cvml plugins``).
+* ``CVML_PLUGINS=a,b``: load only these (entry point or distribution names). A name
+  that matches no installed entry point or distribution is reported (a warning, and in
+  ``cvml plugins``).
 * ``CVML_DISABLE_PLUGIN_AUTOLOAD=1``: load no entry points.
 * ``CVML_STRICT_PLUGINS=1``: a plugin failure raises :class:`PluginError`.
 
@@ -49,10 +49,8 @@ from cvml_core.plugin_host import hookspecs
 
 ENTRY_POINT_GROUP = "cvml"
 CALLBACK_GROUP = "cvml.callbacks"
-CORE_DISTRIBUTION = "cvml-core"
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]*$")
 TARGET_PATTERN = re.compile(r"^\w+(\.\w+)*:\w+(\.\w+)*$")
-BUILTIN_PLUGINS: tuple[str, ...] = ("cvml_core.teams:plugin",)  # "module:object"
 HOOK_NAMES = sorted(n for n in dir(hookspecs) if n.startswith("cvml_"))
 
 
@@ -120,7 +118,7 @@ class PluginSource:
             return self.entry_point.load()
         if self.module is not None:
             return self.module
-        return pkgutil.resolve_name(self.name)  # a built-in: "module" or "module:object"
+        return pkgutil.resolve_name(self.name)  # by name: "module" or "module:object"
 
 
 def _env_flag(environ: Mapping[str, str], name: str) -> bool:
@@ -402,7 +400,7 @@ def load_registry(
     sources: Iterable[PluginSource] | None = None,
     warn: bool = True,
 ) -> Registry:
-    """Build a new :class:`Registry`: built-in plugins, then entry points.
+    """Build a new :class:`Registry` from the entry points.
 
     ``sources`` replaces the installed entry points (tests pass plugin objects), and
     then no misspelled group is looked for. ``warn=False``: failures are recorded in
@@ -412,12 +410,6 @@ def load_registry(
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     registry = Registry(pm=pm, strict=_env_flag(environ, "CVML_STRICT_PLUGINS"), warn=warn)
-    try:
-        version = importlib_metadata.version(CORE_DISTRIBUTION)
-    except importlib_metadata.PackageNotFoundError:  # run from a source tree
-        version = "0+unknown"
-    for module in BUILTIN_PLUGINS:
-        registry.add(PluginSource(module, CORE_DISTRIBUTION, version))
     wanted = [n.strip() for n in environ.get("CVML_PLUGINS", "").split(",") if n.strip()]
     registry.selected = wanted
     groups: list[tuple[str, str, str, list[str]]] = []

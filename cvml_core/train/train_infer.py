@@ -49,10 +49,10 @@ import numpy as np
 from cvml_core.artifacts.distribute import is_chief
 from cvml_core.artifacts.storage import mask
 from cvml_core.plugin_host.loader import call_hook
+from cvml_core.plugin_host.notify import check_notify
 from cvml_core.plugin_host.run_info import RunInfo
 from cvml_core.policy.basis import validate_basis_dict
 from cvml_core.policy.checks import check_folder, is_integer
-from cvml_core.teams_webhook import validate_webhook_url
 from cvml_core.train.data import Data, dataset_batching, inference_data, prepare
 from cvml_core.train.data_checks import check_first_batch
 from cvml_core.train.protocol import Restores, WaitsForBackground, WantsSampleData
@@ -145,7 +145,8 @@ class TrainInfer:
         :param show_results: 0 silent, 1 a progress bar, 2 a line per epoch; 1 and 2
             also print a summary table at the end.
         :param teams_webhook_url: post start/end/failure cards to this Teams Workflows
-            webhook (https, or http to localhost); see :mod:`cvml_core.teams`.
+            webhook (https, or http to localhost); needs the ``cvml-teams`` plugin, which
+            checks the URL before epoch 1 (:mod:`cvml_core.plugin_host.notify`).
         :param log_dir: overrides the ``TrainInfer``'s ``log_dir`` for this run.
         :param basis_dict: overrides the ``TrainInfer``'s ``basis_dict`` for this run.
         :returns: the Keras ``History``.
@@ -177,7 +178,7 @@ class TrainInfer:
                 "show_results must be 0 (silent), 1 (progress bar) or 2 (one line per "
                 f"epoch). Received: show_results={show_results!r}"
             )
-        webhook_url = validate_webhook_url(teams_webhook_url)
+        notify = check_notify({"teams": teams_webhook_url}, {"teams": "teams_webhook_url"})
         run_log_dir = self._check_log_dir(log_dir) or self.log_dir
         run_basis = validate_basis_dict(basis_dict) if basis_dict is not None else self.basis_dict
 
@@ -214,7 +215,7 @@ class TrainInfer:
             start_epoch=int(start_epoch),
             basis_dict=basis,
             callbacks=[callback_label(cb) for cb in cbs],
-            notify={"teams": webhook_url} if webhook_url else {},
+            notify=notify,
             model_name=str(getattr(self.model, "name", "") or ""),
             chief=is_chief(self.model),
             restored_epoch=restored[0],

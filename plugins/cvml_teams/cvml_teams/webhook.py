@@ -19,11 +19,11 @@ never holds the process:
 The URL is a secret: it is never printed or logged in full (see
 :func:`cvml_core.plugin_host.run_info.mask_url`); failure reasons name the exception
 type and a fixed description, never the exception text that could contain the URL. The URL rules are
-:func:`cvml_core.plugin_host.run_info.check_webhook_url`; :func:`validate_webhook_url`
+:func:`cvml_teams.urls.check_webhook_url`; :func:`validate_webhook_url`
 checks them and the settings above. Standard library only: no TensorFlow import.
 
 Over 300 lines on purpose: settings, retry rules and failure descriptions are one
-delivery policy, read and tested together (``tests/test_teams_faults.py``).
+delivery policy, read and tested together (``tests/teams/test_teams_faults.py``).
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ import warnings
 from typing import Any
 from urllib.parse import urlsplit
 
-from cvml_core.artifacts.worker import BackgroundWorker
-from cvml_core.plugin_host.run_info import (
+from cvml_core import BackgroundWorker
+from cvml_teams.urls import (
     LOOPBACK_HOSTS,
     URL_RULES,
     WebhookURLError,
@@ -62,8 +62,8 @@ RETRY_STATUSES = frozenset({408, 429})
 def validate_webhook_url(url: Any) -> str | None:
     """Return the webhook URL to use, None when notifications are off, or raise.
 
-    The URL rules are :func:`cvml_core.plugin_host.run_info.check_webhook_url`'s (a
-    :class:`~cvml_core.plugin_host.run_info.WebhookURLError` shows the URL masked). When
+    The URL rules are :func:`cvml_teams.urls.check_webhook_url`'s (a
+    :class:`~cvml_teams.urls.WebhookURLError` shows the URL masked). When
     there is a URL, the settings ``CVML_TEAMS_TIMEOUT`` and ``CVML_TEAMS_ATTEMPTS`` are
     checked too, so a bad one fails here, at the start of a run, rather than turning
     notifications off.

@@ -33,8 +33,7 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
-from cvml_core.artifacts.artifact import Artifact
-from cvml_core.plugin_host.run_info import RunInfo
+from cvml_core import Artifact, RunInfo
 
 CARD_SCHEMA = "http://adaptivecards.io/schemas/adaptive-card.json"
 #: The most characters of traceback a failure card carries (whole frames only).

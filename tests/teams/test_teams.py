@@ -1,4 +1,4 @@
-"""The built-in Teams notifier, against real HTTP servers on 127.0.0.1."""
+"""The Teams notifier plugin (cvml-teams), against real HTTP servers on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -16,14 +16,16 @@ from urllib.parse import urlsplit
 import jsonschema
 import numpy as np
 import pytest
+from cvml_teams import cards
+from cvml_teams import hooks as teams
+from cvml_teams import webhook as teams_webhook
+from cvml_teams.urls import WebhookURLError
+from cvml_teams.webhook import validate_webhook_url
 from markdown_it import MarkdownIt
 
 import cvml_core
-from cvml_core import teams, teams_webhook
-from cvml_core import teams_cards as cards
 from cvml_core.plugin_host import loader as plugins
 from cvml_core.plugin_host.run_info import RunInfo, mask_url
-from cvml_core.teams import WebhookURLError, validate_webhook_url
 
 SECRET = "sig=S3CRET-T0KEN-abcd"
 HOST = socket.gethostname()
@@ -363,14 +365,14 @@ def test_a_bad_url_fails_at_train_start(tmp_path, tiny_model):
     assert not (tmp_path / "note" / "best_val_loss.txt").exists()
 
 
-def test_the_notifier_is_a_builtin_plugin_without_tensorflow():
+def test_the_notifier_is_an_installed_plugin_without_tensorflow():
     registry = plugins.get_registry()
-    assert "cvml-core:cvml_core.teams:plugin" in dict(registry.pm.list_name_plugin())
+    assert dict(registry.pm.list_name_plugin())["cvml-teams:teams"] is teams.plugin
     import subprocess
     import sys
 
     code = (
-        "import sys, cvml_core.teams, cvml_core.teams_cards, cvml_core.teams_webhook, "
+        "import sys, cvml_teams.hooks, cvml_teams.cards, cvml_teams.webhook, cvml_teams.urls, "
         "cvml_core.plugin_host.run_info, cvml_core.artifacts.worker; "
         "print('tensorflow' in sys.modules or 'keras' in sys.modules)"
     )

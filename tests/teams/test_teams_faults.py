@@ -22,12 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cvml_teams import cards as teams_cards
+from cvml_teams import hooks as teams
+from cvml_teams import webhook as teams_webhook
+from cvml_teams.hooks import TeamsNotifier, WebhookURLError, validate_webhook_url
 
 import cvml_core
-from cvml_core import teams, teams_cards, teams_webhook
 from cvml_core.keras_compat import Callback
 from cvml_core.plugin_host.run_info import RunInfo, mask_url
-from cvml_core.teams import TeamsNotifier, WebhookURLError, validate_webhook_url
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_teams import assert_valid_card  # noqa: E402 - the one Adaptive Card schema check
@@ -552,12 +554,12 @@ def test_the_plugin_object_keeps_each_runs_notifier_on_itself(http_webhook):
     )
 
 
-def test_the_builtin_plugin_is_the_teams_plugin_object():
+def test_the_installed_plugin_is_the_teams_plugin_object():
     registry = cvml_core.plugin_host.loader.get_registry()
     impls = {
         hook: [i for i in getattr(registry.pm.hook, hook).get_hookimpls()
-               if i.plugin_name.endswith("cvml_core.teams:plugin")]
-        for hook in ("cvml_train_begin", "cvml_train_end")
+               if i.plugin_name == "cvml-teams:teams"]
+        for hook in ("cvml_validate_notify", "cvml_train_begin", "cvml_train_end")
     }
     for hook, (impl,) in impls.items():
         assert impl.function.__self__ is teams.plugin, hook

@@ -1,20 +1,23 @@
-"""The built-in Teams notifier: a plugin object on ``cvml_train_begin`` / ``cvml_train_end``.
+"""The Teams notifier plugin: :data:`plugin`, on ``cvml_validate_notify``,
+``cvml_train_begin`` and ``cvml_train_end``.
 
 When a run carries a Teams webhook URL (``TrainInfer.train(..., teams_webhook_url=url)``,
-``run.notify["teams"]``), :data:`plugin` posts an Adaptive Card to it when training
-starts, when it ends (final and best metrics, duration, artifact paths) and when it
-fails (the exception and its traceback): see :mod:`cvml_core.teams_cards` for what the
-cards say and :mod:`cvml_core.teams_webhook` for how they are delivered.
+``run.notify["teams"]``), :data:`plugin` checks it before epoch 1
+(:func:`cvml_teams.webhook.validate_webhook_url`), then posts an Adaptive Card to it when
+training starts, when it ends (final and best metrics, duration, artifact paths) and when
+it fails (the exception and its traceback): see :mod:`cvml_teams.cards` for what the
+cards say and :mod:`cvml_teams.webhook` for how they are delivered.
 
 Delivery never stops training and slows it by at most the timeout: the start card is
-posted on the shared background worker (:mod:`cvml_core.artifacts.worker`); at the end, training
-waits for the end card at most ``CVML_TEAMS_TIMEOUT`` seconds (default 10). A failing
-webhook gives one ``RuntimeWarning`` per run, with the URL masked. Only the chief of a
-multi-worker run posts.
+posted on the shared background worker (``cvml_core.BackgroundWorker``); at the end,
+training waits for the end card at most ``CVML_TEAMS_TIMEOUT`` seconds (default 10). A
+failing webhook gives one ``RuntimeWarning`` per run, with the URL masked. Only the chief
+of a multi-worker run posts.
 
-The plugin is an object, :data:`plugin` (a :class:`TeamsPlugin`), registered by the
-loader as a built-in; its per-run state (the run and its notifier, from begin to end)
-lives on it. Standard library only: no TensorFlow import.
+The plugin is an object, :data:`plugin` (a :class:`TeamsPlugin`), named by the entry
+point ``teams = "cvml_teams.hooks:plugin"`` in group ``cvml``; its per-run state (the run
+and its notifier, from begin to end) lives on it. Standard library only: no TensorFlow
+import.
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from cvml_core.plugin_host.hookspecs import hookimpl
-from cvml_core.plugin_host.run_info import RunInfo, WebhookURLError
-from cvml_core.teams_cards import end_card, failure_card, start_card
-from cvml_core.teams_webhook import TeamsNotifier, validate_webhook_url
+from cvml_core import RunInfo, hookimpl
+from cvml_teams.cards import end_card, failure_card, start_card
+from cvml_teams.urls import WebhookURLError
+from cvml_teams.webhook import TeamsNotifier, validate_webhook_url
 
 __all__ = [
     "TeamsNotifier",
@@ -49,7 +52,7 @@ class TeamsPlugin:
     """Posts each run's start, end and failure cards to the run's Teams webhook.
 
     Runs may overlap (two ``TrainInfer`` in two threads): each has its own
-    :class:`~cvml_core.teams_webhook.TeamsNotifier` from ``cvml_train_begin`` to
+    :class:`~cvml_teams.webhook.TeamsNotifier` from ``cvml_train_begin`` to
     ``cvml_train_end``, found by the run object itself (not by ``id``, which Python
     reuses once an object is gone).
     """
@@ -76,6 +79,14 @@ class TeamsPlugin:
                     del self._runs[i]
                     return notifier
         return None
+
+    @hookimpl
+    def cvml_validate_notify(self, destinations: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Check the ``"teams"`` destination, if there is one: its URL, or None when it
+        is empty; raise :class:`WebhookURLError` (a ValueError) on a bad URL or setting."""
+        if DESTINATION not in destinations:
+            return None
+        return {DESTINATION: validate_webhook_url(destinations[DESTINATION])}
 
     @hookimpl
     def cvml_train_begin(self, run: RunInfo) -> None:
@@ -105,5 +116,5 @@ class TeamsPlugin:
             notifier.close()
 
 
-#: The built-in plugin object (``cvml_core.plugin_host.loader.BUILTIN_PLUGINS``).
+#: The plugin object, named by the ``cvml`` entry point ``teams``.
 plugin = TeamsPlugin()
