@@ -149,29 +149,17 @@ class BasisCallback(Callback):
         return []
 
     def snapshot(self, epoch: int, logs: dict[str, Any]) -> Any:
-        """On the training thread: what :meth:`write` needs, copied consistently and
-        quickly (e.g. ``self.model.get_weights()``); it reaches :meth:`write` as
-        ``job.snapshot``. Called on a due epoch where keys improved or
-        :meth:`extras_due` named files.
-
-        Every process takes it (reads of a distributed model are collective), also
-        those that are not the chief (``self.chief``), which never write in
-        ``log_dir``."""
+        """What :meth:`write` needs (``job.snapshot``), copied consistently and quickly
+        (e.g. ``self.model.get_weights()``); training thread, every process (reads of
+        a distributed model are collective). Raise :class:`SkipSave` to skip the save."""
         raise NotImplementedError
 
     def write(self, job: SaveJob) -> Iterable[Artifact | Staged | list[Staged]]:
-        """On the worker (the training thread if ``background`` is False), chief only:
-        write ``job``'s files to temporary names (:func:`cvml_core.staging`); yield each
-        as a :class:`Staged` (a list: published together) for the core to rename and
-        record. ``job`` (:class:`~cvml_core.artifacts.ledger.SaveJob`) has ``epoch``, ``logs``,
-        ``snapshot``, ``keys`` (the basis keys whose best file to write), ``extras``
-        and ``bests``.
-
-        An artifact (:meth:`artifact`) of ``job.epoch`` whose ``basis_key`` is one of
-        ``job.keys`` commits that key once its file is in place; a key of the job with
-        no such artifact, or not in place when this raises, is rolled back to its last
-        committed best (a warning, or an error with ``strict``).
-        """
+        """Write ``job``'s files (:class:`~cvml_core.artifacts.ledger.SaveJob`) to
+        temporary names (:func:`cvml_core.staging`) and yield each as a :class:`Staged`
+        (a list: published together); worker (the training thread if ``background`` is
+        False), chief only. A key of ``job.keys`` without an artifact in place is rolled
+        back to its last committed best (a warning, or an error with ``strict``)."""
         raise NotImplementedError
 
     def release(self, snapshot: Any) -> None:
