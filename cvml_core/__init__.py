@@ -1,22 +1,9 @@
 """cvml callbacks: Keras training callbacks as pip-installable plugins.
 
-Find and build callbacks by name (no TensorFlow import to list them)::
-
-    import cvml_core
-    cvml_core.available_callbacks()
-    cb = cvml_core.create_callback("ckpt", log_dir="runs/x", basis_dict={"val_loss": "min"})
-
-Add a callback: a package whose entry point names it (written once) and its class::
-
-    # pyproject.toml
-    [project.entry-points."cvml.callbacks"]
-    my-cb = "my_package:MyCallback"
-
-``my_package.MyCallback`` subclasses :class:`cvml_core.BasisCallback` (or plain
-``keras.callbacks.Callback``); created by name or built directly, it is called
-``my-cb``. ``help(cvml_core.BasisCallback)`` and docs/plugin-authors.md are the
-reference of what a subclass may use and override. A plugin with hooks is a module
-named by an entry point in group ``cvml`` (:mod:`cvml_core.plugin_host.hookspecs`).
+``available_callbacks()`` lists them (no TensorFlow import), ``create_callback(name,
+...)`` builds one; a package adds one with an entry point in group ``cvml.callbacks``
+(docs/plugin-authors.md), and hooks with a module in group ``cvml``
+(:mod:`cvml_core.plugin_host.hookspecs`).
 """
 
 from __future__ import annotations

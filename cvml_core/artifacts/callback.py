@@ -47,16 +47,15 @@ def _float_metrics(logs: Mapping[str, Any] | None) -> dict[str, float]:
 class BasisCallback(Callback):
     """A Keras callback that acts on due epochs where basis keys improved.
 
-    :param log_dir: the run's folder; this callback writes in ``log_dir/<folder>``
-        (``folder`` defaults to the class's ``name``).
+    :param log_dir: the run's folder (a path or a URL); this callback writes in
+        ``log_dir/<folder>``.
     :param basis_dict: ``{metric: "min"|"max"}``, e.g. ``{"val_loss": "min"}``.
     :param skip_from_start: the first epochs that are never due.
     :param frequency: an epoch ``e`` is due when ``e % frequency == 0``.
     :param min_delta: how much a value must beat the best to count as improved.
-    :param folder: this callback's folder in ``log_dir`` (default: the class's ``name``).
+    :param folder: this callback's folder in ``log_dir`` (default: its ``name``).
     :param storage_options: for a URL ``log_dir`` (``s3://``, ``gs://``, ...), options
-        of its fsspec filesystem (e.g. ``{"key": ..., "secret": ...}``, an
-        ``endpoint_url``); credentials otherwise come the filesystem's usual ways.
+        of its fsspec filesystem (docs/storage.md).
 
     A subclass takes its own options as keywords and forwards the rest here
     (``**schedule``). The basis state is restored from the folder's ``manifest.json``,

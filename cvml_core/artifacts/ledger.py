@@ -1,12 +1,7 @@
-"""A callback folder's record of its files and bests, kept manifest-first.
-
-The :class:`Ledger` holds the folder's :class:`~cvml_core.artifacts.manifest.Manifest` and, per
-basis key, the *committed* best: the best whose file is in place. It publishes each
-:class:`~cvml_core.artifacts.artifact.Staged` file a callback's ``write`` yields in the order
-the manifest's crash safety needs (pending entry, rename, record), deletes files for
-retention the same way, and lists what it recorded. Every method is safe from the
-worker and the training thread alike (one lock, :attr:`Ledger.lock`).
-"""
+"""A callback folder's record of its files and, per basis key, its *committed* best (the
+best whose file is in place): publishes each ``Staged`` file manifest first
+(docs/manifest.md), deletes files for retention the same way. One lock,
+:attr:`Ledger.lock`, makes every method safe from the worker and the training thread."""
 
 from __future__ import annotations
 
@@ -28,13 +23,8 @@ from cvml_core.policy.basis import BasisPolicy, KeyBest
 
 @dataclass
 class SaveJob:
-    """What :meth:`BasisCallback.write` writes: the files of one snapshot.
-
-    ``keys`` are the basis keys whose best file to write, ``extras`` the other files
-    (names the callback chose, e.g. ``"last"``). ``bests`` holds each key's best as
-    decided with this snapshot. ``background`` is False when written on the training
-    thread.
-    """
+    """What :meth:`BasisCallback.write` writes: the files of one snapshot (the fields
+    are in docs/plugin-authors.md)."""
 
     epoch: int
     logs: dict[str, Any]
@@ -142,12 +132,10 @@ class Ledger:
     def _rename(
         self, staged: list[Staged], job: SaveJob
     ) -> tuple[list[Staged], list[Staged], OSError | None]:
-        """Steps 2 and 3 of the order of :class:`Manifest`: name the renames in the
-        manifest's ``pending``, then rename. Returns the files renamed, those not
-        renamed (their temp files must stay until a manifest without their pending
-        entry is written: a pending entry whose temp file is gone counts as renamed)
-        and the error that stopped them. If the pending entries cannot be written,
-        nothing is renamed and the temp files are removed at once."""
+        """Name the renames in the manifest's ``pending``, then rename (steps 2 and 3 of
+        docs/manifest.md). Returns the files renamed, those not renamed (their temp
+        files stay until a manifest without their pending entry is written) and the
+        error that stopped them; if ``pending`` cannot be written, nothing is renamed."""
         entries = []
         for item in staged:
             entry: dict[str, Any] = {
@@ -200,9 +188,8 @@ class Ledger:
             self.state_dirty = False
 
     def forget(self, paths: Iterable[str | os.PathLike[str]]) -> list[str]:
-        """Delete recorded files, manifest first: their entries leave the manifest,
-        which names each delete as pending, then the files go. Returns the locations
-        deleted; a failure is a :class:`~cvml_core.artifacts.atomic.FileWriteError`."""
+        """Delete recorded files, manifest first (docs/manifest.md); return the
+        locations deleted. A failure is a :class:`~cvml_core.artifacts.atomic.FileWriteError`."""
         names = {Path(p).name for p in paths}
         if not names:
             return []
