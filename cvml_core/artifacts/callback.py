@@ -218,10 +218,6 @@ class BasisCallback(Callback):
         """Per key, the best whose file is written (what the manifest records)."""
         return self.ledger.committed
 
-    def committed_state(self) -> dict[str, Any]:
-        """The basis state with, per key, the best whose file is written."""
-        return self.ledger.committed_state()
-
     def save(
         self,
         epoch: int,

@@ -68,11 +68,6 @@ class Ledger:
                 raise ValueError(f"{exc} (saved in {self.manifest.path})") from exc
         self.committed = copy.deepcopy(self.policy.best)
 
-    def committed_state(self) -> dict[str, Any]:
-        """The basis state with, per key, the best whose file is written."""
-        with self.lock:
-            return self._committed_state()
-
     def _committed_state(self) -> dict[str, Any]:  # the caller holds the lock
         state = self.policy.state_dict()
         state["best"] = {

@@ -14,7 +14,6 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -137,9 +136,6 @@ class RemoteStore(Store):
         except Exception as exc:
             raise write_error("uploading", self.location(name), exc) from exc
 
-    def sync(self) -> None:
-        pass
-
     def digest(self, temp: Path) -> str | None:
         return _sha256(lambda: open(temp, "rb"))
 
@@ -165,13 +161,6 @@ class RemoteStore(Store):
             self.fs.get_file(self._path(name), str(target))
         except Exception as exc:
             raise write_error("downloading", self.location(name), exc) from exc
-
-    @contextlib.contextmanager
-    def local_copy(self, name: str) -> Iterator[Path]:
-        with tempfile.TemporaryDirectory(prefix="cvml-fetch-") as scratch:
-            target = Path(scratch) / name
-            self.fetch(name, target)
-            yield target
 
     def probe(self, what: str) -> None:
         name = f"{TEMP_PREFIX}probe-{secrets.token_hex(4)}"

@@ -116,10 +116,14 @@ class Store:
         """Make the local file ``target`` hold ``name``'s bytes."""
         raise NotImplementedError
 
-    def local_copy(self, name: str) -> contextlib.AbstractContextManager[Path]:
-        """A local file holding ``name`` (the file itself when local; else a download,
-        deleted afterwards)."""
-        raise NotImplementedError
+    @contextlib.contextmanager
+    def local_copy(self, name: str) -> Iterator[Path]:
+        """A local file holding ``name`` (a download, deleted afterwards; a local
+        folder's file itself)."""
+        with tempfile.TemporaryDirectory(prefix="cvml-fetch-") as scratch:
+            target = Path(scratch) / name
+            self.fetch(name, target)
+            yield target
 
     def upload(self, source: Path, name: str) -> None:
         """Copy the local file ``source`` to ``name`` (a new object; no manifest)."""

@@ -89,11 +89,6 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_POOL._reset)
 
 
-def pool_threads() -> int:
-    """How many threads of the shared pool are alive (0 once it has been idle)."""
-    return _POOL.threads
-
-
 @dataclass
 class _Job:
     name: str
