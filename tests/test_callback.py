@@ -200,3 +200,18 @@ def test_the_readme_plugin_author_example_runs_and_gets_the_lifecycle(
     manifest = read_manifest(tmp_path / "my-cb")
     assert manifest["basis"] == cb.policy.state_dict()
     assert manifest["artifacts"][-1]["epoch"] == cb.policy.best["val_loss"].epoch
+
+
+def test_a_callback_class_is_never_renamed_its_instances_carry_the_name(tmp_path):
+    from cvml_core.train.resolve import callback_label
+
+    class Unnamed(BasisCallback):
+        pass
+
+    registry = load_registry({}, [PluginSource("first-name", "dist", "1.0", target=Unnamed)])
+    by_name = registry.create("first-name", tmp_path, {"val_loss": "min"})
+    assert by_name.name == "first-name" and by_name.folder == tmp_path / "first-name"
+    assert "name" not in vars(Unnamed) and Unnamed.name == "callback"
+    assert callback_label(by_name) == "first-name"
+    named = Notes(tmp_path, {"val_loss": "min"})  # a class that sets its own name keeps it
+    assert named.name == "notes" and callback_label(named) == "notes"
