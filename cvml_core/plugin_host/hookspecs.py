@@ -38,6 +38,8 @@ def cvml_register_callbacks(register: Any) -> None:
         taken name, or a target whose module does not exist, is reported as a load
         error of this plugin; a class missing from its module is an error when the
         callback is created. A class that sets no ``name`` gets the registered one.
+
+    The return value is ignored.
     """
 
 
@@ -53,7 +55,7 @@ def cvml_artifact_saved(artifact: Any) -> None:
         ``epoch`` (1-based), ``metrics``, ``basis_key`` (or None), ``callback`` (the
         callback's registered name) and ``details`` (kind-specific figures).
 
-    A plugin that raises never removes the artifact.
+    The return value is ignored. A plugin that raises never removes the artifact.
     """
 
 
@@ -66,6 +68,8 @@ def cvml_train_begin(run: Any) -> None:
     :param run: a :class:`cvml_core.plugin_host.run_info.RunInfo` describing the run (``log_dir``,
         ``epochs``, ``start_epoch``, ``basis_dict``, callback names, start time and ``notify``,
         where notifiers post, e.g. ``{"teams": url}``).
+
+    The return value is ignored.
     """
 
 
@@ -81,4 +85,6 @@ def cvml_train_end(run: Any, logs: Any, error: Any) -> None:
     :param logs: the last epoch's logs (a dict, possibly empty).
     :param error: the exception that stopped training, or None when it finished.
         After the hook, the exception is re-raised to the caller.
+
+    The return value is ignored.
     """
