@@ -14,7 +14,7 @@ from cvml_core.artifacts.artifact import Artifact, Staged
 from cvml_core.artifacts.atomic import atomic_path, atomic_write_bytes, atomic_write_text, staging
 from cvml_core.artifacts.ledger import SaveJob
 from cvml_core.artifacts.manifest import Manifest
-from cvml_core.artifacts.storage import Store, open_store
+from cvml_core.artifacts.storage import LogDirError, Store, open_store
 from cvml_core.artifacts.worker import BackgroundJobError, BackgroundWorker
 from cvml_core.plugin_host.hookspecs import hookimpl
 from cvml_core.plugin_host.loader import (
@@ -28,13 +28,12 @@ from cvml_core.plugin_host.run_info import RunInfo
 from cvml_core.policy.basis import BasisPolicy, MissingMetricError
 
 if TYPE_CHECKING:
-    from cvml_core.artifacts.callback import BasisCallback, LogDirError
+    from cvml_core.artifacts.callback import BasisCallback
     from cvml_core.train.train_infer import TrainInfer
 
 # Names whose modules import Keras/TensorFlow: loaded on first use only.
 _LAZY = {
     "BasisCallback": "cvml_core.artifacts.callback",
-    "LogDirError": "cvml_core.artifacts.callback",
     "TrainInfer": "cvml_core.train.train_infer",
 }
 
