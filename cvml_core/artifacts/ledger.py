@@ -16,7 +16,7 @@ from typing import Any
 
 from cvml_core.artifacts.artifact import Artifact, Staged
 from cvml_core.artifacts.atomic import write_error
-from cvml_core.artifacts.manifest import Manifest
+from cvml_core.artifacts.manifest import Manifest, file_name
 from cvml_core.artifacts.storage import LocalStore, Store
 from cvml_core.policy.basis import BasisPolicy, KeyBest
 
@@ -90,7 +90,7 @@ class Ledger:
         staged = [g for g in group if isinstance(g, Staged)]
         artifacts = [g for g in group if isinstance(g, Artifact)]
         for artifact in artifacts:  # written in place already: on a store, upload it now
-            local = self.folder / _name(artifact.path)
+            local = self.folder / file_name(artifact.path)
             if self.store.is_remote and local.is_file():
                 self.store.publish(local, local.name)
         error: OSError | None = None
@@ -114,7 +114,7 @@ class Ledger:
         except OSError as exc:
             if not artifacts and error is not None:
                 raise error from exc  # temps stay: the next start drops them
-            names = ", ".join(Path(a.path).name for a in artifacts)
+            names = ", ".join(file_name(a.path) for a in artifacts)
             raise write_error(
                 f"{names} (epoch {job.epoch}) is in place, but recording it by "
                 "writing", self.manifest.path, exc,
@@ -151,7 +151,7 @@ class Ledger:
             except OSError as exc:
                 self.manifest.pending = self.manifest.pending[: -len(entries)]
                 _remove_temps(staged)
-                names = ", ".join(Path(i.artifact.path).name for i in staged)
+                names = ", ".join(file_name(i.artifact.path) for i in staged)
                 return [], [], write_error(
                     f"recording the coming rename of {names} (left under its old content)"
                     " by writing", self.manifest.path, exc,
@@ -159,7 +159,7 @@ class Ledger:
         done: list[Staged] = []
         for i, item in enumerate(staged):
             try:
-                self.store.publish(item.temp, _name(item.artifact.path))
+                self.store.publish(item.temp, file_name(item.artifact.path))
             except OSError as exc:
                 return done, staged[i:], exc
             done.append(item)
@@ -176,7 +176,7 @@ class Ledger:
             self.manifest.basis_state = state
             self.manifest.pending = [
                 e for e in self.manifest.pending if e.get("op") == "delete"
-                and self.store.exists(_name(e.get("path", "")))
+                and self.store.exists(file_name(e.get("path")))
             ]
             self.unannounced.extend(artifacts)
             self.manifest.write()
@@ -185,12 +185,12 @@ class Ledger:
     def forget(self, paths: Iterable[str | os.PathLike[str]]) -> list[str]:
         """Delete recorded files, manifest first (docs/manifest.md); return the
         locations deleted. A failure is a :class:`~cvml_core.artifacts.atomic.FileWriteError`."""
-        names = {Path(p).name for p in paths}
+        names = {file_name(p) for p in paths}
         if not names:
             return []
         with self.lock:
             kept = [e for e in self.manifest.artifacts
-                    if Path(str(e.get("path", ""))).name not in names]
+                    if file_name(e.get("path")) not in names]
             old_artifacts, old_pending = self.manifest.artifacts, self.manifest.pending
             self.manifest.artifacts = kept
             self.manifest.pending = old_pending + [
@@ -232,11 +232,6 @@ class Ledger:
             if not self.manifest.pending:
                 return [], []
             return self.manifest.recover()
-
-
-def _name(path: Any) -> str:
-    """The file name of a path or URL."""
-    return Path(str(path)).name
 
 
 def _remove_temps(staged: list[Staged]) -> None:

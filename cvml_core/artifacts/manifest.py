@@ -151,7 +151,7 @@ class Manifest:
         still: list[dict[str, Any]] = []
         for entry in self.pending:
             if entry.get("op") == "delete":
-                target = Path(str(entry.get("path", ""))).name
+                target = file_name(entry.get("path"))
                 try:
                     if target:
                         self.store.delete(target)
@@ -159,8 +159,8 @@ class Manifest:
                     still.append(entry)
                 continue
             artifact = dict(entry.get("artifact") or {})
-            final = Path(str(artifact.get("path", ""))).name
-            temp = Path(str(entry.get("temp", ""))).name
+            final = file_name(artifact.get("path"))
+            temp = file_name(entry.get("temp"))
             if final and self.store.landed(final, temp, entry.get("sha256")):
                 self.artifacts.append(artifact)
                 adopted.append(final)
@@ -202,7 +202,7 @@ class Manifest:
         if forgotten:
             lines.append(_line({
                 "op": "forget", "seqs": [seq for seq, _ in forgotten],
-                "paths": sorted({_name(entry) for _, entry in forgotten}),
+                "paths": sorted({file_name(entry.get("path")) for _, entry in forgotten}),
             }))
         lines += [
             _line({"op": "add", "seq": self._next_seq + i, "artifact": entry})
@@ -295,8 +295,9 @@ class Manifest:
             fsync_dir(self.history_path.parent)
 
 
-def _name(entry: dict[str, Any]) -> str:
-    return Path(str(entry.get("path", ""))).name
+def file_name(path: Any) -> str:
+    """The file name of a path or URL ("" for None)."""
+    return Path(str(path or "")).name
 
 
 def _line(record: dict[str, Any]) -> bytes:
@@ -315,7 +316,7 @@ def _apply(
     the change, searched only when a name's last entry goes and older ones stay."""
     lost = set()
     for entry in forgotten:
-        name = _name(entry)
+        name = file_name(entry.get("path"))
         count[name] = count.get(name, 0) - 1
         if count[name] <= 0:
             count.pop(name, None)
@@ -324,7 +325,7 @@ def _apply(
         elif current.get(name) is entry:
             lost.add(name)
     for entry in reversed(entries if lost else []):
-        name = _name(entry)
+        name = file_name(entry.get("path"))
         if name in lost:
             current.pop(name, None)
             current[name] = entry
@@ -332,7 +333,7 @@ def _apply(
             if not lost:
                 break
     for entry in added:
-        name = _name(entry)
+        name = file_name(entry.get("path"))
         current.pop(name, None)
         current[name] = entry
         count[name] = count.get(name, 0) + 1
