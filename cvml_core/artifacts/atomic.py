@@ -34,6 +34,8 @@ def write_error(action: str, path: str | os.PathLike[str], exc: BaseException) -
         exc = exc.__cause__  # the root cause's reason, under the caller's words
     errno = getattr(exc, "errno", None)
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    if not isinstance(exc, OSError):  # e.g. an object store client's error: name it
+        reason = f"{type(exc).__name__}: {reason}"
     if "://" in str(path):  # a (masked) URL of an object store
         folder, _, name = str(path).rpartition("/")
         return FileWriteError(errno, f"{action} {name} in {folder} failed: {reason}",
