@@ -35,7 +35,8 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 from servers import SeaweedS3  # noqa: E402
 
-from cvml_core.artifacts.storage import PART_BYTES, open_store  # noqa: E402
+from cvml_core.artifacts.remote_store import PART_BYTES  # noqa: E402
+from cvml_core.artifacts.storage import open_store  # noqa: E402
 from cvml_core.keras_compat import keras  # noqa: E402
 
 

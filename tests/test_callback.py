@@ -200,3 +200,32 @@ def test_the_readme_plugin_author_example_runs_and_gets_the_lifecycle(
     manifest = read_manifest(tmp_path / "my-cb")
     assert manifest["basis"] == cb.policy.state_dict()
     assert manifest["artifacts"][-1]["epoch"] == cb.policy.best["val_loss"].epoch
+
+
+def test_a_callback_class_is_never_renamed_its_instances_carry_the_name(tmp_path):
+    from cvml_core.train.resolve import callback_label
+
+    class Unnamed(BasisCallback):
+        pass
+
+    registry = load_registry({}, [PluginSource("first-name", "dist", "1.0", target=Unnamed)])
+    by_name = registry.create("first-name", tmp_path, {"val_loss": "min"})
+    assert by_name.name == "first-name" and by_name.folder == tmp_path / "first-name"
+    assert "name" not in vars(Unnamed) and Unnamed.name == "callback"
+    assert callback_label(by_name) == "first-name"
+    named = Notes(tmp_path, {"val_loss": "min"})  # a class that sets its own name keeps it
+    assert named.name == "notes" and callback_label(named) == "notes"
+
+
+def test_a_failed_write_rolls_the_key_back_so_a_later_lesser_best_saves_again(tmp_path, drive):
+    class Lenient(Notes):
+        strict = False
+
+    cb = Lenient(tmp_path, {"val_loss": "min"}, fail_at=2)
+    logs = [{"val_loss": 1.0}, {"val_loss": 0.3}, {"val_loss": 0.5}]
+    with pytest.warns(RuntimeWarning, match=r"notes: save of epoch 2 \(for val_loss\) failed"):
+        drive(cb, logs, wait=True)
+    # epoch 2's best never got its file, so 0.5 beats the committed best (1.0) at epoch 3
+    assert cb.improved_calls == [(1, ["val_loss"]), (2, ["val_loss"]), (3, ["val_loss"])]
+    assert (cb.folder / "best_val_loss.txt").read_text() == "3 0.5"
+    assert cb.committed["val_loss"].epoch == 3 == cb.policy.best["val_loss"].epoch

@@ -18,7 +18,7 @@ DOC = (ROOT / "docs" / "plugin-authors.md").read_text()
 #: Public members of BasisCallback that are the core's (TrainInfer, the lifecycle), not
 #: for subclasses, so the reference leaves them out.
 FOR_THE_CORE = {
-    "announce", "wait_for_background", "committed_state", "manifest", "manifest_artifacts",
+    "announce", "wait_for_background", "manifest", "manifest_artifacts",
     "set_sample_data", "writes_files",
 }
 KERAS_HOOKS = {"on_train_begin", "on_epoch_end", "on_train_end"}

@@ -80,7 +80,7 @@ def test_a_typo_in_the_entry_points_module_fails_cvml_plugins_once_and_names_it(
 
     created = run(site, CREATE_CSVLOG)
     last = created.stderr.strip().splitlines()[-1]
-    assert last.startswith("cvml_core.plugin_host.loader.UnknownCallbackError: callback "
+    assert last.startswith("cvml_core.plugin_host.registry.UnknownCallbackError: callback "
                            "'csvlog' failed to load (cvml-csvlog)"), created.stderr
     assert "'cvml_csvlgo' does not exist" in last
 

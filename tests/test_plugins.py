@@ -164,7 +164,9 @@ def test_a_callback_entry_point_is_listed_without_import_and_named_once(target_m
     ]
     assert target_module not in sys.modules
     cls = registry.callback_class("good-cb")
-    assert cls.name == "good-cb"  # the class sets no name: it gets the entry point's
+    assert "name" not in vars(cls)  # never renamed: the registry names its instances
+    assert plugins.registered_name(cls) == "good-cb"
+    assert registry.create("good-cb").name == "good-cb"
 
 
 def test_a_class_that_sets_its_own_name_keeps_it():
@@ -173,6 +175,7 @@ def test_a_class_that_sets_its_own_name_keeps_it():
 
     registry = load_registry({}, [callback_source("other", Named)])
     assert registry.callback_class("other").name == "own"
+    assert plugins.registered_name(Named) == "own"
 
 
 @pytest.mark.parametrize(

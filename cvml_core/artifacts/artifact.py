@@ -38,12 +38,8 @@ class Artifact:
 @dataclass(frozen=True)
 class Staged:
     """A file written and fsynced under ``temp`` (a ``.tmp-`` name beside
-    ``artifact.path``), for the core to rename into place and record.
-
-    :meth:`cvml_core.BasisCallback.write` yields these (or a list of them, published
-    together) so the manifest names the rename before it happens; see
-    :class:`cvml_core.artifacts.manifest.Manifest` for the order.
-    """
+    ``artifact.path``) that ``write`` yields, for the core to rename into place and
+    record, manifest first (docs/manifest.md)."""
 
     temp: Path
     artifact: Artifact

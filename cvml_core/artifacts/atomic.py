@@ -34,6 +34,8 @@ def write_error(action: str, path: str | os.PathLike[str], exc: BaseException) -
         exc = exc.__cause__  # the root cause's reason, under the caller's words
     errno = getattr(exc, "errno", None)
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    if not isinstance(exc, OSError):  # e.g. an object store client's error: name it
+        reason = f"{type(exc).__name__}: {reason}"
     if "://" in str(path):  # a (masked) URL of an object store
         folder, _, name = str(path).rpartition("/")
         return FileWriteError(errno, f"{action} {name} in {folder} failed: {reason}",
@@ -44,11 +46,8 @@ def write_error(action: str, path: str | os.PathLike[str], exc: BaseException) -
 
 
 def temp_path_for(final: Path) -> Path:
-    """A fresh temporary name beside ``final`` that keeps its full suffix.
-
-    Writers such as ``model.save`` check the suffix (``.keras``, ``.weights.h5``),
-    so the random part goes in front: ``.tmp-<hex>-<name>``.
-    """
+    """A fresh temporary name ``.tmp-<hex>-<name>`` beside ``final``: it keeps the
+    suffix, which writers such as ``model.save`` check."""
     return final.with_name(f"{TEMP_PREFIX}{secrets.token_hex(4)}-{final.name}")
 
 
@@ -75,13 +74,8 @@ def fsync_dir(folder: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it is renamed to ``final``.
-
-    If the body raises, the temporary file is removed and ``final`` is untouched::
-
-        with atomic_path(log_dir / "best.keras") as tmp:
-            model.save(tmp)
-    """
+    """Yield a temporary path to write, renamed to ``final`` on success; if the body
+    raises, the temporary file is removed and ``final`` is untouched."""
     final = Path(final)
     with staging(final) as tmp:
         yield tmp
@@ -101,9 +95,8 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
 @contextlib.contextmanager
 def staging(final: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``final`` to write; on success it is fsynced and
-    left there (the caller renames it, e.g. the core's manifest-first publish). If the
-    body raises, the temporary file is removed; an ``OSError`` is raised as a
-    :class:`FileWriteError` naming ``final`` and its folder."""
+    left for the caller to rename (e.g. as a ``Staged`` file), if the body raises it is
+    removed (an ``OSError`` becomes a :class:`FileWriteError` naming ``final``)."""
     final = Path(final)
     tmp = temp_path_for(final)
     try:
@@ -139,16 +132,10 @@ _temp_saved: str | None = None
 @contextlib.contextmanager
 def temp_files_in(folder: str | os.PathLike[str]) -> Iterator[None]:
     """Python's temp directory is a scratch folder ``folder/.tmp-tempdir-*`` during the
-    block, so that what libraries write there on a callback's behalf (Keras' ``.keras``
-    save and load make working folders with ``tempfile``) is removed at the next start
-    (:func:`remove_stale_temps`) when the process is killed mid-save.
-
-    ``tempfile.tempdir`` is process-wide: while blocks overlap (several callbacks, the
-    training thread and a worker) they share the first one's folder; the last one out
-    restores the previous value and removes the folder if it is empty (what is left,
-    another thread's temp file for example, goes at the next start). A URL ``folder``
-    changes nothing.
-    """
+    block, so what libraries write there (Keras' ``.keras`` save and load) is removed at
+    the next start when the process is killed mid-save. Overlapping blocks share the
+    first one's folder (``tempfile.tempdir`` is process-wide); the last one out restores
+    it. A URL ``folder`` changes nothing."""
     global _temp_users, _temp_folder, _temp_saved
     if "://" in str(folder):  # not a local folder: the temp directory stays as it is
         yield

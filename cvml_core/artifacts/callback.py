@@ -1,63 +1,30 @@
-"""The base class that joins a Keras callback to the basis policy and owns the artifact lifecycle.
+"""The base class that joins a Keras callback to the basis policy and the artifact
+lifecycle.
 
-A callback that writes a file per improved basis key gives two steps and nothing else:
-
-* ``snapshot(epoch, logs)``: on the training thread, a consistent and quick copy of
-  what the file needs (e.g. the variables as numpy arrays);
-* ``write(job)``: on the background worker, write the files of ``job.keys`` (basis
-  keys) and ``job.extras`` (other files, e.g. ``"last"``) from ``job.snapshot``, each
-  to a temporary name (:func:`cvml_core.artifacts.atomic.staging`), and yield a
-  :class:`~cvml_core.artifacts.artifact.Staged` per file (or a list of them to publish
-  together); the core renames them into place in the manifest-first order of
-  :class:`~cvml_core.artifacts.manifest.Manifest`. (Yielding a plain :class:`Artifact` for a
-  file already renamed, e.g. with :func:`cvml_core.artifacts.atomic.atomic_path`, still works,
-  without that order.)
-
-The core does the rest, the same way for every callback: it decides which keys
-improved, submits the job (one write runs and one waits; with ``supersede`` a newer
-job replaces, per key, the one waiting), commits each key whose file landed, rolls
-back each key whose write failed (a warning, or an error with ``strict``), writes
-``manifest.json`` with the committed bests only (a manifest never names a best
-without its file), announces each file to plugins on the training thread and waits
-for the worker at train end. Example::
-
-    class BestNote(BasisCallback):
-        name = "best-note"
-
-        def snapshot(self, epoch, logs):
-            return dict(logs)
-
-        def write(self, job):
-            for key in job.keys:
-                path = self.folder / f"best_{key}.txt"
-                with staging(path) as tmp:
-                    tmp.write_text(f"{job.epoch} {job.snapshot[key]}")
-                yield Staged(tmp, self.artifact("note", path, job.epoch, job.logs, key))
-
-A callback without ``write`` (e.g. one that only logs) still gets the policy: its
-improved keys are committed at once. Any callback may override ``on_due``,
-``on_improved`` and ``on_finished``; ``epoch`` is always 1-based, as Keras prints it.
-
-(Over 300 lines because the save queue, the rollback and the Keras hooks share one
-lock's invariants over the policy's bests; the files' record is in
-:mod:`cvml_core.artifacts.ledger`.)
+A callback that writes a file per improved basis key gives two steps: ``snapshot(epoch,
+logs)`` on the training thread (a quick, consistent copy) and ``write(job)`` on the
+worker, which writes each file under a temporary name (:func:`cvml_core.staging`) and
+yields a :class:`~cvml_core.artifacts.artifact.Staged` per file. The core decides which
+keys improved, queues the save (:mod:`~cvml_core.artifacts.save_queue`), publishes the
+files manifest first (:mod:`~cvml_core.artifacts.ledger`), announces them to plugins and
+waits for the worker at train end. docs/plugin-authors.md is the reference of what a
+subclass may read and override.
 """
 
 from __future__ import annotations
 
-import copy
 import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from cvml_core.artifacts.artifact import Artifact, Staged
-from cvml_core.artifacts.atomic import temp_files_in
 from cvml_core.artifacts.distribute import is_chief
 from cvml_core.artifacts.ledger import Ledger, SaveJob
 from cvml_core.artifacts.manifest import Manifest
+from cvml_core.artifacts.save_queue import SaveQueue
+from cvml_core.artifacts.save_queue import SkipSave as SkipSave  # re-exported
 from cvml_core.artifacts.storage import LogDirError as LogDirError  # re-exported
 from cvml_core.artifacts.storage import Store, is_url, mask, open_store
 from cvml_core.artifacts.worker import BackgroundWorker
@@ -65,13 +32,6 @@ from cvml_core.keras_compat import Callback
 from cvml_core.plugin_host.loader import call_hook, registered_name
 from cvml_core.policy.basis import BasisPolicy, KeyBest
 from cvml_core.policy.checks import check_folder
-
-
-class SkipSave(Exception):
-    """Raised by :meth:`BasisCallback.snapshot` to skip this save on purpose (e.g. no
-    memory to hold its snapshot while the previous one is written): its keys are
-    rolled back, so a later epoch that beats the committed best saves again, and the
-    epoch is added to :attr:`BasisCallback.skipped`. No warning, no error."""
 
 
 def _float_metrics(logs: Mapping[str, Any] | None) -> dict[str, float]:
@@ -87,40 +47,25 @@ def _float_metrics(logs: Mapping[str, Any] | None) -> dict[str, float]:
 class BasisCallback(Callback):
     """A Keras callback that acts on due epochs where basis keys improved.
 
-    :param log_dir: the run's folder; this callback writes in ``log_dir/<folder>``
-        (``folder`` defaults to the class's ``name``).
+    :param log_dir: the run's folder (a path or a URL); this callback writes in
+        ``log_dir/<folder>``.
     :param basis_dict: ``{metric: "min"|"max"}``, e.g. ``{"val_loss": "min"}``.
     :param skip_from_start: the first epochs that are never due.
     :param frequency: an epoch ``e`` is due when ``e % frequency == 0``.
     :param min_delta: how much a value must beat the best to count as improved.
-    :param folder: this callback's folder in ``log_dir`` (default: the class's ``name``).
+    :param folder: this callback's folder in ``log_dir`` (default: its ``name``).
     :param storage_options: for a URL ``log_dir`` (``s3://``, ``gs://``, ...), options
-        of its fsspec filesystem (e.g. ``{"key": ..., "secret": ...}``, an
-        ``endpoint_url``); credentials otherwise come the filesystem's usual ways.
+        of its fsspec filesystem (docs/storage.md).
 
-    These are the schedule every callback shares: a subclass takes its own options as
-    keywords and forwards the rest here, so they are declared once::
-
-        def __init__(self, log_dir, basis_dict, compress=False, **schedule):
-            super().__init__(log_dir, basis_dict, **schedule)
-            self.compress = compress
-
-    The basis state is restored from the folder's ``manifest.json`` if one exists,
+    A subclass takes its own options as keywords and forwards the rest here
+    (``**schedule``). The basis state is restored from the folder's ``manifest.json``,
     so a resumed run keeps its bests.
-
-    What a subclass may read: ``name`` (its entry point's name unless the class sets
-    one), ``log_dir`` and ``folder`` (``pathlib.Path``), ``policy`` (the
-    :class:`~cvml_core.policy.basis.BasisPolicy`: ``policy.best[key].value`` and ``.epoch``,
-    ``policy.basis``), ``committed`` (the bests whose file is in place), ``chief``
-    (whether this process writes), ``model`` (set by Keras), ``sample_data`` and
-    ``last_logs``. What it may override: :meth:`snapshot`, :meth:`write`,
-    :meth:`release`, :meth:`extras_due`, :meth:`on_due`, :meth:`on_improved`,
-    :meth:`on_finished` (each says its thread and processes), and the class
-    attributes below. docs/plugin-authors.md is the same reference as a page.
     """
 
-    #: The registered name, used as folder name and in artifacts.
-    name: ClassVar[str] = "callback"
+    #: The callback's name (its folder and its label in artifacts): a class default;
+    #: each instance's ``name`` is the one its registration or entry point gives a class
+    #: that sets none (:func:`~cvml_core.plugin_host.registry.registered_name`).
+    name: str = "callback"
     #: What a save is called in messages ("checkpoint of epoch 3 ... failed").
     save_label: ClassVar[str] = "save"
     #: The category of the warnings of failed saves (when not ``strict``).
@@ -147,11 +92,7 @@ class BasisCallback(Callback):
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        cls = type(self)
-        if "name" not in vars(cls):  # built directly: the name its entry point gives it
-            found = registered_name(cls)  # (the rule create_callback applies too)
-            if found:
-                cls.name = found
+        self.name: str = registered_name(type(self)) or type(self).name
         self.policy = BasisPolicy(basis_dict, skip_from_start, frequency, min_delta)
         location = check_folder("log_dir", log_dir)
         #: ``log_dir`` as given: a ``Path``, or a URL string of an object store.
@@ -182,14 +123,9 @@ class BasisCallback(Callback):
         self.worker = BackgroundWorker(f"cvml-{self.name}")
         self.sample_data: tuple[Any, Any] | None = None
         self.last_logs: dict[str, Any] = {}
-        self._lock = self.ledger.lock  # guards the fields below and the policy's bests
-        #: Per key, the best of the newest save not written yet (what a rollback keeps).
-        self._writing: dict[str, KeyBest] = {}
-        self._waiting: dict[tuple[str, str], SaveJob] = {}  # target -> newest job to write
-        self._failed: list[tuple[str, KeyBest]] = []  # rolled back on the training thread
-        self._messages: list[str] = []  # warnings to give on the training thread
         #: The epochs whose save the subclass skipped (:class:`SkipSave`).
         self.skipped: list[int] = []
+        self.saves = SaveQueue(self)
 
     # -- subclass API --------------------------------------------------------------
 
@@ -212,29 +148,17 @@ class BasisCallback(Callback):
         return []
 
     def snapshot(self, epoch: int, logs: dict[str, Any]) -> Any:
-        """On the training thread: what :meth:`write` needs, copied consistently and
-        quickly (e.g. ``self.model.get_weights()``); it reaches :meth:`write` as
-        ``job.snapshot``. Called on a due epoch where keys improved or
-        :meth:`extras_due` named files.
-
-        Every process takes it (reads of a distributed model are collective), also
-        those that are not the chief (``self.chief``), which never write in
-        ``log_dir``."""
+        """What :meth:`write` needs (``job.snapshot``), copied consistently and quickly
+        (e.g. ``self.model.get_weights()``); training thread, every process (reads of
+        a distributed model are collective). Raise :class:`SkipSave` to skip the save."""
         raise NotImplementedError
 
     def write(self, job: SaveJob) -> Iterable[Artifact | Staged | list[Staged]]:
-        """On the worker (the training thread if ``background`` is False), chief only:
-        write ``job``'s files to temporary names (:func:`cvml_core.staging`); yield each
-        as a :class:`Staged` (a list: published together) for the core to rename and
-        record. ``job`` (:class:`~cvml_core.artifacts.ledger.SaveJob`) has ``epoch``, ``logs``,
-        ``snapshot``, ``keys`` (the basis keys whose best file to write), ``extras``
-        and ``bests``.
-
-        An artifact (:meth:`artifact`) of ``job.epoch`` whose ``basis_key`` is one of
-        ``job.keys`` commits that key once its file is in place; a key of the job with
-        no such artifact, or not in place when this raises, is rolled back to its last
-        committed best (a warning, or an error with ``strict``).
-        """
+        """Write ``job``'s files (:class:`~cvml_core.artifacts.ledger.SaveJob`) to
+        temporary names (:func:`cvml_core.staging`) and yield each as a :class:`Staged`
+        (a list: published together); worker (the training thread if ``background`` is
+        False), chief only. A key of ``job.keys`` without an artifact in place is rolled
+        back to its last committed best (a warning, or an error with ``strict``)."""
         raise NotImplementedError
 
     def release(self, snapshot: Any) -> None:
@@ -294,10 +218,6 @@ class BasisCallback(Callback):
         """Per key, the best whose file is written (what the manifest records)."""
         return self.ledger.committed
 
-    def committed_state(self) -> dict[str, Any]:
-        """The basis state with, per key, the best whose file is written."""
-        return self.ledger.committed_state()
-
     def save(
         self,
         epoch: int,
@@ -311,133 +231,11 @@ class BasisCallback(Callback):
         ``supersede`` replaces it per target; without ``background``, the files are
         written before this returns.
         """
-        keys, extras = list(keys), list(extras)
-        if not keys and not extras:
-            return
-        if not self.chief:  # the same reads as the chief (collective under a distribution)
-            try:
-                self.release(self.snapshot(epoch, dict(logs)))
-            except SkipSave:
-                self.skipped.append(epoch)
-            return
-        if self.background and not self.supersede:
-            self.worker.wait_for_room()
-        with self._lock:
-            bests = {key: copy.copy(self.policy.best[key]) for key in keys}
-        try:
-            with temp_files_in(self.folder):  # a kill leaves Keras' temp folders here
-                snapshot = self.snapshot(epoch, dict(logs))
-        except SkipSave:
-            self._roll_back([(key, bests[key]) for key in keys])
-            self.skipped.append(epoch)
-            return
-        except Exception as exc:
-            self._roll_back([(key, bests[key]) for key in keys])
-            message = self._failure_message(epoch, keys + extras, exc, "snapshot")
-            if self.strict:
-                raise
-            warnings.warn(message, self.warning_category, stacklevel=3)
-            return
-        job = SaveJob(epoch, dict(logs), snapshot, keys, extras, bests, self.background)
-        replaced = []
-        with self._lock:
-            for target in self._targets(job):
-                old = self._waiting.get(target)
-                if old is not None:
-                    replaced.append(old)
-                self._waiting[target] = job
-            self._writing.update(bests)
-            waiting = {id(j) for j in self._waiting.values()}
-        for old in {id(j): j for j in replaced}.values():
-            if id(old) not in waiting:
-                self.release(old.snapshot)
-        name = f"{self.save_label} of epoch {epoch}"
-        if self.background:
-            self.worker.submit(name, self._write_waiting, supersede=self.supersede)
-        else:
-            self.worker.wait(raise_error=False)  # one writer of the files at a time
-            try:
-                self._write_waiting()
-            finally:
-                self.announce()
-
-    @staticmethod
-    def _targets(job: SaveJob) -> list[tuple[str, str]]:
-        return [("key", k) for k in job.keys] + [("extra", e) for e in job.extras]
-
-    def _write_waiting(self) -> None:
-        """Write every waiting job (worker); raise the first failure if ``strict``."""
-        with self._lock:
-            waiting, self._waiting = self._waiting, {}
-        jobs: dict[int, SaveJob] = {}
-        for (kind, target), job in waiting.items():
-            narrowed = jobs.setdefault(id(job), replace(job, keys=[], extras=[]))
-            (narrowed.keys if kind == "key" else narrowed.extras).append(target)
-        error: BaseException | None = None
-        for job in sorted(jobs.values(), key=lambda j: j.epoch):
-            try:
-                self._write_one(job)
-            except Exception as exc:
-                error = error or exc
-            finally:
-                self.release(job.snapshot)
-        if error is not None:
-            raise error
-
-    def _write_one(self, job: SaveJob) -> None:
-        landed: set[str] = set()
-        try:
-            with temp_files_in(self.folder):  # a kill leaves Keras' temp folders here
-                for item in self.write(job):
-                    landed |= self.ledger.publish(item, job)
-        except Exception as exc:
-            self._done_writing(job)
-            failed = [k for k in job.keys if k not in landed]
-            self._roll_back([(k, job.bests[k]) for k in failed], deferred=job.background)
-            message = self._failure_message(
-                job.epoch, failed + job.extras, exc, self.save_label
-            )
-            if self.strict:
-                raise
-            self.warn_later(message)
-            return
-        self._done_writing(job)
-        missing = [k for k in job.keys if k not in landed]
-        if missing:
-            self._roll_back([(k, job.bests[k]) for k in missing], deferred=job.background)
-
-    def _done_writing(self, job: SaveJob) -> None:
-        with self._lock:
-            for key in job.keys:
-                if self._writing.get(key) == job.bests[key]:
-                    del self._writing[key]
-
-    def _failure_message(
-        self, epoch: int, targets: list[str], exc: BaseException, what: str
-    ) -> str:
-        if targets:
-            outcome = f"(for {', '.join(targets)}) failed, no file was written for it"
-        else:
-            outcome = "failed after its files were in place"
-        return f"{self.name}: {what} of epoch {epoch} {outcome}: {type(exc).__name__}: {exc}"
-
-    def _roll_back(self, failed: list[tuple[str, KeyBest]], deferred: bool = False) -> None:
-        """Set each failed key's best back to that of a save still being written for
-        it, else to its committed one, unless a newer epoch decided since. From the
-        worker (``deferred``), on the training thread later."""
-        with self._lock:
-            if deferred:
-                self._failed.extend(failed)
-                return
-            for key, best in failed:
-                if self.policy.best[key] == best:
-                    target = self._writing.get(key, self.committed[key])
-                    self.policy.best[key] = copy.copy(target)
+        self.saves.save(epoch, logs, keys, extras)
 
     def warn_later(self, message: str) -> None:
         """Give ``message`` as a warning on the training thread (safe from the worker)."""
-        with self._lock:
-            self._messages.append(message)
+        self.saves.warn_later(message)
 
     def record(self, artifacts: list[Artifact]) -> None:
         """Add ``artifacts`` to the manifest with the committed basis state; write it.
@@ -471,11 +269,9 @@ class BasisCallback(Callback):
     def announce(self) -> None:
         """On the training thread: roll back failed keys, give the warnings, announce
         new files through ``cvml_artifact_saved``, raise a background failure."""
-        with self._lock:
+        with self.ledger.lock:
             artifacts, self.ledger.unannounced = self.ledger.unannounced, []
-            failed, self._failed = self._failed, []
-            messages, self._messages = self._messages, []
-        self._roll_back(failed)
+        messages = self.saves.settle()
         for artifact in artifacts:
             call_hook("cvml_artifact_saved", artifact=artifact)
         for message in messages:
@@ -518,7 +314,7 @@ class BasisCallback(Callback):
         number = epoch + 1
         if not self.policy.is_due(number):
             return
-        with self._lock:
+        with self.ledger.lock:
             improved = self.policy.update(number, logs)
         if self.chief:
             self.on_due(number, improved, logs)

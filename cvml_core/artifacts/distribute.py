@@ -1,19 +1,12 @@
-"""Which process is the chief: the one definition every callback and notifier uses.
+"""Which process is the chief, the one that writes files, manifests, events and webhook
+posts; every process takes the same decisions and runs the same (collective) model reads.
 
-Across devices and processes every process takes the same decisions and runs the
-same model reads (under a distribution they are collective); only the chief writes
-files, manifests, TensorBoard events and webhook posts.
-
-* TensorFlow multi-worker (``tf.distribute``, e.g. tf_keras with
-  ``MultiWorkerMirroredStrategy``): the task of type ``chief``, or worker 0 when the
-  cluster has no chief, read from the model's strategy's cluster resolver, or from
-  ``TF_CONFIG`` before a model is known (the variable that resolver reads).
-* JAX multi-process (``keras.distribution.initialize(...)``): process 0
-  (``jax.process_index() == 0``), as Keras' own ``OrbaxCheckpoint`` does.
+* ``tf.distribute`` multi-worker: the task of type ``chief``, or worker 0 when the
+  cluster has none, from the model's strategy's cluster resolver, or from ``TF_CONFIG``
+  before a model is known.
+* JAX multi-process (``keras.distribution.initialize(...)``): process 0, as Keras' own
+  ``OrbaxCheckpoint`` does (asked only when Keras runs on JAX and ``jax`` is imported).
 * Otherwise a single process, which is the chief.
-
-Pure Python until asked: JAX is consulted only when Keras runs on the JAX backend
-and ``jax`` is already imported; TensorFlow only through the model's strategy.
 """
 
 from __future__ import annotations

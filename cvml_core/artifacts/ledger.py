@@ -1,12 +1,7 @@
-"""A callback folder's record of its files and bests, kept manifest-first.
-
-The :class:`Ledger` holds the folder's :class:`~cvml_core.artifacts.manifest.Manifest` and, per
-basis key, the *committed* best: the best whose file is in place. It publishes each
-:class:`~cvml_core.artifacts.artifact.Staged` file a callback's ``write`` yields in the order
-the manifest's crash safety needs (pending entry, rename, record), deletes files for
-retention the same way, and lists what it recorded. Every method is safe from the
-worker and the training thread alike (one lock, :attr:`Ledger.lock`).
-"""
+"""A callback folder's record of its files and, per basis key, its *committed* best (the
+best whose file is in place): publishes each ``Staged`` file manifest first
+(docs/manifest.md), deletes files for retention the same way. One lock,
+:attr:`Ledger.lock`, makes every method safe from the worker and the training thread."""
 
 from __future__ import annotations
 
@@ -21,20 +16,15 @@ from typing import Any
 
 from cvml_core.artifacts.artifact import Artifact, Staged
 from cvml_core.artifacts.atomic import write_error
-from cvml_core.artifacts.manifest import Manifest
+from cvml_core.artifacts.manifest import Manifest, file_name
 from cvml_core.artifacts.storage import LocalStore, Store
 from cvml_core.policy.basis import BasisPolicy, KeyBest
 
 
 @dataclass
 class SaveJob:
-    """What :meth:`BasisCallback.write` writes: the files of one snapshot.
-
-    ``keys`` are the basis keys whose best file to write, ``extras`` the other files
-    (names the callback chose, e.g. ``"last"``). ``bests`` holds each key's best as
-    decided with this snapshot. ``background`` is False when written on the training
-    thread.
-    """
+    """What :meth:`BasisCallback.write` writes: the files of one snapshot (the fields
+    are in docs/plugin-authors.md)."""
 
     epoch: int
     logs: dict[str, Any]
@@ -78,11 +68,6 @@ class Ledger:
                 raise ValueError(f"{exc} (saved in {self.manifest.path})") from exc
         self.committed = copy.deepcopy(self.policy.best)
 
-    def committed_state(self) -> dict[str, Any]:
-        """The basis state with, per key, the best whose file is written."""
-        with self.lock:
-            return self._committed_state()
-
     def _committed_state(self) -> dict[str, Any]:  # the caller holds the lock
         state = self.policy.state_dict()
         state["best"] = {
@@ -105,7 +90,7 @@ class Ledger:
         staged = [g for g in group if isinstance(g, Staged)]
         artifacts = [g for g in group if isinstance(g, Artifact)]
         for artifact in artifacts:  # written in place already: on a store, upload it now
-            local = self.folder / _name(artifact.path)
+            local = self.folder / file_name(artifact.path)
             if self.store.is_remote and local.is_file():
                 self.store.publish(local, local.name)
         error: OSError | None = None
@@ -129,7 +114,7 @@ class Ledger:
         except OSError as exc:
             if not artifacts and error is not None:
                 raise error from exc  # temps stay: the next start drops them
-            names = ", ".join(Path(a.path).name for a in artifacts)
+            names = ", ".join(file_name(a.path) for a in artifacts)
             raise write_error(
                 f"{names} (epoch {job.epoch}) is in place, but recording it by "
                 "writing", self.manifest.path, exc,
@@ -142,12 +127,10 @@ class Ledger:
     def _rename(
         self, staged: list[Staged], job: SaveJob
     ) -> tuple[list[Staged], list[Staged], OSError | None]:
-        """Steps 2 and 3 of the order of :class:`Manifest`: name the renames in the
-        manifest's ``pending``, then rename. Returns the files renamed, those not
-        renamed (their temp files must stay until a manifest without their pending
-        entry is written: a pending entry whose temp file is gone counts as renamed)
-        and the error that stopped them. If the pending entries cannot be written,
-        nothing is renamed and the temp files are removed at once."""
+        """Name the renames in the manifest's ``pending``, then rename (steps 2 and 3 of
+        docs/manifest.md). Returns the files renamed, those not renamed (their temp
+        files stay until a manifest without their pending entry is written) and the
+        error that stopped them; if ``pending`` cannot be written, nothing is renamed."""
         entries = []
         for item in staged:
             entry: dict[str, Any] = {
@@ -168,7 +151,7 @@ class Ledger:
             except OSError as exc:
                 self.manifest.pending = self.manifest.pending[: -len(entries)]
                 _remove_temps(staged)
-                names = ", ".join(Path(i.artifact.path).name for i in staged)
+                names = ", ".join(file_name(i.artifact.path) for i in staged)
                 return [], [], write_error(
                     f"recording the coming rename of {names} (left under its old content)"
                     " by writing", self.manifest.path, exc,
@@ -176,7 +159,7 @@ class Ledger:
         done: list[Staged] = []
         for i, item in enumerate(staged):
             try:
-                self.store.publish(item.temp, _name(item.artifact.path))
+                self.store.publish(item.temp, file_name(item.artifact.path))
             except OSError as exc:
                 return done, staged[i:], exc
             done.append(item)
@@ -193,22 +176,21 @@ class Ledger:
             self.manifest.basis_state = state
             self.manifest.pending = [
                 e for e in self.manifest.pending if e.get("op") == "delete"
-                and self.store.exists(_name(e.get("path", "")))
+                and self.store.exists(file_name(e.get("path")))
             ]
             self.unannounced.extend(artifacts)
             self.manifest.write()
             self.state_dirty = False
 
     def forget(self, paths: Iterable[str | os.PathLike[str]]) -> list[str]:
-        """Delete recorded files, manifest first: their entries leave the manifest,
-        which names each delete as pending, then the files go. Returns the locations
-        deleted; a failure is a :class:`~cvml_core.artifacts.atomic.FileWriteError`."""
-        names = {Path(p).name for p in paths}
+        """Delete recorded files, manifest first (docs/manifest.md); return the
+        locations deleted. A failure is a :class:`~cvml_core.artifacts.atomic.FileWriteError`."""
+        names = {file_name(p) for p in paths}
         if not names:
             return []
         with self.lock:
             kept = [e for e in self.manifest.artifacts
-                    if Path(str(e.get("path", ""))).name not in names]
+                    if file_name(e.get("path")) not in names]
             old_artifacts, old_pending = self.manifest.artifacts, self.manifest.pending
             self.manifest.artifacts = kept
             self.manifest.pending = old_pending + [
@@ -250,11 +232,6 @@ class Ledger:
             if not self.manifest.pending:
                 return [], []
             return self.manifest.recover()
-
-
-def _name(path: Any) -> str:
-    """The file name of a path or URL."""
-    return Path(str(path)).name
 
 
 def _remove_temps(staged: list[Staged]) -> None:

@@ -1,9 +1,6 @@
 """The manifest of a callback folder: ``manifest.json`` (what is live) and its
-append-only history ``manifest.history.jsonl``.
-
-(Over 300 lines: the two files' write order, its crash recovery and the reading of
-version 1 files are one format, kept in one place.)
-"""
+append-only history ``manifest.history.jsonl``; docs/manifest.md describes the format,
+its commit and the order of a publish."""
 
 from __future__ import annotations
 
@@ -25,63 +22,10 @@ MANIFEST_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 
 
-
 class Manifest:
-    """The manifest a callback keeps in its folder: ``manifest.json``, what is live
-    now, and ``manifest.history.jsonl``, every file recorded, in order.
-
-    A write costs the same at epoch 5000 as at epoch 5: ``manifest.json`` holds only
-    what is live (bounded by the files in the folder, not by the run's length) and is
-    replaced atomically; the history gets only the new lines. Layout (stable; tools
-    read it)::
-
-        manifest.json
-        {"version": 2, "callback": "ckpt",
-         "basis": {...BasisPolicy.state_dict()...},
-         "current": [{...Artifact.to_dict()...}, ...],   # per file name: its last entry
-         "pending": [...],                                # only while a publish is open
-         "history": {"file": "manifest.history.jsonl", "bytes": 5120, "lines": 12}}
-
-        manifest.history.jsonl (one JSON object a line)
-        {"op": "add", "seq": 0, "artifact": {...Artifact.to_dict()...}}
-        {"op": "forget", "seqs": [0], "paths": ["best_loss.epoch0001.keras"]}
-
-    :attr:`artifacts` is the history replayed (every ``add`` in order, minus the
-    entries a ``forget`` (retention) removed): the same list the single-file
-    manifest of version 1 held, which is still read (:func:`read_manifest` gives
-    that whole view as one dict).
-
-    A write appends its new lines to the history and fsyncs it, then replaces
-    ``manifest.json`` (temporary file, fsync, rename), whose ``history.bytes`` says how
-    much of the history it covers. That rename is the commit: a reader reads the
-    history up to ``history.bytes`` only, so lines past it (a write killed, or
-    failed, between the two steps; a line cut short by a kill) are never read, and
-    the next write truncates them before appending. A reader sees the old or the new
-    manifest, never half of one, even while a writer is at work.
-
-    The order of a publish (files and manifest agree after any single failure or a
-    kill at any point):
-
-    1. each file is written and fsynced under a ``.tmp-`` name beside its final name;
-    2. the manifest is written with a ``"pending"`` list naming each rename (temp
-       name, final entry, and the best it commits);
-    3. each temp file is renamed to its final name;
-    4. the manifest is written with the entries recorded and ``"pending"`` empty.
-
-    A retention delete is the mirror: the manifest drops the entries and names the
-    file in ``"pending"`` (``op: delete``) first, then the file is deleted.
-    :meth:`recover` (run when a callback starts on the folder) finishes what a killed
-    or failed run left: a pending rename whose temp file is gone happened, so its
-    entry is recorded and its best committed (adopted); one whose temp file is still
-    there did not, so it is dropped (the temp file goes with the stale temps); a
-    pending delete is done again. So the manifest never names a file that does not
-    exist, and no final file exists that the manifest does not name.
-
-    Writers change :attr:`artifacts` by appending (:meth:`add`), which a write finds
-    at the cost of what was appended, or by assigning a new list without some entries
-    (retention), which a write finds by one pass in memory over the list (no file
-    cost); entries are records, not edited in place. ``callback`` None takes the name
-    the file holds.
+    """The manifest of one folder (a path or a :class:`Store`). :attr:`artifacts` is
+    the history replayed; a writer appends to it or assigns a new list without some
+    entries, then calls :meth:`write`. ``callback`` None takes the name the file holds.
     """
 
     def __init__(
@@ -100,7 +44,7 @@ class Manifest:
         self.basis_state: dict[str, Any] | None = None
         #: Every entry recorded and not forgotten, in the order recorded.
         self.artifacts: list[dict[str, Any]] = []
-        #: Renames and deletes announced but not known to be done (see the order above).
+        #: Renames and deletes announced but not known to be done (docs/manifest.md).
         self.pending: list[dict[str, Any]] = []
         # What the files hold (as of the last read or write):
         self._seqs: dict[int, tuple[int, dict[str, Any]]] = {}  # id(entry) -> (seq, entry)
@@ -197,12 +141,9 @@ class Manifest:
     # -- changing ------------------------------------------------------------------
 
     def recover(self) -> tuple[list[str], list[str]]:
-        """Finish the pending renames and deletes of a run that stopped between the
-        steps of a publish; write the manifest if anything changed.
-
-        Returns ``(adopted, dropped)``: the file names recorded now, and those whose
-        rename never happened. Call it only while no writer uses the folder.
-        """
+        """Finish the pending renames and deletes of a stopped run (docs/manifest.md);
+        return the file names recorded now and those whose rename never happened.
+        Call it only while no writer uses the folder."""
         if not self.pending:
             return [], []
         adopted: list[str] = []
@@ -210,7 +151,7 @@ class Manifest:
         still: list[dict[str, Any]] = []
         for entry in self.pending:
             if entry.get("op") == "delete":
-                target = Path(str(entry.get("path", ""))).name
+                target = file_name(entry.get("path"))
                 try:
                     if target:
                         self.store.delete(target)
@@ -218,8 +159,8 @@ class Manifest:
                     still.append(entry)
                 continue
             artifact = dict(entry.get("artifact") or {})
-            final = Path(str(artifact.get("path", ""))).name
-            temp = Path(str(entry.get("temp", ""))).name
+            final = file_name(artifact.get("path"))
+            temp = file_name(entry.get("temp"))
             if final and self.store.landed(final, temp, entry.get("sha256")):
                 self.artifacts.append(artifact)
                 adopted.append(final)
@@ -239,9 +180,7 @@ class Manifest:
         self.artifacts.append(artifact.to_dict())
 
     def to_dict(self) -> dict[str, Any]:
-        """The whole record as one dict, in the single-file layout: ``version``,
-        ``callback``, ``basis``, ``artifacts`` (the history replayed) and ``pending``
-        (when any)."""
+        """The whole record as one dict, in the single-file layout of version 1."""
         data = {
             "version": MANIFEST_VERSION,
             "callback": self.callback,
@@ -253,12 +192,9 @@ class Manifest:
         return data
 
     def write(self) -> None:
-        """Write the manifest: append the new history lines (fsynced), then replace
-        ``manifest.json`` atomically. The cost is that of the change and of what is
-        live, not of the history. A failure is a
-        :class:`~cvml_core.artifacts.atomic.FileWriteError` naming the file and its folder; the
-        manifest on disk is then the previous one, and the next write carries the
-        change again."""
+        """Append the new history lines (fsynced), then replace ``manifest.json``
+        atomically. On a failure (:class:`~cvml_core.artifacts.atomic.FileWriteError`)
+        the manifest on disk is the previous one; the next write carries the change."""
         added, forgotten = self._changes()
         current, count = dict(self._current), dict(self._count)
         _apply(current, count, added, [entry for _, entry in forgotten], self.artifacts)
@@ -266,7 +202,7 @@ class Manifest:
         if forgotten:
             lines.append(_line({
                 "op": "forget", "seqs": [seq for seq, _ in forgotten],
-                "paths": sorted({_name(entry) for _, entry in forgotten}),
+                "paths": sorted({file_name(entry.get("path")) for _, entry in forgotten}),
             }))
         lines += [
             _line({"op": "add", "seq": self._next_seq + i, "artifact": entry})
@@ -315,10 +251,8 @@ class Manifest:
 
     def _changes(self) -> tuple[list[dict[str, Any]], list[tuple[int, dict[str, Any]]]]:
         """The entries of :attr:`artifacts` not in the history yet, and the ``(seq,
-        entry)`` of those in it that :attr:`artifacts` no longer holds.
-
-        The usual change (entries appended to the list last written) costs what was
-        appended; another (a list assigned by retention) is found by identity."""
+        entry)`` of those in it that :attr:`artifacts` no longer holds (an append costs
+        what was appended; a list assigned by retention is compared by identity)."""
         entries, n = self.artifacts, self._synced_len
         if entries is self._synced and len(entries) >= n and (
             n == 0 or entries[n - 1] is self._synced_tail
@@ -331,9 +265,8 @@ class Manifest:
 
     def _append(self, data: bytes) -> None:
         """Append ``data`` to the history at its committed length (dropping any tail
-        no ``manifest.json`` covers) and fsync it. A store without appends gets the
-        committed bytes and ``data`` as one new object (``manifest.json`` still covers
-        only its committed prefix until it is replaced)."""
+        no ``manifest.json`` covers) and fsync it; on a store without appends, write
+        the committed bytes and ``data`` as one new object."""
         if self.store.is_remote:
             whole = self._history_data[: self._history_bytes] + data
             self.store.write_bytes(HISTORY_NAME, whole)
@@ -362,8 +295,9 @@ class Manifest:
             fsync_dir(self.history_path.parent)
 
 
-def _name(entry: dict[str, Any]) -> str:
-    return Path(str(entry.get("path", ""))).name
+def file_name(path: Any) -> str:
+    """The file name of a path or URL ("" for None)."""
+    return Path(str(path or "")).name
 
 
 def _line(record: dict[str, Any]) -> bytes:
@@ -382,7 +316,7 @@ def _apply(
     the change, searched only when a name's last entry goes and older ones stay."""
     lost = set()
     for entry in forgotten:
-        name = _name(entry)
+        name = file_name(entry.get("path"))
         count[name] = count.get(name, 0) - 1
         if count[name] <= 0:
             count.pop(name, None)
@@ -391,7 +325,7 @@ def _apply(
         elif current.get(name) is entry:
             lost.add(name)
     for entry in reversed(entries if lost else []):
-        name = _name(entry)
+        name = file_name(entry.get("path"))
         if name in lost:
             current.pop(name, None)
             current[name] = entry
@@ -399,7 +333,7 @@ def _apply(
             if not lost:
                 break
     for entry in added:
-        name = _name(entry)
+        name = file_name(entry.get("path"))
         current.pop(name, None)
         current[name] = entry
         count[name] = count.get(name, 0) + 1
@@ -408,10 +342,8 @@ def _apply(
 def read_manifest(
     folder: str | os.PathLike[str] | Store, storage_options: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The whole manifest of ``folder`` (a path, a URL or a store) as one dict, in the
-    single-file layout of version 1 (``artifacts``: every entry recorded and not
-    forgotten, in order), from ``manifest.json`` and its history.
-    ``FileNotFoundError`` if there is none."""
+    """The whole manifest of ``folder`` (a path, a URL or a store) as one dict
+    (:meth:`Manifest.to_dict`); ``FileNotFoundError`` if there is none."""
     from cvml_core.artifacts.storage import open_store
 
     store = folder if isinstance(folder, Store) else open_store(folder, storage_options)

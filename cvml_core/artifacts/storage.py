@@ -1,27 +1,15 @@
-"""Where a callback folder's files live: a local folder, or a URL (``s3://``, ``gs://``, any
-filesystem fsspec knows). Everything that reads or writes ``log_dir`` goes through a
-:class:`Store`; :func:`open_store` picks one.
-
-* :class:`LocalStore`: a folder, as before (temp file beside the final name, fsync,
-  ``os.replace``).
-* :class:`RemoteStore`: an object store through fsspec. Files are written to a local
-  staging folder and published by one upload per object (a single PUT, or a multipart
-  upload streamed from the file in parts of ``PART_BYTES``); an object appears whole when
-  the upload completes, never in part. There is no rename: the manifest is the commit
-  point, and a stopped publish is recognised by its content's SHA-256 (see
-  ``docs/storage.md``).
-
-Credentials come the way each filesystem takes them (environment, ``~/.aws``, application
-default credentials) or from ``storage_options``; :func:`mask` strips userinfo and query
-from every URL a message shows.
+"""Where a callback folder's files live: a local folder, or a URL (``s3://``, ``gs://``,
+any filesystem fsspec knows). Everything that reads or writes ``log_dir`` goes through a
+:class:`Store`; :func:`open_store` picks one: a :class:`LocalStore` (temp file beside the
+final name, fsync, ``os.replace``) or a
+:class:`~cvml_core.artifacts.remote_store.RemoteStore` (docs/storage.md). :func:`mask`
+strips userinfo and query from every URL a message shows.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -36,16 +24,6 @@ from cvml_core.artifacts.atomic import (
     remove_stale_temps,
     write_error,
 )
-
-#: The size of one part of an upload; an upload holds about two parts in memory.
-PART_BYTES = 16 * 2**20
-#: What one read of the local file takes (the part buffer fills up to exactly a part).
-READ_BYTES = 2**20
-#: The local staging folders of object-store folders: ``cvml-staging-<pid>-<random>``.
-STAGING_PREFIX = "cvml-staging-"
-#: The package that gives fsspec each scheme, and the extra that installs it.
-SCHEME_PACKAGES = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"),
-                   "gcs": ("gcsfs", "gcs"), "az": ("adlfs", "azure"), "abfs": ("adlfs", "azure")}
 
 
 class LogDirError(OSError):
@@ -80,6 +58,8 @@ def open_store(
         text = urlsplit(text).path
     if not is_url(text):
         return LocalStore(Path(text))
+    from cvml_core.artifacts.remote_store import RemoteStore
+
     return RemoteStore(text, dict(storage_options or {}))
 
 
@@ -136,10 +116,14 @@ class Store:
         """Make the local file ``target`` hold ``name``'s bytes."""
         raise NotImplementedError
 
-    def local_copy(self, name: str) -> contextlib.AbstractContextManager[Path]:
-        """A local file holding ``name`` (the file itself when local; else a download,
-        deleted afterwards)."""
-        raise NotImplementedError
+    @contextlib.contextmanager
+    def local_copy(self, name: str) -> Iterator[Path]:
+        """A local file holding ``name`` (a download, deleted afterwards; a local
+        folder's file itself)."""
+        with tempfile.TemporaryDirectory(prefix="cvml-fetch-") as scratch:
+            target = Path(scratch) / name
+            self.fetch(name, target)
+            yield target
 
     def upload(self, source: Path, name: str) -> None:
         """Copy the local file ``source`` to ``name`` (a new object; no manifest)."""
@@ -244,224 +228,3 @@ class LocalStore(Store):
 
     def remove_all(self) -> None:
         shutil.rmtree(self.local)
-
-
-def _filesystem(url: str, options: dict[str, Any]) -> tuple[Any, str]:
-    """fsspec's filesystem for ``url`` and the path in it; an unknown scheme names the
-    package (and the extra of cvml-core) that provides it."""
-    scheme = urlsplit(url).scheme
-    try:
-        from fsspec.core import url_to_fs
-
-        return url_to_fs(url, **options)
-    except (ImportError, ValueError) as exc:
-        package, extra = SCHEME_PACKAGES.get(scheme, (None, None))
-        hint = (f'it needs {package}: pip install "cvml-core[{extra}]"' if package
-                else f"fsspec knows no filesystem for {scheme!r} ({_clean(exc)})")
-        raise ValueError(
-            f"log_dir={mask(url)!r} cannot be opened: {hint}. Received: scheme={scheme!r}"
-        ) from None
-
-
-class RemoteStore(Store):
-    """A folder of an object store (any fsspec filesystem), written without renames."""
-
-    is_remote = True
-
-    def __init__(self, url: str, options: dict[str, Any],
-                 opened: tuple[Any, str] | None = None) -> None:
-        self.url = url.rstrip("/")
-        self.options = options
-        fs, root = opened if opened is not None else _filesystem(self.url, options)
-        self.fs, self.root = fs, str(root).rstrip("/")
-        self._local: tempfile.TemporaryDirectory[str] | None = None
-
-    @property
-    def local(self) -> Path:  # type: ignore[override]
-        """A local staging folder in the system's temp folder, made on first use and
-        removed when the store goes; one a killed process left is removed here."""
-        if self._local is None:
-            _remove_orphaned_staging(Path(tempfile.gettempdir()))
-            self._local = tempfile.TemporaryDirectory(prefix=f"{STAGING_PREFIX}{os.getpid()}-")
-        return Path(self._local.name)
-
-    def child(self, name: str) -> RemoteStore:
-        return RemoteStore(f"{self.url}/{name}", self.options,
-                           (self.fs, f"{self.root}/{name}"))
-
-    def _path(self, name: str) -> str:
-        return f"{self.root}/{name}" if name else self.root
-
-    def location(self, name: str = "") -> str:
-        return mask(f"{self.url}/{name}" if name else self.url)
-
-    def _error(self, action: str, name: str, exc: BaseException) -> OSError:
-        errno = getattr(exc, "errno", None)
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        from cvml_core.artifacts.atomic import FileWriteError
-
-        return FileWriteError(errno, f"{action} {name} in {self.location()} failed: "
-                              f"{type(exc).__name__}: {reason}", self.location(name))
-
-    def exists(self, name: str) -> bool:
-        self.fs.invalidate_cache(self._path(name))  # another process may have written it
-        try:
-            return bool(self.fs.isfile(self._path(name)))
-        except FileNotFoundError:
-            return False
-
-    def names(self) -> set[str]:
-        self.fs.invalidate_cache(self.root)
-        try:
-            entries = self.fs.ls(self.root, detail=True)
-        except FileNotFoundError:
-            return set()
-        return {e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries
-                if e.get("type") == "file"}
-
-    def read_bytes(self, name: str) -> bytes:
-        try:
-            return bytes(self.fs.cat_file(self._path(name)))
-        except FileNotFoundError:
-            raise
-        except Exception as exc:
-            raise OSError(f"reading {self.location(name)} failed: {exc}") from exc
-
-    def write_bytes(self, name: str, data: bytes) -> None:
-        try:
-            self.fs.pipe_file(self._path(name), data)
-        except Exception as exc:
-            raise self._error("writing", name, exc) from exc
-
-    def _put(self, source: Path, name: str) -> None:
-        """Stream ``source`` up in parts; on failure nothing appears under ``name``."""
-        handle = self.fs.open(self._path(name), "wb", block_size=PART_BYTES)
-        try:
-            with open(source, "rb") as data:
-                while chunk := data.read(READ_BYTES):
-                    handle.write(chunk)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                handle.discard()
-            handle.closed = True  # never finalised: no partial object under the name
-            raise
-        handle.close()  # completes the upload: the object appears whole
-
-    def publish(self, temp: Path, name: str) -> None:
-        try:
-            self._put(temp, name)
-        except Exception as exc:
-            raise self._error("uploading", name, exc) from exc
-        with contextlib.suppress(OSError):
-            temp.unlink()
-
-    def upload(self, source: Path, name: str) -> None:
-        try:
-            self._put(source, name)
-        except Exception as exc:
-            raise self._error("uploading", name, exc) from exc
-
-    def sync(self) -> None:
-        pass
-
-    def digest(self, temp: Path) -> str | None:
-        return _sha256(lambda: open(temp, "rb"))
-
-    def landed(self, name: str, temp: str, digest: str | None) -> bool:
-        """An object is replaced whole or not at all, so the new content is there iff
-        the object's bytes hash to ``digest`` (read only after a stopped publish)."""
-        if digest is None or not self.exists(name):
-            return False
-        return _sha256(lambda: self.fs.open(self._path(name), "rb",
-                                            block_size=PART_BYTES)) == digest
-
-    def delete(self, name: str) -> bool:
-        try:
-            self.fs.rm_file(self._path(name))
-        except FileNotFoundError:
-            return False
-        except Exception as exc:
-            raise self._error("deleting", name, exc) from exc
-        return True
-
-    def fetch(self, name: str, target: Path) -> None:
-        try:
-            self.fs.get_file(self._path(name), str(target))
-        except Exception as exc:
-            raise self._error("downloading", name, exc) from exc
-
-    @contextlib.contextmanager
-    def local_copy(self, name: str) -> Iterator[Path]:
-        with tempfile.TemporaryDirectory(prefix="cvml-fetch-") as scratch:
-            target = Path(scratch) / name
-            self.fetch(name, target)
-            yield target
-
-    def probe(self, what: str) -> None:
-        name = f"{TEMP_PREFIX}probe-{secrets.token_hex(4)}"
-        bucket = "" if self.root.startswith("/") else self.root.split("/", 1)[0]
-        try:
-            if bucket:  # some stores create a missing bucket on a write: ask first
-                with contextlib.suppress(PermissionError):  # may not list: the write decides
-                    self.fs.info(bucket)
-            self.fs.pipe_file(self._path(name), b"")
-            self.fs.rm_file(self._path(name))
-        except Exception as exc:
-            if isinstance(exc, FileNotFoundError):
-                kind = "the bucket does not exist"
-            elif isinstance(exc, PermissionError):
-                kind = "access denied (check the credentials)"
-            else:
-                kind = "the store cannot be reached or written"
-            raise LogDirError(
-                getattr(exc, "errno", None),
-                f"{what} cannot be used: a test write to {self.location()} failed, {kind}: "
-                f"{type(exc).__name__}: {_clean(exc)}",
-            ) from None
-
-    def is_empty(self) -> bool:
-        try:
-            return not self.fs.find(self.root, maxdepth=None)
-        except FileNotFoundError:
-            return True
-
-    def remove_all(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.fs.rm(self.root, recursive=True)
-
-    def remove_stale_temps(self) -> None:
-        for name in self.names():
-            if name.startswith(TEMP_PREFIX):
-                with contextlib.suppress(Exception):
-                    self.fs.rm_file(self._path(name))
-
-
-def _remove_orphaned_staging(root: Path) -> None:
-    """Delete the staging folders (``cvml-staging-<pid>-*``) of processes that are gone
-    (a SIGKILL skips every cleanup)."""
-    for path in root.glob(f"{STAGING_PREFIX}*"):
-        try:
-            pid = int(path.name[len(STAGING_PREFIX):].split("-", 1)[0])
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-        except (ValueError, OSError):  # not ours, or alive (PermissionError)
-            continue
-
-
-def _clean(exc: BaseException) -> str:
-    """An exception's text with any URL in it masked."""
-    words = str(exc).split()
-    return " ".join(mask(w) if "://" in w else w for w in words)
-
-
-def _sha256(opener: Any) -> str:
-    digest = hashlib.sha256()
-    with opener() as handle:
-        while chunk := handle.read(PART_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-__all__ = ["PART_BYTES", "LocalStore", "LogDirError", "RemoteStore", "Store", "is_url", "mask",
-           "open_store"]

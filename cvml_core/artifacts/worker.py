@@ -1,29 +1,14 @@
 """The background worker: one pool of threads per process, one lane per owner.
 
-Slow work that must not hold training (writing checkpoints and event files, converting
-to tflite, posting a Teams card) runs on one pool shared by the whole process: daemon
-threads named ``cvml-worker-N``, one per lane with work (:data:`POOL_SIZE`), started
-when work comes and ending after :data:`IDLE_SECONDS` without any, so no thread
-outlives the work. A process forked while a lane is busy cannot use that lane (its
-job's thread is not in the child): make lanes after forking.
-
-Each owner (a callback, a notifier) submits through its own lane, a
-:class:`BackgroundWorker`. A lane runs its jobs in order, one at a time, on whichever
-pool thread is free; lanes run side by side, and a lane goes to the back of the pool's
-queue after each job, so a busy lane never starves another. ``backlog`` is how many
-jobs may wait in a lane:
-
-* ``1`` (callbacks): :meth:`BackgroundWorker.submit` blocks until there is room, or,
-  with ``supersede=True``, replaces a waiting job that was itself submitted with
-  ``supersede=True`` (the core's save jobs: a newer one makes an older, not yet
-  started one pointless); any other waiting job is never dropped;
-* ``None`` (notifiers): any number waits, in order, and ``submit`` never blocks, so
-  every card a run posts is sent, start card first.
-
-A job's failure is kept and raised on the submitting thread by the next
-:meth:`~BackgroundWorker.raise_if_failed`, :meth:`~BackgroundWorker.submit` or
-:meth:`~BackgroundWorker.wait`, never swallowed. A job must not wait for another job
-(with every pool thread waiting, the awaited job would never start).
+Slow work (writing checkpoints and event files, converting to tflite, posting a card)
+runs on daemon threads ``cvml-worker-N`` shared by the process, one per lane with work,
+ending after :data:`IDLE_SECONDS` idle. Each owner (a callback, a notifier) submits
+through its own lane, a :class:`BackgroundWorker`, which runs its jobs in order, one at
+a time; lanes run side by side and take turns, so a busy lane never starves another.
+``backlog=1`` (callbacks): ``submit`` waits for room, or with ``supersede`` replaces a
+waiting job also submitted with it; ``backlog=None`` (notifiers): any number waits.
+A job's failure is raised on the submitting thread, never swallowed; a job must not
+wait for another job. Make lanes after forking (a forked child lacks the pool's threads).
 """
 
 from __future__ import annotations
@@ -36,9 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-#: The most pool threads running jobs at once; None: one per lane with work (a lane runs
-#: one job at a time), so no lane's job ever waits for a thread and training is never
-#: held by another lane's slow job (a conversion, a webhook retrying).
+#: The most pool threads running jobs at once; None: one per lane with work, so training
+#: is never held by another lane's slow job.
 POOL_SIZE: int | None = None
 #: Seconds a pool thread waits for work before it ends.
 IDLE_SECONDS = 5.0
@@ -105,11 +89,6 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_POOL._reset)
 
 
-def pool_threads() -> int:
-    """How many threads of the shared pool are alive (0 once it has been idle)."""
-    return _POOL.threads
-
-
 @dataclass
 class _Job:
     name: str
@@ -118,11 +97,8 @@ class _Job:
 
 
 class BackgroundWorker:
-    """One owner's lane on the shared pool; results are collected with :meth:`drain`.
-
-    ``name`` names the lane in messages; ``backlog`` is how many jobs may wait (1, or
-    None for any number; see the module docstring).
-    """
+    """One owner's lane on the shared pool (``name`` names it in messages; ``backlog``:
+    how many jobs may wait, 1 or None for any number); results come from :meth:`drain`."""
 
     def __init__(self, name: str = "cvml-worker", backlog: int | None = 1) -> None:
         if backlog is not None and (isinstance(backlog, bool) or not isinstance(backlog, int)
@@ -151,12 +127,9 @@ class BackgroundWorker:
             return self._running is not None or bool(self._waiting)
 
     def submit(self, name: str, fn: Callable[[], Any], supersede: bool = False) -> None:
-        """Queue ``fn``; its non-None return value is collected for :meth:`drain`.
-
-        With ``supersede``, a waiting (not yet started) job also submitted with
-        ``supersede`` is dropped and its name kept in :attr:`superseded`. Otherwise,
-        when ``backlog`` jobs wait, this waits until one has started.
-        """
+        """Queue ``fn`` (its non-None result is kept for :meth:`drain`). With
+        ``supersede``, a waiting job also submitted with it is dropped (its name kept in
+        :attr:`superseded`); else, when ``backlog`` jobs wait, wait until one starts."""
         self.raise_if_failed()
         with self._cond:
             while True:
@@ -198,10 +171,8 @@ class BackgroundWorker:
                 self._cond.wait()
 
     def raise_if_failed(self) -> None:
-        """Raise :class:`BackgroundJobError` if jobs failed since the last call.
-
-        The first failure is the ``__cause__``; the message names every one.
-        """
+        """Raise :class:`BackgroundJobError` naming every job that failed since the
+        last call; the first failure is the ``__cause__``."""
         with self._cond:
             errors, self._errors = self._errors, []
         if errors:
@@ -218,11 +189,8 @@ class BackgroundWorker:
         return results
 
     def wait(self, raise_error: bool = True, timeout: float | None = None) -> bool:
-        """Block until no job runs or waits, or at most ``timeout`` seconds.
-
-        Returns whether the lane is idle. With ``raise_error``, then raises a failure
-        if there was one.
-        """
+        """Block until no job runs or waits (at most ``timeout`` seconds); return
+        whether the lane is idle. With ``raise_error``, then raise a failure."""
         with self._cond:
             idle = self._cond.wait_for(
                 lambda: self._running is None and not self._waiting, timeout

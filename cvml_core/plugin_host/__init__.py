@@ -1,2 +1,3 @@
-"""The plugin host: the hooks a plugin may implement, the entry point loader that finds
-callbacks and plugins by name, and the :class:`RunInfo` the run hooks receive."""
+"""The plugin host: the hooks a plugin may implement, the entry point loader and the
+registry that find callbacks and plugins by name, and the :class:`RunInfo` the run hooks
+receive."""

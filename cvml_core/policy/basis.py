@@ -1,16 +1,6 @@
-"""The basis policy: which epochs are due, and which basis keys improved.
+"""The basis policy: which epochs are due, and which basis keys improved; its state.
 
-Shared by every callback. Pure Python: no TensorFlow import.
-
-* ``basis_dict`` maps a metric name from Keras' logs to ``"min"`` or ``"max"``;
-  each key keeps its own global best.
-* Epoch ``e`` (1-based) is due when ``e > skip_from_start`` and
-  ``e % frequency == 0``: the rule depends on the epoch number alone, so a resumed
-  run keeps the same schedule. Epochs that are not due are not compared.
-* A key improves when its value beats its best by more than ``min_delta``.
-  NaN and infinities never improve. A key with no best yet (the first due epoch, or
-  a key added on resume) improves with any finite value.
-* A key missing from the logs on a due epoch raises :class:`MissingMetricError`.
+Shared by every callback; the rules are the README's "basis policy". Pure Python.
 """
 
 from __future__ import annotations
@@ -131,10 +121,8 @@ class BasisPolicy:
             )
 
     def update(self, epoch: int, logs: Mapping[str, Any] | None) -> list[str]:
-        """Record a finished 1-based ``epoch``; return the keys that improved.
-
-        A non-due epoch returns ``[]`` and changes nothing.
-        """
+        """Record a finished 1-based ``epoch``; return the keys that improved (none
+        for an epoch that is not due)."""
         if not self.is_due(epoch):
             return []
         self.check_logs(logs)
@@ -157,12 +145,8 @@ class BasisPolicy:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore the bests of a saved state (from :meth:`state_dict`).
-
-        Keys of the current basis that the state lacks start with no best. A key whose
-        mode changed (min vs max) raises ``ValueError``: its old best means nothing.
-        The schedule (skip, frequency, min_delta) stays as constructed.
-        """
+        """Restore the bests of a :meth:`state_dict` (not the schedule); a key whose
+        mode changed (min vs max) raises ``ValueError``: its old best means nothing."""
         saved_basis = state.get("basis", {})
         saved_best = state.get("best", {})
         for key, mode in self.basis.items():

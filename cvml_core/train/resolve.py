@@ -16,7 +16,7 @@ from cvml_core.train.protocol import TracksBasis, WritesFolder
 
 def callback_label(callback: Any) -> str:
     """A callback's registered name (``ckpt``) or, for other callbacks, its class name."""
-    name = getattr(type(callback), "name", None)
+    name = getattr(callback, "name", None)
     if isinstance(name, str) and name and name != "callback":
         return name
     return type(callback).__name__

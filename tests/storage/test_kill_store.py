@@ -26,7 +26,8 @@ import pytest
 from servers import SeaweedS3
 
 from cvml_core.artifacts.manifest import HISTORY_NAME, MANIFEST_NAME, read_manifest
-from cvml_core.artifacts.storage import STAGING_PREFIX, open_store
+from cvml_core.artifacts.remote_store import STAGING_PREFIX
+from cvml_core.artifacts.storage import open_store
 
 CHILD = Path(__file__).parents[1] / "faults" / "kill_child.py"
 TRIALS = int(os.environ.get("CVML_STORE_KILL_TRIALS", "10"))
