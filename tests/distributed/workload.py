@@ -78,10 +78,69 @@ def fit(net, log_dir, x, y, train, dev):
     net.fit(*inputs, validation_data=dev, epochs=4, verbose=0,
             callbacks=[*cvml, decisions], **batch)
     return {
+        "iterations": int(keras.ops.convert_to_numpy(net.optimizer.iterations)),
         "chief": {cb.name: cb.chief for cb in cvml},
         "announced": announced.seen,
         "decisions": decisions.epochs,
         "start": start,  # the bests read from log_dir before training
+    }
+
+
+class Crash(keras.callbacks.Callback):
+    """Raises after batch ``batch`` (1-based) of epoch ``epoch`` (0-based): a preemption."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.at = (epoch, batch)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch + 1) == self.at:
+            raise RuntimeError(f"crash after batch {batch + 1} of epoch {self.epoch}")
+
+
+class Position(keras.callbacks.Callback):
+    """The first epoch a fit begins and the optimizer's iteration count then."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.first is None:
+            its = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+            self.first = [epoch, its]
+
+
+def crash_and_resume(log_dir, train, barrier):
+    """A run that backs up every 2 steps crashes (raises) after batch 2 of epoch 3 in
+    every process; after ``barrier()`` (the chief's backup written) a new model and
+    callback resume it. Returns where the resumed fit started and its final iteration
+    count."""
+    from cvml_ckpt import CkptCallback
+
+    folder = os.path.join(log_dir, "backup_run")
+    first = CkptCallback(folder, {"loss": "min"}, backup_every_steps=2)
+    keras.utils.set_random_seed(1)  # the same initial values in every process
+    try:
+        model().fit(*train, epochs=4, batch_size=8, verbose=0,
+                    callbacks=[first, Crash(2, 2)])
+        raise AssertionError("the run did not crash")
+    except RuntimeError as error:
+        if "crash after" not in str(error):
+            raise
+    first.wait_for_background(raise_error=False)
+    barrier()
+    keras.utils.set_random_seed(2)
+    again = CkptCallback(folder, {"loss": "min"}, backup_every_steps=2)
+    position, net = Position(), model()
+    net.fit(*train, epochs=4, batch_size=8, verbose=0, callbacks=[again, position])
+    return {
+        "resumed_from": list(again.resumed_from or []),
+        "first_epoch": position.first,
+        "resumed_iterations": int(keras.ops.convert_to_numpy(net.optimizer.iterations)),
     }
 
 
