@@ -35,5 +35,6 @@ def test_two_tf_keras_workers_decide_alike_and_only_worker_0_writes(
         assert result["backup"] == {
             "resumed_from": [], "first_epoch": [2, 10], "resumed_iterations": 16,
         }
+    assert not list((tmp_path / "backup_run" / "ckpt" / "backup").rglob("*"))  # deleted
     tflite = read_manifest(tmp_path / "tflite")
     assert tflite["artifacts"] and all(a["details"]["verified"] for a in tflite["artifacts"])
