@@ -88,7 +88,9 @@ class CkptCallback(BasisCallback):
     :param backup_every_seconds: ... or every this many seconds (either or both).
     :param keep_backup: keep the backup when training ends (default: deleted, as
         Keras' ``BackupAndRestore`` does). A backup in the folder is resumed at the
-        next ``fit``'s start, at its epoch and step.
+        next ``fit``'s start, at its epoch and step. With ``tf_keras`` the backup is
+        its ``BackupAndRestore(save_freq=backup_every_steps)`` in ``ckpt/backup/``
+        (steps only, local ``log_dir`` only).
     :param snapshot_to: where a background save's snapshot waits for the writer:
         ``"auto"`` (default) a device copy when the variables live on an accelerator
         with room for one more copy with margin (:func:`cvml_ckpt.state.has_room`),
