@@ -168,7 +168,7 @@ class CkptCallback(BasisCallback):
         )
         if self.legacy_backup is not None:
             steps = None  # (it records the batch in progress at each batch begin)
-            self.on_train_batch_begin = self.legacy_backup.on_train_batch_begin  # type: ignore[method-assign]
+            self.on_train_batch_begin = self.legacy_backup.on_train_batch_begin
         self.backups = backup.Schedule(steps, seconds) if steps or seconds else None
         if self.backups is None and self.legacy_backup is None:
             # Nothing to do per batch: keep Keras' own (default) batch hook, so that
