@@ -1,5 +1,6 @@
 """Backups and the resume at the step on the backend Keras runs on (KERAS_BACKEND), and
-the clear refusal under tf_keras (``TF_USE_LEGACY_KERAS=1``).
+what tf_keras (``TF_USE_LEGACY_KERAS=1``) accepts: steps, through its own
+``BackupAndRestore`` (resumed in ``tests/distributed/test_tf_keras_workers.py``).
 
 CI runs it on TensorFlow (the core session), JAX, torch and tf_keras (``nox -s backends``).
 """
@@ -21,11 +22,16 @@ from cvml_ckpt import CkptCallback  # noqa: E402
 BASIS = {"val_loss": "min"}
 
 
-def test_tf_keras_refuses_backups_by_name(tmp_path):
+def test_tf_keras_backs_up_by_steps_and_refuses_the_rest_by_name(tmp_path):
     if not uses_legacy_keras():
         pytest.skip("tf_keras only (TF_USE_LEGACY_KERAS=1)")
-    with pytest.raises(ValueError, match="TF_USE_LEGACY_KERAS=1 .*backup_every_steps=5"):
-        CkptCallback(tmp_path, BASIS, backup_every_steps=5)
+    with pytest.raises(ValueError, match="TF_USE_LEGACY_KERAS=1 .*backup_every_seconds=5"):
+        CkptCallback(tmp_path, BASIS, backup_every_seconds=5)
+    with pytest.raises(ValueError, match="local log_dir.*log_dir='s3://bucket/run'"):
+        CkptCallback("s3://bucket/run", BASIS, backup_every_steps=5)
+    cb = CkptCallback(tmp_path, BASIS, backup_every_steps=5)
+    assert isinstance(cb.legacy_backup, keras.callbacks.BackupAndRestore)
+    assert cb.legacy_backup.save_freq == 5
 
 
 @pytest.mark.skipif(uses_legacy_keras(), reason="backups need Keras 3")

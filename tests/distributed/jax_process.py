@@ -2,7 +2,7 @@
 
 Trains with ``keras.distribution.DataParallel`` across the processes (one CPU device
 each, coordinator on 127.0.0.1), with the workload of ``workload.py``, and prints its
-report line.
+report line; then crashes a run that backs up every 2 steps and resumes it.
 """
 
 import os
@@ -19,6 +19,7 @@ keras.distribution.initialize(
 )
 import jax  # noqa: E402
 import workload  # noqa: E402
+from jax.experimental import multihost_utils  # noqa: E402
 
 keras.distribution.set_distribution(
     keras.distribution.DataParallel(devices=jax.devices(), auto_shard_dataset=False)
@@ -29,5 +30,10 @@ result = workload.fit(
     workload.model(), log_dir, x, y,
     train=(x[process_id::2], y[process_id::2]),
     dev=(x[:32][process_id::2], y[:32][process_id::2]),
+)
+# Then a run that backs up every 2 steps crashes in every process and is resumed.
+result["backup"] = workload.crash_and_resume(
+    log_dir, (x[process_id::2], y[process_id::2]),
+    lambda: multihost_utils.sync_global_devices("cvml backup written"),
 )
 workload.report(jax.process_index(), result)

@@ -2,7 +2,9 @@
 
 Every process takes the same decisions and runs the same reads; only process 0
 writes: one copy of each file, no duplicate TensorBoard step, no stray temporary
-file, and everything written loads. Runs in ``nox -s backends``; skipped without JAX.
+file, and everything written loads; and a run that backs up every 2 steps, crashed
+in every process, resumes at the backup's step in both. Runs in ``nox -s backends``;
+skipped without JAX.
 """
 
 from __future__ import annotations
@@ -26,5 +28,14 @@ def test_two_jax_processes_decide_alike_and_only_process_0_writes(
     assert files  # the loop below proves nothing over no file
     for path in files:
         keras.models.load_model(path)
+    # The crashed run: the chief wrote the backup after batch 2 of epoch 3, every
+    # process restored it and resumed there, ending at an uninterrupted run's count.
+    for result in (first, second):
+        assert result["iterations"] == 16  # 4 epochs of 4 batches, uninterrupted
+        assert result["backup"] == {
+            "resumed_from": [2, 2], "first_epoch": [2, 10],
+            "resumed_iterations": result["iterations"],
+        }
+    assert not (tmp_path / "backup_run" / "ckpt" / "backup.weights.h5").exists()  # run done
     tflite = read_manifest(tmp_path / "tflite")
     assert tflite["artifacts"] and all(a["details"]["verified"] for a in tflite["artifacts"])

@@ -62,7 +62,7 @@ def _runs(s3, tmp_path, run_processes, check_one_writer, script, address, env):
     assert first["start"]["ckpt"] == second["start"]["ckpt"] == seeded
     local = _mirror(s3, bucket, tmp_path / "run")
     check_one_writer(first, second, local, ["ckpt", "tflite"])
-    return local
+    return local, (first, second)
 
 
 @pytest.mark.skipif(os.environ.get("KERAS_BACKEND") != "jax", reason="KERAS_BACKEND=jax only")
@@ -72,8 +72,12 @@ def test_two_jax_processes_with_log_dir_on_s3(s3, tmp_path, free_port, run_proce
     import keras
 
     env = {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
-    local = _runs(s3, tmp_path, run_processes, check_one_writer, "jax_process.py",
-                  lambda: str(free_port()), env)
+    local, results = _runs(s3, tmp_path, run_processes, check_one_writer, "jax_process.py",
+                           lambda: str(free_port()), env)
+    for result in results:  # the crashed run resumed from its backup on S3 (see workload)
+        assert result["backup"]["resumed_from"] == [2, 2]
+        assert result["backup"]["resumed_iterations"] == result["iterations"] == 16
+    assert not (local / "backup_run" / "ckpt" / "backup.weights.h5").exists()
     for path in (local / "ckpt").glob("*.keras"):
         keras.models.load_model(path)
 
@@ -84,7 +88,7 @@ def test_two_tf_keras_workers_with_log_dir_on_s3(s3, tmp_path, free_port, run_pr
                                                  check_one_writer):
     tf_keras = pytest.importorskip("tf_keras")
     env = {"TF_USE_LEGACY_KERAS": "1"}
-    local = _runs(s3, tmp_path, run_processes, check_one_writer, "tf_keras_worker.py",
+    local, _ = _runs(s3, tmp_path, run_processes, check_one_writer, "tf_keras_worker.py",
                   lambda: f"{free_port()},{free_port()}", env)
     files = sorted((local / "ckpt").glob("*.keras"))
     assert files

@@ -28,5 +28,13 @@ def test_two_tf_keras_workers_decide_alike_and_only_worker_0_writes(
     assert files
     for path in files:
         tf_keras.models.load_model(path)
+    # The crashed run (CkptCallback drives tf_keras' BackupAndRestore): both workers
+    # resume at epoch index 2 after 2 of its batches and end at an uninterrupted count.
+    for result in (first, second):
+        assert result["iterations"] == 16  # 4 epochs of 4 batches, uninterrupted
+        assert result["backup"] == {
+            "resumed_from": [], "first_epoch": [2, 10], "resumed_iterations": 16,
+        }
+    assert not list((tmp_path / "backup_run" / "ckpt" / "backup").rglob("*"))  # deleted
     tflite = read_manifest(tmp_path / "tflite")
     assert tflite["artifacts"] and all(a["details"]["verified"] for a in tflite["artifacts"])

@@ -2,6 +2,7 @@
 cvml callbacks, and the report it prints (imported by ``jax_process.py`` and
 ``tf_keras_worker.py``, which set up the distribution first)."""
 
+import contextlib
 import json
 import os
 
@@ -78,10 +79,78 @@ def fit(net, log_dir, x, y, train, dev):
     net.fit(*inputs, validation_data=dev, epochs=4, verbose=0,
             callbacks=[*cvml, decisions], **batch)
     return {
+        "iterations": iterations(net),
         "chief": {cb.name: cb.chief for cb in cvml},
         "announced": announced.seen,
         "decisions": decisions.epochs,
         "start": start,  # the bests read from log_dir before training
+    }
+
+
+def iterations(net):
+    """The optimizer's iteration count (Keras 3 and tf_keras)."""
+    if hasattr(keras, "ops"):  # Keras 3
+        return int(keras.ops.convert_to_numpy(net.optimizer.iterations))
+    return int(keras.backend.get_value(net.optimizer.iterations))
+
+
+class Crash(keras.callbacks.Callback):
+    """Raises after batch ``batch`` (1-based) of epoch ``epoch`` (0-based): a preemption."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.at = (epoch, batch)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch + 1) == self.at:
+            raise RuntimeError(f"crash after batch {batch + 1} of epoch {self.epoch}")
+
+
+class Position(keras.callbacks.Callback):
+    """The first epoch a fit begins and the optimizer's iteration count then."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.first is None:
+            self.first = [epoch, iterations(self.model)]
+
+
+def crash_and_resume(log_dir, train, barrier, scope=contextlib.nullcontext):
+    """A run that backs up every 2 steps crashes (raises) after batch 2 of epoch 3 in
+    every process; after ``barrier()`` (the chief's backup written) a new model and
+    callback resume it (models made in ``scope()``). Returns where the resumed fit
+    started and its final iteration count."""
+    from cvml_ckpt import CkptCallback
+
+    folder = os.path.join(log_dir, "backup_run")
+    first = CkptCallback(folder, {"loss": "min"}, backup_every_steps=2)
+    keras.utils.set_random_seed(1)  # the same initial values in every process
+    with scope():
+        crashed = model()
+    try:
+        crashed.fit(*train, epochs=4, batch_size=8, verbose=0,
+                    callbacks=[first, Crash(2, 2)])
+        raise AssertionError("the run did not crash")
+    except RuntimeError as error:
+        if "crash after" not in str(error):
+            raise
+    first.wait_for_background(raise_error=False)
+    barrier()
+    keras.utils.set_random_seed(2)
+    again = CkptCallback(folder, {"loss": "min"}, backup_every_steps=2)
+    with scope():
+        position, net = Position(), model()
+    net.fit(*train, epochs=4, batch_size=8, verbose=0, callbacks=[again, position])
+    return {
+        "resumed_from": list(again.resumed_from or []),
+        "first_epoch": position.first,
+        "resumed_iterations": iterations(net),
     }
 
 

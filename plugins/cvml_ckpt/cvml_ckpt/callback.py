@@ -20,7 +20,7 @@ from cvml_core.artifacts.atomic import staging, temp_path_for
 from cvml_core.artifacts.callback import BasisCallback, SaveJob, SkipSave
 from cvml_core.artifacts.distribute import process_count
 from cvml_core.artifacts.manifest import Manifest
-from cvml_core.artifacts.storage import LocalStore, Store, open_store
+from cvml_core.artifacts.storage import LocalStore, Store, is_url, mask, open_store
 from cvml_core.keras_compat import keras, optimizer_built, uses_legacy_keras
 from cvml_core.policy.checks import check_bool
 
@@ -88,7 +88,9 @@ class CkptCallback(BasisCallback):
     :param backup_every_seconds: ... or every this many seconds (either or both).
     :param keep_backup: keep the backup when training ends (default: deleted, as
         Keras' ``BackupAndRestore`` does). A backup in the folder is resumed at the
-        next ``fit``'s start, at its epoch and step.
+        next ``fit``'s start, at its epoch and step. With ``tf_keras`` the backup is
+        its ``BackupAndRestore(save_freq=backup_every_steps)`` in ``ckpt/backup/``
+        (steps only, local ``log_dir`` only).
     :param snapshot_to: where a background save's snapshot waits for the writer:
         ``"auto"`` (default) a device copy when the variables live on an accelerator
         with room for one more copy with margin (:func:`cvml_ckpt.state.has_room`),
@@ -141,16 +143,34 @@ class CkptCallback(BasisCallback):
     ) -> None:
         steps = backup.check_interval("backup_every_steps", backup_every_steps, int)
         seconds = backup.check_interval("backup_every_seconds", backup_every_seconds, float)
-        if (steps or seconds) and uses_legacy_keras():
+        legacy = bool(steps or seconds) and uses_legacy_keras()
+        if legacy and seconds is not None:
             raise ValueError(
-                "backup_every_steps and backup_every_seconds need Keras 3; with "
-                "TF_USE_LEGACY_KERAS=1 use tf_keras' own BackupAndRestore. Received: "
-                f"backup_every_steps={steps!r}, backup_every_seconds={seconds!r}"
+                "backup_every_seconds needs Keras 3; with TF_USE_LEGACY_KERAS=1 backups "
+                "are tf_keras' BackupAndRestore, which counts steps: use "
+                f"backup_every_steps. Received: backup_every_seconds={seconds!r}"
+            )
+        if legacy and is_url(log_dir):
+            raise ValueError(
+                "backup_every_steps with TF_USE_LEGACY_KERAS=1 needs a local log_dir "
+                "(tf_keras' BackupAndRestore writes there). Received: "
+                f"log_dir={mask(str(log_dir))!r}"
             )
         super().__init__(log_dir, basis_dict, **schedule)
         self.keep_backup = check_bool("keep_backup", keep_backup)
+        #: With tf_keras, the backups are its own ``BackupAndRestore(save_freq=N)`` in
+        #: ``log_dir/ckpt/backup/``, driven by this callback (it resumes at the step).
+        self.legacy_backup = (
+            keras.callbacks.BackupAndRestore(
+                str(self.folder / "backup"), save_freq=steps,
+                delete_checkpoint=not self.keep_backup,
+            ) if legacy else None
+        )
+        if self.legacy_backup is not None:
+            steps = None  # (it records the batch in progress at each batch begin)
+            self.on_train_batch_begin = self.legacy_backup.on_train_batch_begin
         self.backups = backup.Schedule(steps, seconds) if steps or seconds else None
-        if self.backups is None:
+        if self.backups is None and self.legacy_backup is None:
             # Nothing to do per batch: keep Keras' own (default) batch hook, so that
             # Keras still dispatches every callback's batch hooks asynchronously.
             self.on_train_batch_end = super().on_train_batch_end  # type: ignore[method-assign]
@@ -483,8 +503,15 @@ class CkptCallback(BasisCallback):
         # Manifest first (the core's order): the entries go, then the files.
         self.forget(entry["file"] for entry in previous[: max(excess, 0)])
 
+    def set_model(self, model: Any) -> None:
+        super().set_model(model)
+        if self.legacy_backup is not None:
+            self.legacy_backup.set_model(model)
+
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         super().on_train_begin(logs)
+        if self.legacy_backup is not None:
+            self.legacy_backup.on_train_begin(logs)
         self._one_process = process_count(self.model) == 1
         if self.backups is not None and self.backups.seconds and not self._one_process:
             raise ValueError(
@@ -516,6 +543,8 @@ class CkptCallback(BasisCallback):
         self.resumed_from = (epoch_index, step)
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.legacy_backup is not None:
+            self.legacy_backup.on_epoch_begin(epoch, logs)
         self._epoch_index = epoch
         self._batches_done = 0
         resumed = self._resumed
@@ -528,6 +557,9 @@ class CkptCallback(BasisCallback):
             self._resumed = None
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.legacy_backup is not None:
+            self.legacy_backup.on_train_batch_end(batch, logs)
+            return
         done = batch + 1  # batches done in this epoch
         if done <= self._batches_done:
             return  # a batch a resumed fit skipped
@@ -573,6 +605,8 @@ class CkptCallback(BasisCallback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         try:
             super().on_epoch_end(epoch, logs)
+            if self.legacy_backup is not None:
+                self.legacy_backup.on_epoch_end(epoch, logs)
             if self.backups is not None and self.backups.step(0):
                 # After the bests: a resume starts the next epoch, not this one's end.
                 self._epoch_index, self._batches_done = epoch + 1, 0
@@ -585,6 +619,8 @@ class CkptCallback(BasisCallback):
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         try:
             super().on_train_end(logs)
+            if self.legacy_backup is not None:
+                self.legacy_backup.on_train_end(logs)
         finally:
             self._drop_shadow()
             if self.resumed_from is not None:
