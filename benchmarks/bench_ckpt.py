@@ -39,6 +39,18 @@ first save is included, and its end: the last write awaited, the backup deleted)
 ``keras.callbacks.BackupAndRestore(save_freq=20)`` and, where it runs,
 ``OrbaxCheckpoint(save_freq=20)``; ``--fit-rounds`` rounds in a rotating order,
 medians, each against no callback (target for CkptCallback: <= 1.02).
+
+``--as-user`` measures saves as a user meets them, each contender in a fresh child
+process on MobileNetV2: ``--user-saves`` saves (every epoch improves), with
+``--idle-steps`` training steps between saves (about a second here: the previous write
+is done) and, separately, one step between saves (back to back: a write still runs);
+nothing waits for a background write before a timed save, and the first saves count.
+Printed per contender: blocking of the first three saves, the median of the later
+ones, the total of all saves, the end of training (``on_train_end``: CkptCallback waits
+for its last write there), and RSS growth at peak and after training ends, in copies of
+weights + optimizer state. Targets (issue 17): back to back, median <= 2x
+``get_weights()``; total <= 0.1x ModelCheckpoint's total; peak growth <= 1.1 copies,
+given back after training.
 """
 
 from __future__ import annotations
@@ -527,6 +539,98 @@ def whole_fit(args) -> None:
               f"(min-max {min(times[name]):.2f}-{max(times[name]):.2f})")
 
 
+# -- saves as a user meets them ------------------------------------------------------
+
+USER_CONTENDERS = ("CkptCallback", "ModelCheckpoint .keras", "model.get_weights()")
+
+
+def user_child(contender: str, steps: int, args) -> None:
+    """One contender in this fresh process: prints its blocking and RSS as JSON."""
+    model, x, y = build(mobilenet)
+    copy = copy_bytes(model)
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix="bench-ckpt-user-") as tmp:
+        if contender == "CkptCallback":
+            cb: Any = CkptCallback(tmp, {KEY: "min"})
+        elif contender == "ModelCheckpoint .keras":
+            cb = keras.callbacks.ModelCheckpoint(
+                str(Path(tmp) / "best.keras"), monitor=KEY, mode="min", save_best_only=True)
+        else:
+            cb = keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda epoch, logs: model.get_weights())
+        cb.set_model(model)
+        gc.collect()
+        base = peak = rss()
+        stop = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not stop.wait(0.002):
+                peak = max(peak, rss())
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        cb.on_train_begin({})
+        block = []
+        for i in range(args.user_saves):
+            for _ in range(steps):
+                model.train_on_batch(x, y)
+            start = time.perf_counter()
+            cb.on_epoch_end(i, {KEY: 1000.0 - i, "loss": 1000.0 - i})
+            block.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        cb.on_train_end({})
+        end_seconds = time.perf_counter() - start
+        stop.set()
+        sampler.join()
+        gc.collect()
+        after = rss()
+        counts = getattr(cb, "snapshot_counts", None)
+    print(json.dumps({"block": block, "end": end_seconds, "peak": (peak - base) / copy,
+                      "after": (after - base) / copy, "copy_mb": copy / 1e6,
+                      "counts": counts}))
+
+
+def as_user(args) -> None:
+    """Every contender, idle and back to back, each in a fresh child; prints ratios."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")  # freed blocks leave the RSS
+    results: dict[tuple[str, str], dict[str, Any]] = {}
+    for case, steps in (("idle", args.idle_steps), ("back to back", 1)):
+        for contender in USER_CONTENDERS:
+            print(f"[{case}] {contender} (child process)", flush=True)
+            cmd = [sys.executable, __file__, "--user-child", contender, "--steps", str(steps),
+                   "--user-saves", str(args.user_saves)] + (["--dir", args.dir] if args.dir else [])
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            lines = proc.stdout.strip().splitlines()
+            if proc.returncode != 0 or not lines:
+                results[case, contender] = {"error": proc.stderr.strip()[-400:]}
+            else:
+                results[case, contender] = json.loads(lines[-1])
+    for case, steps in (("idle", args.idle_steps), ("back to back", 1)):
+        print(f"\n{case}: {steps} training step(s) between {args.user_saves} saves, "
+              "MobileNetV2; seconds blocking the training thread")
+        print(f"  {'':<24}{'first three':>24}{'median later':>14}{'total':>9}"
+              f"{'train end':>11}{'peak copies':>13}{'after':>7}")
+        for contender in USER_CONTENDERS:
+            r = results[case, contender]
+            if "error" in r:
+                print(f"  {contender:<24} failed: {r['error']}")
+                continue
+            first = " ".join(f"{b:.3f}" for b in r["block"][:3])
+            print(f"  {contender:<24}{first:>24}{med(r['block'][3:]) or 0:>14.4f}"
+                  f"{sum(r['block']):>9.3f}{r['end']:>11.3f}{r['peak']:>13.2f}{r['after']:>7.2f}")
+        ours, keras_, gw = (results[case, c] for c in USER_CONTENDERS)
+        if any("error" in r for r in (ours, keras_, gw)):
+            continue
+        print(f"  total / ModelCheckpoint's total: "
+              f"{verdict(sum(ours['block']) / sum(keras_['block']), 0.1)} (target <= 0.1)")
+        print(f"  median later save / get_weights(): "
+              f"{verdict((med(ours['block'][3:]) or 0) / (med(gw['block'][3:]) or 1), 2.0)}"
+              " (target <= 2)")
+        print(f"  peak growth: {verdict(ours['peak'], 1.1)} copies (target <= 1.1); "
+              f"after training: {ours['after']:.2f}; ModelCheckpoint peak {keras_['peak']:.2f}")
+        print(f"  CkptCallback snapshots: {ours['counts']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--saves", type=int, default=5, help="timed saves per contender")
@@ -536,11 +640,25 @@ def main() -> None:
     parser.add_argument("--fit", action="store_true", help="whole fits with backups instead")
     parser.add_argument("--fit-steps", type=int, default=200, help="steps of each timed fit")
     parser.add_argument("--fit-rounds", type=int, default=3, help="timed fits per contender")
+    parser.add_argument("--as-user", action="store_true",
+                        help="saves as a user meets them (first ones, back to back, memory)")
+    parser.add_argument("--user-saves", type=int, default=8, help="saves per --as-user run")
+    parser.add_argument("--idle-steps", type=int, default=10,
+                        help="steps between --as-user idle saves (about 1 s here)")
+    parser.add_argument("--user-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--rss-checkpointer", default="ckpt", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_child:
         rss_child(args.rss_child, args)
+        return
+    if args.user_child:
+        user_child(args.user_child, args.steps, args)
+        return
+    if args.as_user:
+        print(f"keras {keras.__version__} ({keras.backend.backend()} backend), "
+              f"{psutil.cpu_count()} CPUs", flush=True)
+        as_user(args)
         return
     if args.fit:
         print(f"keras {keras.__version__} ({keras.backend.backend()} backend), "
