@@ -131,6 +131,24 @@ def rss() -> int:
     return psutil.Process().memory_info().rss
 
 
+class PeakRSS:
+    """The process' peak RSS, sampled by a daemon thread from construction to ``stop()``."""
+
+    def __init__(self, every: float) -> None:
+        self.base = self.peak = rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, args=(every,), daemon=True)
+        self._thread.start()
+
+    def _sample(self, every: float) -> None:
+        while not self._stop.wait(every):
+            self.peak = max(self.peak, rss())
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def med(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
@@ -327,16 +345,8 @@ def rss_child(name: str, args) -> None:
         cb.set_model(model)
         cb.on_train_begin({})
         gc.collect()
-        base = peak = rss()
-        stop = threading.Event()
-
-        def sample() -> None:
-            nonlocal peak
-            while not stop.wait(0.01):
-                peak = max(peak, rss())
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
+        sampler = PeakRSS(0.01)
+        base = sampler.base
         for i in range(args.rss_saves):
             cb.wait_for_background()
             cb.on_epoch_end(i, {KEY: 1000.0 - i, "loss": 1000.0 - i})
@@ -345,9 +355,8 @@ def rss_child(name: str, args) -> None:
         cb.wait_for_background()
         gc.collect()
         end = rss()
-        stop.set()
-        sampler.join()
-        peak = max(peak, end)
+        sampler.stop()
+        peak = max(sampler.peak, end)
         cb.on_train_end({})
     print(json.dumps({"growth_mb": (end - base) / 1e6, "peak_mb": (peak - base) / 1e6,
                       "copy_mb": copy_bytes(model) / 1e6}))
@@ -559,16 +568,8 @@ def user_child(contender: str, steps: int, args) -> None:
                 on_epoch_end=lambda epoch, logs: model.get_weights())
         cb.set_model(model)
         gc.collect()
-        base = peak = rss()
-        stop = threading.Event()
-
-        def sample() -> None:
-            nonlocal peak
-            while not stop.wait(0.002):
-                peak = max(peak, rss())
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
+        sampler = PeakRSS(0.002)
+        base = sampler.base
         cb.on_train_begin({})
         block = []
         for i in range(args.user_saves):
@@ -580,8 +581,8 @@ def user_child(contender: str, steps: int, args) -> None:
         start = time.perf_counter()
         cb.on_train_end({})
         end_seconds = time.perf_counter() - start
-        stop.set()
-        sampler.join()
+        sampler.stop()
+        peak = sampler.peak
         gc.collect()
         after = rss()
         counts = getattr(cb, "snapshot_counts", None)
