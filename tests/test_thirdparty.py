@@ -68,7 +68,11 @@ def test_strict_mode_makes_the_broken_plugin_an_error():
 def test_cvml_plugins_selects_and_autoload_can_be_disabled():
     only_example = _cvml_json(CVML_PLUGINS="best-epochs")  # the entry point's name
     assert [e.get("name") for e in only_example] == ["best-epochs"]
-    assert _cvml_json(CVML_PLUGINS="listener") == []  # a plugin with hooks only
+    # a plugin with hooks only: no callback, listed as a hook plugin
+    assert _cvml_json(CVML_PLUGINS="listener") == [{
+        "hook_plugin": "listener", "distribution": "cvml-listener-plugin", "version": "0.1.0",
+        "hooks": ["cvml_artifact_saved"],
+    }]
     by_distribution = _cvml_json(CVML_PLUGINS="cvml-example-plugin")
     assert [e.get("name") for e in by_distribution] == ["best-epochs"]
     none = _cvml_json(CVML_DISABLE_PLUGIN_AUTOLOAD="1")
