@@ -66,6 +66,19 @@ def _pytest(session: nox.Session, *args: str, env: dict[str, str] | None = None)
     session.run("pytest", "-p", "no:cacheprovider", *args, *session.posargs, env=env)
 
 
+def _expect_listed(session: nox.Session, expected: tuple[list[str], list[str]]) -> None:
+    """``cvml plugins --json`` lists exactly these (callbacks, hook plugins), or fail."""
+    import json
+
+    listed = session.run("cvml", "plugins", "--json", silent=True, stderr=None)
+    entries = json.loads(listed or "[]")
+    found = (sorted(e["name"] for e in entries if "name" in e),
+             sorted(e["hook_plugin"] for e in entries if "hook_plugin" in e))
+    if found != expected:
+        session.error(f"cvml plugins lists callbacks {found[0]} and hook plugins {found[1]}; "
+                      f"expected {expected[0]} and {expected[1]}")
+
+
 def _install_all(session: nox.Session) -> None:
     plugins = [f"{_plugin_path(n)}[test]" for n in _existing_plugins()]
     session.install(TRAIN_DEMO, *plugins, *TEST_DEPS)
@@ -117,16 +130,7 @@ def plugin(session: nox.Session, name: str) -> None:
     if name not in _existing_plugins():
         session.skip(f"plugins/{PLUGINS[name]} does not exist yet")
     session.install(TRAIN, f"{_plugin_path(name)}[test]", *TEST_DEPS)
-    listed = session.run("cvml", "plugins", "--json", silent=True, stderr=None)
-    import json
-
-    entries = json.loads(listed or "[]")
-    names = sorted(entry["name"] for entry in entries if "name" in entry)
-    hooked = sorted(entry["hook_plugin"] for entry in entries if "hook_plugin" in entry)
-    expected = ([], [name]) if name in HOOK_PLUGINS else ([name], [])
-    if (names, hooked) != expected:
-        session.error(f"cvml plugins lists callbacks {names} and hook plugins {hooked}; "
-                      f"expected {expected[0]} and {expected[1]}")
+    _expect_listed(session, ([], [name]) if name in HOOK_PLUGINS else ([name], []))
     _pytest(session, str(ROOT / "tests" / name))
 
 
@@ -195,12 +199,7 @@ def notf(session: nox.Session) -> None:
                         "print(u.find_spec('tensorflow') is not None)", silent=True)
     if (found or "").strip() != "False":
         session.error("TensorFlow got installed: cvml-core, ckpt and tb must not need it")
-    listed = session.run("cvml", "plugins", "--json", silent=True, stderr=None)
-    import json
-
-    names = sorted(entry["name"] for entry in json.loads(listed or "[]") if "name" in entry)
-    if names != ["ckpt", "tb"]:
-        session.error(f"cvml plugins lists {names}; expected ['ckpt', 'tb']")
+    _expect_listed(session, (["ckpt", "tb"], []))
     for backend in ("jax", "torch"):
         _pytest(session, str(ROOT / "tests" / "notf"), env={"KERAS_BACKEND": backend})
 
