@@ -1,9 +1,5 @@
-"""What ``cvml_train_begin`` / ``cvml_train_end`` receive: the :class:`RunInfo` of a run,
-and :func:`mask_url`, which hides the secret part of the URLs it may carry (each notifier
-plugin checks its own URLs, see :mod:`cvml_core.plugin_host.notify`).
-
-Pure Python: no TensorFlow import, so plugins on these hooks stay light.
-"""
+"""The :class:`RunInfo` that ``cvml_train_begin`` / ``cvml_train_end`` receive, and
+:func:`mask_url`, which hides the secrets of the URLs it carries. Pure Python."""
 
 from __future__ import annotations
 
@@ -47,28 +43,16 @@ def mask_url(url: str | None) -> str:
 
 @dataclass
 class RunInfo:
-    """One ``TrainInfer.train`` run, as plugins see it.
+    """One ``TrainInfer.train`` run, as plugins see it (every field: docs/train-infer.md).
 
-    Filled at the start: ``log_dir`` (str or None), ``epochs`` (the last epoch, as
-    passed to ``train``), ``start_epoch`` (epochs already done, 0 for a new run),
-    ``basis_dict`` (the run's basis, merged from ``TrainInfer`` and its callbacks),
-    ``callbacks`` (the names of the callbacks, registered name or class name),
-    ``start_time`` (``time.time()``), ``notify`` (where notifier plugins post: a
-    destination name -> URL mapping, e.g. ``{"teams": url}`` for the Teams plugin
-    (``cvml-teams``); the URLs are secrets: ``repr`` hides them, print :meth:`masked_notify`),
-    ``model_name``, ``chief`` (False on the non-chief tasks of a multi-worker
-    ``tf.distribute`` run: a notifier should post from the chief only), ``host`` (this
-    machine's name, ``socket.gethostname()``), ``restored_epoch`` and ``restored_by``
-    (on a resume, ``start_epoch > 0``: the epoch whose weights were restored and the
-    callback that restored them, or ``0`` and why nothing was restored; ``None`` and
-    ``""`` for a new run or when the caller did not say). :attr:`run_name` names the run.
-
-    Filled at the end, before ``cvml_train_end``: ``end_time``, ``epochs_done`` (the
-    1-based number of the last finished epoch), ``history`` (metric name -> values of
-    the epochs of this run), ``best`` (basis key -> ``{"value", "epoch"}``, the best
-    known value: over this run's epochs and the bests the callbacks restored) and
-    ``artifacts`` (the :class:`~cvml_core.artifacts.artifact.Artifact` records the callbacks
-    wrote during this run, oldest first).
+    ``epochs`` is the last epoch as passed to ``train``, ``start_epoch`` the epochs already
+    done; ``notify`` (destination -> URL) holds secrets: ``repr`` hides it, print
+    :meth:`masked_notify`. ``chief`` is False on the other tasks of a multi-worker run (a
+    notifier posts from the chief only). On a resume, ``restored_epoch`` and
+    ``restored_by`` say whose weights were restored (``0`` and why when none were).
+    Filled at the end: ``end_time``, ``epochs_done`` (the last finished epoch, 1-based),
+    ``history``, ``best`` (key -> ``{"value", "epoch"}``, including restored bests) and
+    ``artifacts`` (written during this run, oldest first).
     """
 
     log_dir: str | None = None
