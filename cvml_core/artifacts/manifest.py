@@ -1,6 +1,5 @@
 """The manifest of a callback folder: ``manifest.json`` (what is live) and its
-append-only history ``manifest.history.jsonl``; docs/manifest.md describes the format,
-its commit and the order of a publish."""
+append-only history ``manifest.history.jsonl`` (the format: docs/manifest.md)."""
 
 from __future__ import annotations
 
@@ -14,31 +13,23 @@ from cvml_core.artifacts.atomic import atomic_write_text, fsync_dir, write_error
 from cvml_core.artifacts.storage import LocalStore, Store
 
 MANIFEST_NAME = "manifest.json"
-#: The append-only history beside ``manifest.json`` (JSON lines, one per change).
 HISTORY_NAME = "manifest.history.jsonl"
 MANIFEST_VERSION = 2
-#: Version 1 is the single-file manifest of earlier releases (the whole history in
-#: ``"artifacts"``): still read, and written as version 2 at the first write.
+#: Version 1 (the whole history inline) is still read, and written as 2 at the next write.
 READABLE_VERSIONS = (1, 2)
 
 
 class Manifest:
-    """The manifest of one folder (a path or a :class:`Store`). :attr:`artifacts` is
-    the history replayed; a writer appends to it or assigns a new list without some
-    entries, then calls :meth:`write`. ``callback`` None takes the name the file holds.
-    """
+    """The manifest of one folder (a path or a :class:`Store`; ``callback`` None: the
+    name the file holds). A writer appends to :attr:`artifacts` (the history replayed)
+    or assigns it a list without some entries, then calls :meth:`write`."""
 
     def __init__(
         self, folder: str | os.PathLike[str] | Store, callback: str | None = None
     ) -> None:
-        #: Where the files live: a local folder or an object store's (:mod:`.storage`).
         self.store = folder if isinstance(folder, Store) else LocalStore(Path(folder))
-        self.path: Path | str = (self.store.location(MANIFEST_NAME) if self.store.is_remote
-                                 else self.store.local / MANIFEST_NAME)
-        self.history_path: Path | str = (
-            self.store.location(HISTORY_NAME) if self.store.is_remote
-            else self.store.local / HISTORY_NAME
-        )
+        self.path = self.store.location(MANIFEST_NAME)
+        self.history_path = self.store.location(HISTORY_NAME)
         self._history_data = b""  # on a store without appends: the history's committed bytes
         self.callback = callback or ""
         self.basis_state: dict[str, Any] | None = None
@@ -231,7 +222,7 @@ class Manifest:
             if self.store.is_remote:  # one PUT: the object is replaced whole
                 self.store.write_bytes(MANIFEST_NAME, text.encode("utf-8"))
             else:
-                atomic_write_text(self.path, text)
+                atomic_write_text(self.store.local / MANIFEST_NAME, text)
         except OSError as exc:
             raise write_error("writing", self.path, exc) from exc
         # committed: the files now hold all of self.artifacts
@@ -272,10 +263,10 @@ class Manifest:
             self.store.write_bytes(HISTORY_NAME, whole)
             self._history_data = whole
             return
-        assert isinstance(self.history_path, Path)
-        self.history_path.parent.mkdir(parents=True, exist_ok=True)
-        created = not self.history_path.exists()
-        fd = os.open(self.history_path, os.O_RDWR | os.O_CREAT, 0o666)
+        path = self.store.local / HISTORY_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        created = not path.exists()
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             length = os.fstat(fd).st_size
             if length < self._history_bytes:
@@ -292,7 +283,7 @@ class Manifest:
         finally:
             os.close(fd)
         if created:
-            fsync_dir(self.history_path.parent)
+            fsync_dir(path.parent)
 
 
 def file_name(path: Any) -> str:
