@@ -39,15 +39,10 @@ def _float_metrics(logs: Mapping[str, Any] | None) -> dict[str, float]:
 class BasisCallback(Callback):
     """A Keras callback that acts on due epochs where basis keys improved.
 
-    :param log_dir: the run's folder (a path or a URL); this callback writes in
-        ``log_dir/<folder>`` (default: its ``name``).
-    :param basis_dict: ``{metric: "min"|"max"}``, e.g. ``{"val_loss": "min"}``.
-    :param skip_from_start, frequency, min_delta: the schedule (:class:`BasisPolicy`).
-    :param storage_options: for a URL ``log_dir``, its fsspec filesystem's options.
-
-    A subclass forwards the schedule (``**schedule``). The bests are restored from the
-    folder's ``manifest.json``. The class attributes below are described in
-    docs/plugin-authors.md; ``name`` is each instance's registered name, else this default.
+    It writes in ``log_dir/<folder>`` (a path or a URL; ``storage_options`` for its
+    fsspec filesystem), restoring its bests from the folder's ``manifest.json``; the
+    schedule is :class:`BasisPolicy`'s. Arguments and class attributes:
+    docs/plugin-authors.md (``name``: the registered name, else this default).
     """
 
     name: str = "callback"

@@ -1,12 +1,7 @@
-"""Which process is the chief, the one that writes files, manifests, events and webhook
-posts; every process takes the same decisions and runs the same (collective) model reads.
-
-* ``tf.distribute`` multi-worker: the task of type ``chief``, or worker 0 when the
-  cluster has none, from the model's strategy's cluster resolver, or from ``TF_CONFIG``
-  before a model is known.
-* JAX multi-process (``keras.distribution.initialize(...)``): process 0, as Keras' own
-  ``OrbaxCheckpoint`` does (asked only when Keras runs on JAX and ``jax`` is imported).
-* Otherwise a single process, which is the chief.
+"""Which process is the chief, the one that writes (files, manifests, events, posts):
+under ``tf.distribute`` the task of type ``chief``, else worker 0 (from the model's
+strategy, or ``TF_CONFIG`` before a model is known); on JAX multi-process, process 0 (as
+Keras' ``OrbaxCheckpoint``); else the single process.
 """
 
 from __future__ import annotations

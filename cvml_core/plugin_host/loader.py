@@ -1,14 +1,8 @@
-"""Plugin loading from two entry point groups: ``cvml.callbacks`` (a callback by name,
-``best-epochs = "my_package:BestEpochs"``, its distribution's summary as summary; nothing
-imported until it is created) and ``cvml`` (a module implementing hooks of
-:mod:`~cvml_core.plugin_host.hookspecs`).
-
-A plugin that fails, or an entry point group that looks like a misspelling of these two,
-is reported as a load error of its distribution and the others still load
-(:class:`~cvml_core.plugin_host.registry.Registry`). ``CVML_PLUGINS=a,b`` loads only
-these (entry point or distribution names; one matching nothing is reported),
-``CVML_DISABLE_PLUGIN_AUTOLOAD=1`` none, and ``CVML_STRICT_PLUGINS=1`` raises
-:class:`PluginError` on a failure.
+"""Plugin loading from entry point groups ``cvml.callbacks`` (a callback by name, imported
+when created) and ``cvml`` (a module implementing hooks); a failure, or a group that looks
+like a misspelling of these, is a load error of its distribution (docs/plugin-authors.md).
+``CVML_PLUGINS=a,b`` loads only these (entry point or distribution names),
+``CVML_DISABLE_PLUGIN_AUTOLOAD=1`` none, ``CVML_STRICT_PLUGINS=1`` raises on a failure.
 """
 
 from __future__ import annotations

@@ -14,13 +14,8 @@ from cvml_core.artifacts.artifact import Artifact
 
 
 def mask_url(url: str | None) -> str:
-    """A URL safe to print: ``scheme://host/…`` and the last 4 characters, or ``""``.
-
-    A webhook URL carries its secret in the path and query, so neither is shown.
-
-    >>> mask_url("https://example.com/workflows/abc/triggers/xyz?sig=SECRET1234")
-    'https://example.com/…1234'
-    """
+    """A URL safe to print, ``scheme://host/…`` and its last 4 characters (a webhook's
+    secret is in its path and query), or ``""``."""
     if not url:
         return ""
     text = str(url)

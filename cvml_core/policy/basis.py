@@ -1,7 +1,5 @@
-"""The basis policy: which epochs are due, and which basis keys improved; its state.
-
-Shared by every callback; the rules are the README's "basis policy". Pure Python.
-"""
+"""The basis policy every callback shares: which epochs are due, which basis keys
+improved, and its saved state (the rules: the README's "basis policy")."""
 
 from __future__ import annotations
 
@@ -20,7 +18,7 @@ MODES = ("min", "max")
 class MissingMetricError(KeyError):
     """A basis key is not in the logs of a due epoch."""
 
-    def __str__(self) -> str:  # KeyError would quote the whole message
+    def __str__(self) -> str:  # not KeyError's quoted repr
         return str(self.args[0])
 
 
@@ -56,16 +54,7 @@ def validate_basis_dict(basis_dict: Any) -> dict[str, str]:
 
 
 class BasisPolicy:
-    """Decides, per epoch, whether it is due and which basis keys improved.
-
-    >>> policy = BasisPolicy({"val_loss": "min"}, skip_from_start=1, frequency=1)
-    >>> policy.update(1, {"val_loss": 0.9})
-    []
-    >>> policy.update(2, {"val_loss": 0.8})
-    ['val_loss']
-    >>> policy.update(3, {"val_loss": 0.85})
-    []
-    """
+    """Decides, per epoch, whether it is due and which basis keys improved."""
 
     def __init__(
         self,
@@ -95,7 +84,7 @@ class BasisPolicy:
         return epoch > self.skip_from_start and epoch % self.frequency == 0
 
     def improves(self, key: str, value: float) -> bool:
-        """Whether ``value`` would improve ``key``'s best (without recording it)."""
+        """Whether ``value`` would improve ``key``'s best (NaN and infinities never do)."""
         try:
             value = float(value)
         except (TypeError, ValueError):
@@ -145,8 +134,8 @@ class BasisPolicy:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore the bests of a :meth:`state_dict` (not the schedule); a key whose
-        mode changed (min vs max) raises ``ValueError``: its old best means nothing."""
+        """Restore the bests of a :meth:`state_dict` (not the schedule); a key whose mode
+        changed raises ``ValueError``."""
         saved_basis = state.get("basis", {})
         saved_best = state.get("best", {})
         for key, mode in self.basis.items():
