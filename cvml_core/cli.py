@@ -17,8 +17,8 @@ DESCRIPTION = "cvml callbacks: list the installed plugins, or run the demo."
 PLUGINS_HELP = (
     "List the installed callbacks (no TensorFlow import), the hook plugins (in --json, "
     "entries with 'hook_plugin') and the plugins that failed to load (once, on stderr; "
-    "in --json, entries with 'error'). Exit status 1 when one failed or CVML_PLUGINS "
-    "names nothing installed, else 0."
+    "in --json, entries with 'error'). Exit status: 1 when one failed to load or "
+    "CVML_PLUGINS names nothing installed, else 0."
 )
 
 
