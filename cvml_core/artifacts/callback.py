@@ -93,8 +93,6 @@ class BasisCallback(Callback):
         self.skipped: list[int] = []
         self.saves = SaveQueue(self)
 
-    # -- subclass API (when each runs, on which thread and process: docs/plugin-authors.md)
-
     def on_due(self, epoch: int, improved_keys: list[str], logs: dict[str, Any]) -> None:
         """Every due 1-based ``epoch``, with the keys that improved (maybe none); chief."""
 
@@ -158,8 +156,6 @@ class BasisCallback(Callback):
     def writes_files(self) -> bool:
         """Whether this class writes files for its bests (it overrides :meth:`write`)."""
         return type(self).write is not BasisCallback.write
-
-    # -- the lifecycle ---------------------------------------------------------------
 
     @property
     def manifest(self) -> Manifest:
@@ -235,8 +231,6 @@ class BasisCallback(Callback):
         finally:
             if self.ledger.state_dirty and self.chief:
                 self.record([])
-
-    # -- Keras hooks ---------------------------------------------------------------
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self.chief = is_chief(self.model)

@@ -13,12 +13,6 @@ from collections.abc import Mapping
 from typing import Any
 
 
-def _task_is_chief(task_type: str | None, task_id: int, jobs: Mapping[str, Any]) -> bool:
-    if not task_type or task_type == "chief":
-        return True
-    return task_type == "worker" and int(task_id) == 0 and "chief" not in jobs
-
-
 def _tf_config(environ: Mapping[str, str]) -> tuple[str | None, int, dict[str, Any]]:
     raw = environ.get("TF_CONFIG", "")
     if not raw.strip():
@@ -52,8 +46,10 @@ def _cluster(model: Any, environ: Mapping[str, str] | None) -> tuple[str | None,
 def is_chief(model: Any = None, environ: Mapping[str, str] | None = None) -> bool:
     """Whether this process writes files (see the module docstring)."""
     task_type, task_id, jobs = _cluster(model, environ)
-    if task_type:
-        return _task_is_chief(task_type, task_id, jobs)
+    if task_type:  # the chief task, or worker 0 of a cluster without one
+        return task_type == "chief" or (
+            task_type == "worker" and int(task_id) == 0 and "chief" not in jobs
+        )
     return _jax_process()[0] == 0
 
 

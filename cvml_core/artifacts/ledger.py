@@ -61,14 +61,6 @@ class Ledger:
                 raise ValueError(f"{exc} (saved in {self.manifest.path})") from exc
         self.committed = copy.deepcopy(self.policy.best)
 
-    def _committed_state(self) -> dict[str, Any]:  # the caller holds the lock
-        state = self.policy.state_dict()
-        state["best"] = {
-            key: {"value": best.value, "epoch": best.epoch}
-            for key, best in self.committed.items()
-        }
-        return state
-
     def commit_now(self, keys: Iterable[str]) -> None:
         """Commit the policy's bests of ``keys`` at once (bests without a file)."""
         with self.lock:
@@ -161,7 +153,7 @@ class Ledger:
     def record(self, artifacts: list[Artifact]) -> None:
         """Add ``artifacts`` to the manifest with the committed basis state; write it."""
         with self.lock:  # one lock: a best committed meanwhile is not written over
-            state = self._committed_state()
+            state = self.policy.state_dict(self.committed)
             for artifact in artifacts:
                 self.manifest.add(artifact)
             self.manifest.basis_state = state
@@ -219,8 +211,6 @@ class Ledger:
     def recover(self) -> tuple[list[str], list[str]]:
         """Finish the publishing a stopped run left pending (see :meth:`Manifest.recover`)."""
         with self.lock:
-            if not self.manifest.pending:
-                return [], []
             return self.manifest.recover()
 
 

@@ -53,8 +53,6 @@ class Manifest:
             if callback is None:
                 self.callback = self._stored_callback
 
-    # -- reading -------------------------------------------------------------------
-
     def _read(self) -> None:
         try:
             data = json.loads(self.store.read_bytes(MANIFEST_NAME).decode("utf-8"))
@@ -129,8 +127,6 @@ class Manifest:
             return list(current.values())
         return list(self._current.values())
 
-    # -- changing ------------------------------------------------------------------
-
     def recover(self) -> tuple[list[str], list[str]]:
         """Finish the pending renames and deletes of a stopped run (docs/manifest.md);
         return the file names recorded now and those whose rename never happened.
@@ -172,12 +168,11 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         """The whole record as one dict, in the single-file layout of version 1."""
-        data = {
-            "version": MANIFEST_VERSION,
-            "callback": self.callback,
-            "basis": self.basis_state,
-            "artifacts": self.artifacts,
-        }
+        return self._record(artifacts=self.artifacts)
+
+    def _record(self, **body: Any) -> dict[str, Any]:
+        data = {"version": MANIFEST_VERSION, "callback": self.callback,
+                "basis": self.basis_state, **body}
         if self.pending:
             data["pending"] = self.pending
         return data
@@ -207,16 +202,9 @@ class Manifest:
             except OSError as exc:
                 raise write_error("writing", self.history_path, exc) from exc
             size += len(data)
-        state: dict[str, Any] = {
-            "version": MANIFEST_VERSION,
-            "callback": self.callback,
-            "basis": self.basis_state,
-            "current": list(current.values()),
-            "history": {"file": HISTORY_NAME, "bytes": size,
-                        "lines": self._history_lines + len(lines)},
-        }
-        if self.pending:
-            state["pending"] = self.pending
+        state = self._record(current=list(current.values()), history={
+            "file": HISTORY_NAME, "bytes": size, "lines": self._history_lines + len(lines),
+        })
         text = json.dumps(state, indent=2, sort_keys=True)
         try:
             if self.store.is_remote:  # one PUT: the object is replaced whole

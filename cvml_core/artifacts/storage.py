@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from cvml_core.artifacts.atomic import (
     TEMP_PREFIX,
@@ -39,10 +39,18 @@ def mask(location: str | os.PathLike[str]) -> str:
     if "://" not in text:
         return text
     parts = urlsplit(text)
+    return urlunsplit((parts.scheme, netloc(parts), parts.path, "", ""))
+
+
+def netloc(parts: SplitResult) -> str:
+    """A URL's host and port without userinfo (an IPv6 host in brackets)."""
     host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        return f"{host}:{parts.port}" if parts.port else host
+    except ValueError:  # a port that is not a number
+        return host
 
 
 def open_store(

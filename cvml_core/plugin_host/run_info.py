@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cvml_core.artifacts.artifact import Artifact
+from cvml_core.artifacts.storage import netloc
 
 
 def mask_url(url: str | None) -> str:
@@ -21,19 +22,12 @@ def mask_url(url: str | None) -> str:
     text = str(url)
     try:
         parts = urlsplit(text)
-        host = parts.hostname or ""
     except ValueError:
-        parts, host = None, ""
+        parts = None
     tail = text[-4:] if len(text) > 12 else ""
-    if parts is None or not parts.scheme or not host:
+    if parts is None or not parts.scheme or not parts.hostname:
         return f"<url …{tail}>" if tail else "<url>"
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    try:
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        port = ""
-    return f"{parts.scheme}://{host}{port}/…{tail}"
+    return f"{parts.scheme}://{netloc(parts)}/…{tail}"
 
 
 @dataclass

@@ -121,15 +121,16 @@ class BasisPolicy:
             self.best[key] = KeyBest(float(logs[key]), epoch)
         return improved
 
-    def state_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable state: the basis and each key's best."""
+    def state_dict(self, best: Mapping[str, KeyBest] | None = None) -> dict[str, Any]:
+        """A JSON-serialisable state: the basis and each key's best (or ``best``'s)."""
         return {
             "basis": dict(self.basis),
             "skip_from_start": self.skip_from_start,
             "frequency": self.frequency,
             "min_delta": self.min_delta,
             "best": {
-                key: {"value": kb.value, "epoch": kb.epoch} for key, kb in self.best.items()
+                key: {"value": kb.value, "epoch": kb.epoch}
+                for key, kb in (self.best if best is None else best).items()
             },
         }
 
