@@ -35,8 +35,7 @@ def _no_callbacks_line(registry: Registry) -> str:
 
 
 def hook_plugins(registry: Registry) -> list[dict[str, Any]]:
-    """The loaded plugins with hooks other than ``cvml_register_callbacks`` (notifiers,
-    listeners), sorted by entry point name."""
+    """The loaded plugins with hooks other than ``cvml_register_callbacks``, by name."""
     found = []
     for plugin_name, plugin in registry.pm.list_name_plugin():
         hooks = sorted(

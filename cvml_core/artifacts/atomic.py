@@ -43,8 +43,7 @@ def write_error(action: str, path: str | os.PathLike[str], exc: BaseException) -
 
 
 def temp_path_for(final: Path) -> Path:
-    """A fresh temporary name ``.tmp-<hex>-<name>`` beside ``final``: it keeps the
-    suffix, which writers such as ``model.save`` check."""
+    """A fresh ``.tmp-<hex>-<name>`` beside ``final`` (the suffix ``model.save`` checks)."""
     return final.with_name(f"{TEMP_PREFIX}{secrets.token_hex(4)}-{final.name}")
 
 
@@ -71,8 +70,7 @@ def fsync_dir(folder: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path to write, renamed to ``final`` on success; if the body
-    raises, the temporary file is removed and ``final`` is untouched."""
+    """Yield a temporary path to write, renamed to ``final`` if the body succeeds."""
     final = Path(final)
     with staging(final) as tmp:
         yield tmp
@@ -167,8 +165,7 @@ def atomic_write_text(final: str | os.PathLike[str], text: str) -> None:
 
 
 def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
-    """Delete and return the ``.tmp-*`` files and folders a killed process left in
-    ``folder``. Call it only while no writer uses ``folder``."""
+    """Delete and return the ``.tmp-*`` a killed process left (while no writer works)."""
     folder = Path(folder)
     if not folder.is_dir():
         return []

@@ -143,8 +143,7 @@ class BasisCallback(Callback):
         basis_key: str | None = None,
         **details: Any,
     ) -> Artifact:
-        """This callback's :class:`Artifact` of a file (``logs`` become its float
-        ``metrics``; a file of :attr:`folder` is named by its final location)."""
+        """This callback's :class:`Artifact` of a file, named by its final location."""
         if self.store.is_remote and Path(path).parent == self.folder:
             path = self.store.location(Path(path).name)
         return Artifact(
@@ -173,8 +172,7 @@ class BasisCallback(Callback):
         keys: Iterable[str] = (),
         extras: Iterable[str] = (),
     ) -> None:
-        """Snapshot now and write ``keys``' and ``extras``' files (in the background
-        this waits while another save waits, or with ``supersede`` replaces it)."""
+        """Snapshot now and write ``keys``' and ``extras``' files (see ``supersede``)."""
         self.saves.save(epoch, logs, keys, extras)
 
     def warn_later(self, message: str) -> None:
@@ -182,8 +180,7 @@ class BasisCallback(Callback):
         self.saves.warn_later(message)
 
     def record(self, artifacts: list[Artifact]) -> None:
-        """Add ``artifacts`` to the manifest and write it (safe from the worker); they
-        are announced on the training thread."""
+        """Add ``artifacts`` to the manifest and write it (safe from the worker)."""
         self.ledger.record(artifacts)
 
     def forget(self, paths: Iterable[str | os.PathLike[str]]) -> list[str]:
@@ -203,8 +200,7 @@ class BasisCallback(Callback):
         self.worker.submit(name, job)
 
     def announce(self) -> None:
-        """On the training thread: roll back failed keys, give the warnings, announce
-        new files through ``cvml_artifact_saved``, raise a background failure."""
+        """Roll back failed keys, warn, announce new files, raise a background failure."""
         with self.ledger.lock:
             artifacts, self.ledger.unannounced = self.ledger.unannounced, []
         messages = self.saves.settle()

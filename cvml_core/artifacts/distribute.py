@@ -34,8 +34,7 @@ def _jax_process() -> tuple[int, int]:
 
 
 def _cluster(model: Any, environ: Mapping[str, str] | None) -> tuple[str | None, int, dict]:
-    """``(task_type, task_id, jobs)`` of a TensorFlow cluster: from the model's
-    strategy's resolver, else from ``TF_CONFIG``; task_type None when there is none."""
+    """``(task_type, task_id, jobs)`` from the model's strategy, else ``TF_CONFIG``."""
     strategy = getattr(model, "distribute_strategy", None)
     resolver: Any = getattr(strategy, "cluster_resolver", None)
     if getattr(resolver, "task_type", None):

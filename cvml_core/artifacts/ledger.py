@@ -166,8 +166,7 @@ class Ledger:
             self.state_dirty = False
 
     def forget(self, paths: Iterable[str | os.PathLike[str]]) -> list[str]:
-        """Delete recorded files, manifest first; return the locations deleted (a
-        failure is a :class:`~cvml_core.artifacts.atomic.FileWriteError`)."""
+        """Delete recorded files, manifest first; return the locations deleted."""
         names = {file_name(p) for p in paths}
         if not names:
             return []

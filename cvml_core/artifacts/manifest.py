@@ -119,8 +119,7 @@ class Manifest:
 
     @property
     def current(self) -> list[dict[str, Any]]:
-        """Per file name, its last entry (as of the last read or write), oldest first:
-        what ``manifest.json`` lists as ``"current"``."""
+        """Per file name, its last entry written, oldest first (``"current"``)."""
         if self._synced is None:  # a version 1 manifest, not written since it was read
             current: dict[str, dict[str, Any]] = {}
             _apply(current, {}, self.artifacts, [], self.artifacts)
@@ -321,8 +320,7 @@ def _apply(
 def read_manifest(
     folder: str | os.PathLike[str] | Store, storage_options: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The whole manifest of ``folder`` (a path, a URL or a store) as one dict
-    (:meth:`Manifest.to_dict`); ``FileNotFoundError`` if there is none."""
+    """The whole manifest of ``folder`` (a path, a URL or a store) as one dict."""
     from cvml_core.artifacts.storage import open_store
 
     store = folder if isinstance(folder, Store) else open_store(folder, storage_options)

@@ -54,12 +54,11 @@ class SaveQueue:
         try:
             with temp_files_in(cb.folder):  # a kill leaves Keras' temp folders here
                 snapshot = cb.snapshot(epoch, dict(logs))
-        except SkipSave:
-            self.roll_back([(key, bests[key]) for key in keys])
-            cb.skipped.append(epoch)
-            return
         except Exception as exc:
             self.roll_back([(key, bests[key]) for key in keys])
+            if isinstance(exc, SkipSave):
+                cb.skipped.append(epoch)
+                return
             if cb.strict:
                 raise
             message = self._failure_message(epoch, keys + extras, exc, "snapshot")
@@ -69,9 +68,8 @@ class SaveQueue:
         replaced = []
         with self.lock:
             for target in [("key", k) for k in keys] + [("extra", e) for e in extras]:
-                old = self.waiting.get(target)
-                if old is not None:
-                    replaced.append(old)
+                if target in self.waiting:
+                    replaced.append(self.waiting[target])
                 self.waiting[target] = job
             self.writing.update(bests)
             waiting = {id(j) for j in self.waiting.values()}

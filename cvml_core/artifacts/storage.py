@@ -133,8 +133,7 @@ class Store:
         """Make the publishes so far durable (a local folder's fsync)."""
 
     def probe(self, what: str) -> None:
-        """Create the folder, write and delete a file; else :class:`LogDirError` naming
-        ``what`` (e.g. ``log_dir='s3://b/run'``)."""
+        """Create the folder, write and delete a file; else :class:`LogDirError`."""
         raise NotImplementedError
 
     def remove_stale_temps(self) -> None:

@@ -180,8 +180,8 @@ class BackgroundWorker:
         return results
 
     def wait(self, raise_error: bool = True, timeout: float | None = None) -> bool:
-        """Block until the lane is idle (at most ``timeout`` seconds; return whether it
-        is), then with ``raise_error`` raise a failure."""
+        """Wait (up to ``timeout``) until idle, return whether it is; ``raise_error``:
+        then raise a failure."""
         with self._cond:
             idle = self._cond.wait_for(
                 lambda: self._running is None and not self._waiting, timeout

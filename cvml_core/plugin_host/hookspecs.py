@@ -27,11 +27,9 @@ def cvml_register_callbacks(register: Any) -> None:
     return value is ignored.
 
     :param register: ``register(name, target, summary="")``: ``name`` is what users type
-        (lowercase letters, digits, ``-``, ``_``); ``target`` is ``"module:ClassName"``
-        (imported only when the callback is created) or the class; ``summary`` is one
-        line for ``cvml plugins``. A bad or taken name, or a target module that does not
-        exist, is a load error of this plugin; a class missing from its module is an
-        error when the callback is created. A class that sets no ``name`` gets this one.
+        (lowercase letters, digits, ``-``, ``_``), ``target`` ``"module:ClassName"``
+        (imported when the callback is created) or the class, ``summary`` one line for
+        ``cvml plugins`` (docs/plugin-authors.md: what is reported when one is bad).
     """
 
 

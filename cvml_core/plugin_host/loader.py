@@ -42,8 +42,7 @@ def _env_flag(environ: Mapping[str, str], name: str) -> bool:
 
 
 def installed_plugin_sources(entry_points: Any = None) -> list[PluginSource]:
-    """The entry points of both groups (of ``entry_points``, default: the installed
-    ones), sorted by distribution then name; imports none."""
+    """The entry points of both groups, by distribution then name; imports none."""
     if entry_points is None:
         entry_points = importlib_metadata.entry_points()
     sources = []
@@ -165,8 +164,7 @@ def available_callbacks() -> list[CallbackInfo]:
 
 
 def create_callback(name: str, *args: Any, **kwargs: Any) -> Any:
-    """Build the callback registered as ``name`` (see :meth:`Registry.create`);
-    :class:`UnknownCallbackError` names the load error of a plugin that failed."""
+    """Build the callback registered as ``name`` (see :meth:`Registry.create`)."""
     return get_registry().create(name, *args, **kwargs)
 
 

@@ -280,8 +280,7 @@ _names: dict[type, str | None] = {}
 
 
 def registered_name(cls: type) -> str | None:
-    """A callback class's own ``name``, else the name its registration or
-    ``cvml.callbacks`` entry point gives it (metadata only), else None."""
+    """A class's own ``name``, else the one its registration or entry point gives it."""
     own = vars(cls).get("name")
     if isinstance(own, str):
         return own

@@ -32,17 +32,9 @@ def mask_url(url: str | None) -> str:
 
 @dataclass
 class RunInfo:
-    """One ``TrainInfer.train`` run, as plugins see it (every field: docs/train-infer.md).
-
-    ``epochs`` is the last epoch as passed to ``train``, ``start_epoch`` the epochs already
-    done; ``notify`` (destination -> URL) holds secrets: ``repr`` hides it, print
-    :meth:`masked_notify`. ``chief`` is False on the other tasks of a multi-worker run (a
-    notifier posts from the chief only). On a resume, ``restored_epoch`` and
-    ``restored_by`` say whose weights were restored (``0`` and why when none were).
-    Filled at the end: ``end_time``, ``epochs_done`` (the last finished epoch, 1-based),
-    ``history``, ``best`` (key -> ``{"value", "epoch"}``, including restored bests) and
-    ``artifacts`` (written during this run, oldest first).
-    """
+    """One ``TrainInfer.train`` run, as plugins see it; its fields: docs/train-infer.md
+    ("Hooks"). ``notify`` (destination -> URL) holds secrets: ``repr`` hides it, print
+    :meth:`masked_notify`; a notifier posts only where ``chief`` is True."""
 
     log_dir: str | None = None
     epochs: int = 0

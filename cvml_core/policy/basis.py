@@ -110,8 +110,7 @@ class BasisPolicy:
             )
 
     def update(self, epoch: int, logs: Mapping[str, Any] | None) -> list[str]:
-        """Record a finished 1-based ``epoch``; return the keys that improved (none
-        for an epoch that is not due)."""
+        """Record a finished 1-based ``epoch``; return the keys that improved."""
         if not self.is_due(epoch):
             return []
         self.check_logs(logs)
@@ -135,8 +134,7 @@ class BasisPolicy:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore the bests of a :meth:`state_dict` (not the schedule); a key whose mode
-        changed raises ``ValueError``."""
+        """Restore the bests of a :meth:`state_dict`; a key whose mode changed raises."""
         saved_basis = state.get("basis", {})
         saved_best = state.get("best", {})
         for key, mode in self.basis.items():
