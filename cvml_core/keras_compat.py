@@ -14,9 +14,5 @@ def uses_legacy_keras() -> bool:
     return os.environ.get("TF_USE_LEGACY_KERAS", "").strip().lower() in ("1", "true", "yes")
 
 
-def _resolve() -> ModuleType:
-    return importlib.import_module("tf_keras" if uses_legacy_keras() else "keras")
-
-
-keras = _resolve()
+keras: ModuleType = importlib.import_module("tf_keras" if uses_legacy_keras() else "keras")
 Callback = keras.callbacks.Callback

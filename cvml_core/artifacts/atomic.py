@@ -35,11 +35,10 @@ def write_error(action: str, path: str | os.PathLike[str], exc: BaseException) -
         reason = f"{type(exc).__name__}: {reason}"
     if "://" in str(path):  # a (masked) URL of an object store
         folder, _, name = str(path).rpartition("/")
-        return FileWriteError(errno, f"{action} {name} in {folder} failed: {reason}",
-                              str(path))
-    path = Path(path)
-    return FileWriteError(errno, f"{action} {path.name} in {path.parent} failed: {reason}",
-                          str(path))
+    else:
+        path = Path(path)
+        folder, name = str(path.parent), path.name
+    return FileWriteError(errno, f"{action} {name} in {folder} failed: {reason}", str(path))
 
 
 def temp_path_for(final: Path) -> Path:
@@ -47,7 +46,7 @@ def temp_path_for(final: Path) -> Path:
     return final.with_name(f"{TEMP_PREFIX}{secrets.token_hex(4)}-{final.name}")
 
 
-def _fsync_file(path: Path) -> None:
+def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -56,16 +55,8 @@ def _fsync_file(path: Path) -> None:
 
 
 def fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # some platforms cannot open a directory; the rename still happened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with contextlib.suppress(OSError):  # some platforms cannot; the rename still happened
+        _fsync(folder)
 
 
 @contextlib.contextmanager
@@ -103,7 +94,7 @@ def staging(final: str | os.PathLike[str]) -> Iterator[Path]:
             yield tmp
             written = tmp.exists()
             if written:
-                _fsync_file(tmp)
+                _fsync(tmp)
         except OSError as exc:
             raise write_error("writing", final, exc) from exc
         if not written:

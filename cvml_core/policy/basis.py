@@ -98,23 +98,18 @@ class BasisPolicy:
             return value < best - self.min_delta
         return value > best + self.min_delta
 
-    def check_logs(self, logs: Mapping[str, Any] | None) -> None:
-        """Raise :class:`MissingMetricError` if a basis key is absent from ``logs``."""
-        present = dict(logs or {})
-        missing = [key for key in self.basis if key not in present]
-        if missing:
-            raise MissingMetricError(
-                f"basis key(s) {missing} not found in the epoch logs. Keys present: "
-                f"{sorted(present)}. Check the spelling (e.g. 'val_acc' vs "
-                "'val_accuracy') and that validation data is given for 'val_' keys."
-            )
-
     def update(self, epoch: int, logs: Mapping[str, Any] | None) -> list[str]:
         """Record a finished 1-based ``epoch``; return the keys that improved."""
         if not self.is_due(epoch):
             return []
-        self.check_logs(logs)
-        assert logs is not None
+        logs = dict(logs or {})
+        missing = [key for key in self.basis if key not in logs]
+        if missing:
+            raise MissingMetricError(
+                f"basis key(s) {missing} not found in the epoch logs. Keys present: "
+                f"{sorted(logs)}. Check the spelling (e.g. 'val_acc' vs "
+                "'val_accuracy') and that validation data is given for 'val_' keys."
+            )
         improved = [key for key in self.basis if self.improves(key, logs[key])]
         for key in improved:
             self.best[key] = KeyBest(float(logs[key]), epoch)
