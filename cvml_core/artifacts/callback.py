@@ -76,7 +76,7 @@ class BasisCallback(Callback):
         self.chief = is_chief()
         if self.chief:  # a non-chief process never writes into log_dir
             self.store.probe(f"log_dir={mask(location)!r}")
-        self.ledger = Ledger(self.folder, self.name, self.policy, self.store)
+        self.ledger = Ledger(self.store, self.name, self.policy)
         if self.chief:  # a run stopped mid-publish: finish it
             adopted, dropped = self.ledger.recover()
             if adopted or dropped:

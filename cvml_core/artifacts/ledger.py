@@ -10,13 +10,12 @@ import os
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from cvml_core.artifacts.artifact import Artifact, Staged
 from cvml_core.artifacts.atomic import write_error
 from cvml_core.artifacts.manifest import Manifest, file_name
-from cvml_core.artifacts.storage import LocalStore, Store
+from cvml_core.artifacts.storage import Store
 from cvml_core.policy.basis import BasisPolicy, KeyBest
 
 
@@ -40,11 +39,9 @@ class SaveJob:
 class Ledger:
     """The manifest and committed bests of one callback folder."""
 
-    def __init__(
-        self, folder: Path, callback: str, policy: BasisPolicy, store: Store | None = None
-    ) -> None:
-        self.folder = folder  # where files are written: the store's folder or staging folder
-        self.store = store if store is not None else LocalStore(folder)
+    def __init__(self, store: Store, callback: str, policy: BasisPolicy) -> None:
+        self.store = store
+        self.folder = store.local  # where files are written: the folder, or a staging one
         self.policy = policy
         self.manifest = Manifest(self.store, callback)
         self.lock = threading.Lock()
