@@ -189,11 +189,13 @@ class BasisCallback(Callback):
 
     def manifest_artifacts(self) -> list[dict[str, Any]]:
         """A copy of the manifest's artifact entries, safe while the worker records."""
-        return self.ledger.artifacts()
+        with self.ledger.lock:
+            return [dict(entry) for entry in self.manifest.artifacts]
 
     def current_artifacts(self) -> list[dict[str, Any]]:
         """The last manifest entry of each file name (the files that stand), oldest first."""
-        return self.ledger.current()
+        with self.ledger.lock:
+            return [dict(entry) for entry in self.manifest.current]
 
     def run_in_background(self, name: str, job: Callable[[], Any]) -> None:
         """Run ``job()`` (not a save; its inputs copied already) on the worker."""

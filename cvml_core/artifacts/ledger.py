@@ -61,8 +61,7 @@ class Ledger:
     def commit_now(self, keys: Iterable[str]) -> None:
         """Commit the policy's bests of ``keys`` at once (bests without a file)."""
         with self.lock:
-            for key in keys:
-                self.committed[key] = copy.copy(self.policy.best[key])
+            self.committed.update({key: copy.copy(self.policy.best[key]) for key in keys})
             self.state_dirty = True
 
     def publish(self, item: Any, job: SaveJob) -> set[str]:
@@ -193,16 +192,6 @@ class Ledger:
                                   exc) from exc
             deleted.append(self.store.location(name))
         return deleted
-
-    def artifacts(self) -> list[dict[str, Any]]:
-        """A copy of the manifest's artifact entries."""
-        with self.lock:
-            return [dict(entry) for entry in self.manifest.artifacts]
-
-    def current(self) -> list[dict[str, Any]]:
-        """A copy of the last entry per file name (what the folder holds), oldest first."""
-        with self.lock:
-            return [dict(entry) for entry in self.manifest.current]
 
     def recover(self) -> tuple[list[str], list[str]]:
         """Finish the publishing a stopped run left pending (see :meth:`Manifest.recover`)."""

@@ -97,8 +97,7 @@ class Manifest:
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
         self.artifacts = list(live.values())
-        for seq, entry in live.items():
-            self._seqs[id(entry)] = (seq, entry)
+        self._seqs = {id(entry): (seq, entry) for seq, entry in live.items()}
         _apply(self._current, self._count, self.artifacts, [], self.artifacts)
         self._history_bytes, self._history_lines = size, len(lines)
         self._mark_synced()

@@ -48,16 +48,14 @@ def cvml_artifact_saved(artifact: Any) -> None:
 @hookspec
 def cvml_validate_notify(destinations: Any) -> Any:
     """Check the notify destinations this plugin owns. Called by ``TrainInfer.train``
-    (:func:`cvml_core.plugin_host.notify.check_notify`) before any callback is built or
-    other hook called, when the run names a destination that is not turned off
-    (``teams_webhook_url=url`` gives ``{"teams": url}``).
+    (:func:`~cvml_core.plugin_host.notify.check_notify`) before any callback is built,
+    when the run names a destination (``teams_webhook_url=url`` gives ``{"teams": url}``).
 
     :param destinations: a dict, destination name -> the value the user passed.
 
     Return ``{name: checked value}`` (None turns it off) for the destinations this plugin
-    owns, or None; the checked values become ``run.notify``. Raise a ``ValueError``
-    naming the argument on a bad value: no epoch runs. A destination no plugin returns
-    is an error naming ``pip install cvml-<name>``.
+    owns, or None; they become ``run.notify``. Raise a ``ValueError`` naming the argument
+    on a bad value: no epoch runs.
     """
 
 

@@ -108,9 +108,8 @@ def _callback_info(name: Any, target: Any, summary: Any, source: PluginSource) -
 
 @dataclass
 class Registry:
-    """The loaded plugins: their plugin manager, who registered each name (more than one:
-    a conflict), load errors, whether failures warn, ``CVML_PLUGINS`` as given and its
-    names that match nothing installed, with the message that says so."""
+    """The loaded plugins: who registered each name (several: a conflict), load errors,
+    and the ``CVML_PLUGINS`` selection with its names that match nothing installed."""
 
     pm: pluggy.PluginManager
     strict: bool = False

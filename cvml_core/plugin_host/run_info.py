@@ -81,7 +81,5 @@ class RunInfo:
 
 def latest_artifacts(artifacts: list[Artifact]) -> list[Artifact]:
     """The newest of ``artifacts`` per (callback, kind, basis key), in first-seen order."""
-    latest: dict[tuple[str, str, str | None], Artifact] = {}
-    for artifact in artifacts:
-        latest[(artifact.callback, artifact.kind, artifact.basis_key)] = artifact
+    latest = {(a.callback, a.kind, a.basis_key): a for a in artifacts}
     return list(latest.values())

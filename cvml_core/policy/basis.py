@@ -111,8 +111,7 @@ class BasisPolicy:
                 "'val_accuracy') and that validation data is given for 'val_' keys."
             )
         improved = [key for key in self.basis if self.improves(key, logs[key])]
-        for key in improved:
-            self.best[key] = KeyBest(float(logs[key]), epoch)
+        self.best.update({key: KeyBest(float(logs[key]), epoch) for key in improved})
         return improved
 
     def state_dict(self, best: Mapping[str, KeyBest] | None = None) -> dict[str, Any]:
