@@ -1,8 +1,7 @@
 """Atomic file writes: a ``.tmp-`` name in the same folder, fsync, then rename, so a kill
 leaves the previous file or the new one, never half of one; :func:`remove_stale_temps`
 deletes the temporary files a killed process left. An ``OSError`` of a write becomes a
-:class:`FileWriteError` naming the step, the file and its folder.
-"""
+:class:`FileWriteError` naming the step, the file and its folder."""
 
 from __future__ import annotations
 

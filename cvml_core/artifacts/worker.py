@@ -1,10 +1,7 @@
 """The background worker: slow work (writing checkpoints, converting, posting a card)
-runs on daemon threads ``cvml-worker-N`` shared by the process, one per lane with work.
-
-Each owner (a callback, a notifier) has its own lane, a :class:`BackgroundWorker`, that
-runs its jobs in order, one at a time, beside the other lanes. A job's failure is raised
-on the submitting thread, never swallowed; a job must not wait for another job.
-"""
+runs on daemon threads ``cvml-worker-N`` shared by the process. Each owner (a callback, a
+notifier) has a lane, a :class:`BackgroundWorker`, running its jobs in order beside the
+other lanes; a job's failure is raised on the submitting thread, never swallowed."""
 
 from __future__ import annotations
 
@@ -15,6 +12,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from cvml_core.policy.checks import check_int
 
 #: The most pool threads at once (None: one per lane with work, so no lane waits on
 #: another's slow job), and the seconds a pool thread waits for work before it ends.
@@ -91,16 +90,14 @@ class _Job:
 
 class BackgroundWorker:
     """One owner's lane on the shared pool: ``backlog`` jobs may wait (1, or None for any
-    number, e.g. notifiers); results come from :meth:`drain`. Make lanes after a fork."""
+    number, e.g. notifiers); results come from :meth:`drain`. A job must not wait for
+    another job; make lanes after a fork."""
 
     def __init__(self, name: str = "cvml-worker", backlog: int | None = 1) -> None:
-        if backlog is not None and (isinstance(backlog, bool) or not isinstance(backlog, int)
-                                    or backlog < 1):
-            raise ValueError(
-                f"backlog must be an integer >= 1 or None. Received: backlog={backlog!r}"
-            )
         self.name = name
-        self.backlog = backlog
+        self.backlog = None if backlog is None else check_int(
+            "backlog", backlog, 1, "or None: any number"
+        )
         self._cond = threading.Condition()
         self._waiting: deque[_Job] = deque()
         self._running: _Job | None = None

@@ -1,12 +1,8 @@
-"""The hooks a cvml plugin may implement.
-
-A plugin is a module named by an entry point in group ``cvml``; it imports ``hookimpl``
-from ``cvml_core`` (never pluggy) and implements any hook below with the same argument
-names, or fewer. Every hook but ``cvml_validate_notify`` (a check: its errors stop the
-run) is called on each plugin on its own (:func:`cvml_core.plugin_host.loader.call_hook`):
-one that raises is reported naming its distribution (an error with
-``CVML_STRICT_PLUGINS=1``) and the others still run.
-"""
+"""The hooks a cvml plugin (a module named by an entry point in group ``cvml``, importing
+``hookimpl`` from ``cvml_core``, never pluggy) may implement, with the same argument names
+or fewer. Each but ``cvml_validate_notify`` (a check: its errors stop the run) is called
+on each plugin on its own (:func:`~cvml_core.plugin_host.loader.call_hook`): one that
+raises is reported naming its distribution and the others still run."""
 
 from __future__ import annotations
 

@@ -95,9 +95,8 @@ def load_registry(
     environ = os.environ if environ is None else environ
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
-    registry = Registry(pm=pm, strict=_env_flag(environ, "CVML_STRICT_PLUGINS"), warn=warn)
     wanted = [n.strip() for n in environ.get("CVML_PLUGINS", "").split(",") if n.strip()]
-    registry.selected = wanted
+    registry = Registry(pm, _env_flag(environ, "CVML_STRICT_PLUGINS"), warn=warn, selected=wanted)
     groups: list[tuple[str, str, str, list[str]]] = []
     if sources is None and _env_flag(environ, "CVML_DISABLE_PLUGIN_AUTOLOAD"):
         sources = []
