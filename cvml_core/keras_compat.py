@@ -1,7 +1,6 @@
 """The one place that chooses the Keras package: Keras 3 by default, the legacy
 ``tf_keras`` when ``TF_USE_LEGACY_KERAS=1`` (as TensorFlow does). Plugins get Keras from
-here (``from cvml_core.keras_compat import keras``), so switching touches no plugin.
-"""
+here (``from cvml_core.keras_compat import keras``), so switching touches no plugin."""
 
 from __future__ import annotations
 

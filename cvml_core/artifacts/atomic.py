@@ -118,9 +118,8 @@ _temp_saved: str | None = None
 
 @contextlib.contextmanager
 def temp_files_in(folder: str | os.PathLike[str]) -> Iterator[None]:
-    """During the block, Python's temp directory is a scratch folder of a local
-    ``folder``, so what libraries write there (Keras' ``.keras`` save) goes at the next
-    start after a kill. Overlapping blocks share it (``tempfile.tempdir`` is global)."""
+    """During the block, Python's temp directory is a scratch folder of a local ``folder``
+    (removed at the next start after a kill); overlapping blocks share it."""
     global _temp_users, _temp_folder, _temp_saved
     if "://" in str(folder):  # not a local folder: the temp directory stays as it is
         yield

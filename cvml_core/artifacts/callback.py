@@ -1,7 +1,6 @@
 """The base class that joins a Keras callback to the basis policy and the artifact
 lifecycle: ``snapshot`` on the training thread, ``write`` on the worker, published
-manifest first, announced to plugins. docs/plugin-authors.md is the subclass reference.
-"""
+manifest first, announced to plugins. docs/plugin-authors.md is the subclass reference."""
 
 from __future__ import annotations
 
@@ -42,8 +41,7 @@ class BasisCallback(Callback):
     It writes in ``log_dir/<folder>`` (a path or a URL; ``storage_options`` for its
     fsspec filesystem), restoring its bests from the folder's ``manifest.json``; the
     schedule is :class:`BasisPolicy`'s. Arguments and class attributes:
-    docs/plugin-authors.md (``name``: the registered name, else this default).
-    """
+    docs/plugin-authors.md (``name``: the registered name, else this default)."""
 
     name: str = "callback"
     save_label: ClassVar[str] = "save"

@@ -1,8 +1,7 @@
 """Which process is the chief, the one that writes (files, manifests, events, posts):
 under ``tf.distribute`` the task of type ``chief``, else worker 0 (from the model's
 strategy, or ``TF_CONFIG`` before a model is known); on JAX multi-process, process 0 (as
-Keras' ``OrbaxCheckpoint``); else the single process.
-"""
+Keras' ``OrbaxCheckpoint``); else the single process."""
 
 from __future__ import annotations
 

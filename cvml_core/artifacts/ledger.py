@@ -108,9 +108,8 @@ class Ledger:
     def _rename(
         self, staged: list[Staged], job: SaveJob
     ) -> tuple[list[Staged], list[Staged], OSError | None]:
-        """Name the renames in the manifest's ``pending``, then rename (docs/manifest.md,
-        steps 2 and 3): return the files renamed, those not (their temps stay until a
-        manifest without them is written) and the error that stopped them."""
+        """Name the renames in ``pending``, then rename (docs/manifest.md): return the
+        files renamed, those not, and the error that stopped them."""
         entries = []
         for item in staged:
             entry: dict[str, Any] = {

@@ -20,9 +20,8 @@ READABLE_VERSIONS = (1, 2)
 
 
 class Manifest:
-    """The manifest of one folder (a path or a :class:`Store`; ``callback`` None: the
-    name the file holds). A writer appends to :attr:`artifacts` (the history replayed)
-    or assigns it a list without some entries, then calls :meth:`write`."""
+    """The manifest of one folder (a path or a :class:`Store`; ``callback`` None: the one
+    it holds). A writer appends to :attr:`artifacts` or assigns it a shorter list, then writes."""
 
     def __init__(
         self, folder: str | os.PathLike[str] | Store, callback: str | None = None
@@ -126,9 +125,8 @@ class Manifest:
         return list(self._current.values())
 
     def recover(self) -> tuple[list[str], list[str]]:
-        """Finish the pending renames and deletes of a stopped run (docs/manifest.md);
-        return the file names recorded now and those whose rename never happened.
-        Call it only while no writer uses the folder."""
+        """Finish a stopped run's pending renames and deletes (while no writer works);
+        return the file names recorded now and those whose rename never happened."""
         if not self.pending:
             return [], []
         adopted: list[str] = []
@@ -176,9 +174,8 @@ class Manifest:
         return data
 
     def write(self) -> None:
-        """Append the new history lines (fsynced), then replace ``manifest.json``
-        atomically. On a failure (:class:`~cvml_core.artifacts.atomic.FileWriteError`)
-        the manifest on disk is the previous one; the next write carries the change."""
+        """Append the new history lines, then replace ``manifest.json``; after a failure
+        the previous manifest stands and the next write carries the change."""
         added, forgotten = self._changes()
         current, count = dict(self._current), dict(self._count)
         _apply(current, count, added, [entry for _, entry in forgotten], self.artifacts)

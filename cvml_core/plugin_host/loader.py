@@ -2,8 +2,7 @@
 when created) and ``cvml`` (a module implementing hooks); a failure, or a group that looks
 like a misspelling of these, is a load error of its distribution (docs/plugin-authors.md).
 ``CVML_PLUGINS=a,b`` loads only these (entry point or distribution names),
-``CVML_DISABLE_PLUGIN_AUTOLOAD=1`` none, ``CVML_STRICT_PLUGINS=1`` raises on a failure.
-"""
+``CVML_DISABLE_PLUGIN_AUTOLOAD=1`` none, ``CVML_STRICT_PLUGINS=1`` raises on a failure."""
 
 from __future__ import annotations
 

@@ -23,10 +23,8 @@ def check_notify(
     arguments: Mapping[str, str] | None = None,
     registry: Registry | None = None,
 ) -> dict[str, Any]:
-    """The destinations (name -> value) checked by their plugins on
-    ``cvml_validate_notify``, without those turned off (None or blank: no plugin needed).
-    One that no plugin owns raises :class:`MissingNotifierError` naming ``cvml-<name>``
-    and its argument (``arguments``, e.g. ``{"teams": "teams_webhook_url"}``)."""
+    """The destinations (name -> value) not turned off (None, blank), as their plugins
+    checked them (none did: :class:`MissingNotifierError`, naming ``arguments[name]``)."""
     arguments = arguments or {}
     pending = {name: value for name, value in destinations.items() if not _is_off(value)}
     if not pending:

@@ -1,6 +1,5 @@
 """Argument checks shared by the core and the callbacks: each returns the value as a
-plain Python type or raises ``ValueError("<name> must be ... Received: <name>=<value>")``.
-"""
+plain Python type or raises ``ValueError("<name> must be ... Received: <name>=<value>")``."""
 
 from __future__ import annotations
 
