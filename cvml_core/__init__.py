@@ -34,30 +34,11 @@ _LAZY = {
 }
 
 __all__ = [
-    "Artifact",
-    "BackgroundJobError",
-    "BackgroundWorker",
-    "BasisCallback",
-    "BasisPolicy",
-    "CallbackInfo",
-    "LogDirError",
-    "Manifest",
-    "MissingMetricError",
-    "PluginError",
-    "RunInfo",
-    "SaveJob",
-    "Staged",
-    "Store",
-    "TrainInfer",
-    "UnknownCallbackError",
-    "atomic_path",
-    "atomic_write_bytes",
-    "atomic_write_text",
-    "available_callbacks",
-    "create_callback",
-    "hookimpl",
-    "open_store",
-    "staging",
+    "Artifact", "BackgroundJobError", "BackgroundWorker", "BasisCallback", "BasisPolicy",
+    "CallbackInfo", "LogDirError", "Manifest", "MissingMetricError", "PluginError",
+    "RunInfo", "SaveJob", "Staged", "Store", "TrainInfer", "UnknownCallbackError",
+    "atomic_path", "atomic_write_bytes", "atomic_write_text", "available_callbacks",
+    "create_callback", "hookimpl", "open_store", "staging",
 ]
 
 

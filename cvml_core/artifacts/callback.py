@@ -66,7 +66,6 @@ class BasisCallback(Callback):
         self.policy = BasisPolicy(basis_dict, skip_from_start, frequency, min_delta)
         location = check_folder("log_dir", log_dir)
         self.log_dir: Path | str = location.rstrip("/") if is_url(location) else Path(location)
-        #: Every read and write of this callback's files goes through it.
         self.store: Store = open_store(location, storage_options).child(folder or self.name)
         #: Where files are written: the folder itself, or an object store's staging folder.
         self.folder = self.store.local

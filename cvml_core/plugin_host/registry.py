@@ -100,10 +100,8 @@ def _callback_info(name: Any, target: Any, summary: Any, source: PluginSource) -
                 f"callback {name!r}: target module {module!r} does not exist. "
                 f"Received: target={target!r}"
             )
-    lines = str(summary or "").strip().splitlines()
-    return CallbackInfo(
-        name, lines[0] if lines else "", source.distribution, source.version, target
-    )
+    first_line = (str(summary or "").strip().splitlines() or [""])[0]
+    return CallbackInfo(name, first_line, source.distribution, source.version, target)
 
 
 @dataclass
@@ -120,13 +118,8 @@ class Registry:
     unmatched: list[str] = field(default_factory=list)
     selection_error: str = ""
 
-    def fail(
-        self,
-        distribution: str,
-        message: str,
-        exc: BaseException | None = None,
-        plugin: str = "",
-    ) -> None:
+    def fail(self, distribution: str, message: str, exc: BaseException | None = None,
+             plugin: str = "") -> None:
         """Record a plugin failure and warn; in strict mode raise it."""
         self.errors.append(LoadError(distribution, message, plugin))
         if self.strict:

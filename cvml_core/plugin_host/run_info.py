@@ -70,9 +70,7 @@ class RunInfo:
     @property
     def duration(self) -> float | None:
         """Seconds from start to end, or None while the run is going on."""
-        if self.end_time is None:
-            return None
-        return max(0.0, self.end_time - self.start_time)
+        return None if self.end_time is None else max(0.0, self.end_time - self.start_time)
 
     def latest_artifacts(self) -> list[Artifact]:
         """The newest artifact per (callback, kind, basis key): the files that stand."""
