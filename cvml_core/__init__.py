@@ -1,10 +1,6 @@
-"""cvml callbacks: Keras training callbacks as pip-installable plugins.
-
-``available_callbacks()`` lists them (no TensorFlow import), ``create_callback(name,
-...)`` builds one; a package adds one with an entry point in group ``cvml.callbacks``
-(docs/plugin-authors.md), and hooks with a module in group ``cvml``
-(:mod:`cvml_core.plugin_host.hookspecs`).
-"""
+"""cvml callbacks: Keras training callbacks as pip-installable plugins, listed by
+``available_callbacks()`` (no TensorFlow import) and built by ``create_callback(name, ...)``
+(adding one: docs/plugin-authors.md)."""
 
 from __future__ import annotations
 
@@ -38,30 +34,11 @@ _LAZY = {
 }
 
 __all__ = [
-    "Artifact",
-    "BackgroundJobError",
-    "BackgroundWorker",
-    "BasisCallback",
-    "BasisPolicy",
-    "CallbackInfo",
-    "LogDirError",
-    "Manifest",
-    "MissingMetricError",
-    "PluginError",
-    "RunInfo",
-    "SaveJob",
-    "Staged",
-    "Store",
-    "TrainInfer",
-    "UnknownCallbackError",
-    "atomic_path",
-    "atomic_write_bytes",
-    "atomic_write_text",
-    "available_callbacks",
-    "create_callback",
-    "hookimpl",
-    "open_store",
-    "staging",
+    "Artifact", "BackgroundJobError", "BackgroundWorker", "BasisCallback", "BasisPolicy",
+    "CallbackInfo", "LogDirError", "Manifest", "MissingMetricError", "PluginError",
+    "RunInfo", "SaveJob", "Staged", "Store", "TrainInfer", "UnknownCallbackError",
+    "atomic_path", "atomic_write_bytes", "atomic_write_text", "available_callbacks",
+    "create_callback", "hookimpl", "open_store", "staging",
 ]
 
 

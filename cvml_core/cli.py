@@ -15,11 +15,10 @@ from cvml_core.train.table import format_table
 
 DESCRIPTION = "cvml callbacks: list the installed plugins, or run the demo."
 PLUGINS_HELP = (
-    "List the installed callbacks (no TensorFlow import), the hook plugins (e.g. teams, "
-    "from cvml-teams; in --json, entries with 'hook_plugin') and the plugins that failed to "
-    "load. Exit status: 0 when every plugin loaded, 1 when one failed to load (each "
-    "reason is printed once, on stderr, or as an entry with 'error' in --json) or "
-    "CVML_PLUGINS names nothing installed."
+    "List the installed callbacks (no TensorFlow import), the hook plugins (in --json, "
+    "entries with 'hook_plugin') and the plugins that failed to load (once, on stderr; "
+    "in --json, entries with 'error'). Exit status: 1 when one failed to load or "
+    "CVML_PLUGINS names nothing installed, else 0."
 )
 
 
@@ -36,8 +35,7 @@ def _no_callbacks_line(registry: Registry) -> str:
 
 
 def hook_plugins(registry: Registry) -> list[dict[str, Any]]:
-    """The loaded plugins with hooks other than ``cvml_register_callbacks`` (notifiers,
-    listeners): entry point name, distribution, version and hooks, sorted by name."""
+    """The loaded plugins with hooks other than ``cvml_register_callbacks``, by name."""
     found = []
     for plugin_name, plugin in registry.pm.list_name_plugin():
         hooks = sorted(

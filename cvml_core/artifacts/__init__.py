@@ -1,3 +1,2 @@
-"""The artifact lifecycle: the callback base class, its save queue, the ledger and
-manifest of a callback folder, the storage it lives on, atomic writes, the background
-worker, and which process writes."""
+"""The artifact lifecycle: a callback's snapshot, background write, publish and record of
+its files, and where they live (the modules: docs/development.md)."""

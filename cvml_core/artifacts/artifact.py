@@ -1,5 +1,5 @@
-"""What a callback wrote: the :class:`Artifact` record, and :class:`Staged`, a file
-written under a temporary name waiting to be renamed into place."""
+"""What a callback wrote: :class:`Artifact`, and :class:`Staged`, a file waiting to be
+renamed into place."""
 
 from __future__ import annotations
 
@@ -16,12 +16,9 @@ def file_stem(key: str) -> str:
 
 @dataclass(frozen=True)
 class Artifact:
-    """One file a callback has written, as passed to ``cvml_artifact_saved``.
-
-    ``epoch`` is 1-based, as Keras prints it. ``basis_key`` is the basis key the file
-    is the best for, or None (a ``last`` checkpoint, an end-of-training export).
-    ``details`` holds kind-specific figures (size, verification results ...).
-    """
+    """One file a callback has written, as passed to ``cvml_artifact_saved``: ``epoch``
+    1-based, ``basis_key`` the key it is the best for or None (a ``last`` checkpoint),
+    ``details`` kind-specific figures (size, verification results ...)."""
 
     kind: str
     path: str
@@ -37,9 +34,8 @@ class Artifact:
 
 @dataclass(frozen=True)
 class Staged:
-    """A file written and fsynced under ``temp`` (a ``.tmp-`` name beside
-    ``artifact.path``) that ``write`` yields, for the core to rename into place and
-    record, manifest first (docs/manifest.md)."""
+    """A file written under ``temp`` (a ``.tmp-`` name beside ``artifact.path``) that
+    ``write`` yields, for the core to rename into place, manifest first."""
 
     temp: Path
     artifact: Artifact

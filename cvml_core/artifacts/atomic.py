@@ -1,17 +1,14 @@
-"""Atomic file writes: a temporary name in the same folder, fsync, then rename.
-
-A crash or a kill at any moment leaves either the previous file or the new one under
-the final name, never a half-written one. Temporary names start with ``.tmp-`` (files,
-and scratch folders made with :func:`scratch_dir`); :func:`remove_stale_temps` deletes
-those a killed process left. Every ``OSError`` of a write is raised as a
-:class:`FileWriteError` whose message names the step, the file and its folder.
-"""
+"""Atomic file writes: a ``.tmp-`` name in the same folder, fsync, then rename, so a kill
+leaves the previous file or the new one, never half of one; :func:`remove_stale_temps`
+deletes the temporary files a killed process left. An ``OSError`` of a write becomes a
+:class:`FileWriteError` naming the step, the file and its folder."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import secrets
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -21,8 +18,7 @@ TEMP_PREFIX = ".tmp-"
 
 
 class FileWriteError(OSError):
-    """A write, rename or delete of an artifact failed; the message names the step,
-    the file and its folder (``errno`` is the cause's, ``filename`` the file)."""
+    """A write, rename or delete of a file failed (``errno``: the cause's)."""
 
     def __str__(self) -> str:
         return str(self.strerror)
@@ -38,20 +34,18 @@ def write_error(action: str, path: str | os.PathLike[str], exc: BaseException) -
         reason = f"{type(exc).__name__}: {reason}"
     if "://" in str(path):  # a (masked) URL of an object store
         folder, _, name = str(path).rpartition("/")
-        return FileWriteError(errno, f"{action} {name} in {folder} failed: {reason}",
-                              str(path))
-    path = Path(path)
-    return FileWriteError(errno, f"{action} {path.name} in {path.parent} failed: {reason}",
-                          str(path))
+    else:
+        path = Path(path)
+        folder, name = str(path.parent), path.name
+    return FileWriteError(errno, f"{action} {name} in {folder} failed: {reason}", str(path))
 
 
 def temp_path_for(final: Path) -> Path:
-    """A fresh temporary name ``.tmp-<hex>-<name>`` beside ``final``: it keeps the
-    suffix, which writers such as ``model.save`` check."""
+    """A fresh ``.tmp-<hex>-<name>`` beside ``final`` (the suffix ``model.save`` checks)."""
     return final.with_name(f"{TEMP_PREFIX}{secrets.token_hex(4)}-{final.name}")
 
 
-def _fsync_file(path: Path) -> None:
+def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -60,31 +54,18 @@ def _fsync_file(path: Path) -> None:
 
 
 def fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # some platforms cannot open a directory; the rename still happened
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with contextlib.suppress(OSError):  # some platforms cannot; the rename still happened
+        _fsync(folder)
 
 
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path to write, renamed to ``final`` on success; if the body
-    raises, the temporary file is removed and ``final`` is untouched."""
+    """Yield a temporary path to write, renamed to ``final`` if the body succeeds."""
     final = Path(final)
     with staging(final) as tmp:
         yield tmp
     try:
-        os.replace(tmp, final)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise write_error("renaming into place", final, exc) from exc
+        rename_into_place(tmp, final)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -92,11 +73,18 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
     fsync_dir(final.parent)
 
 
+def rename_into_place(temp: Path, final: Path) -> None:
+    """``os.replace(temp, final)``; an ``OSError`` becomes a :class:`FileWriteError`."""
+    try:
+        os.replace(temp, final)
+    except OSError as exc:
+        raise write_error("renaming into place", final, exc) from exc
+
+
 @contextlib.contextmanager
 def staging(final: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``final`` to write; on success it is fsynced and
-    left for the caller to rename (e.g. as a ``Staged`` file), if the body raises it is
-    removed (an ``OSError`` becomes a :class:`FileWriteError` naming ``final``)."""
+    """Yield a temporary path beside ``final`` to write: fsynced and left for the caller
+    to rename (e.g. as a ``Staged`` file), or removed if the body raises."""
     final = Path(final)
     tmp = temp_path_for(final)
     try:
@@ -105,7 +93,7 @@ def staging(final: str | os.PathLike[str]) -> Iterator[Path]:
             yield tmp
             written = tmp.exists()
             if written:
-                _fsync_file(tmp)
+                _fsync(tmp)
         except OSError as exc:
             raise write_error("writing", final, exc) from exc
         if not written:
@@ -117,8 +105,7 @@ def staging(final: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 def scratch_dir(folder: str | os.PathLike[str], label: str) -> Path:
-    """A new scratch folder ``folder/.tmp-<label>-<random>``: removed by its owner, or
-    after a kill by :func:`remove_stale_temps` at the next run's start."""
+    """A new scratch folder ``folder/.tmp-<label>-<random>`` (its owner removes it)."""
     Path(folder).mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{label}-", dir=folder))
 
@@ -131,11 +118,8 @@ _temp_saved: str | None = None
 
 @contextlib.contextmanager
 def temp_files_in(folder: str | os.PathLike[str]) -> Iterator[None]:
-    """Python's temp directory is a scratch folder ``folder/.tmp-tempdir-*`` during the
-    block, so what libraries write there (Keras' ``.keras`` save and load) is removed at
-    the next start when the process is killed mid-save. Overlapping blocks share the
-    first one's folder (``tempfile.tempdir`` is process-wide); the last one out restores
-    it. A URL ``folder`` changes nothing."""
+    """During the block, Python's temp directory is a scratch folder of a local ``folder``
+    (removed at the next start after a kill); overlapping blocks share it."""
     global _temp_users, _temp_folder, _temp_saved
     if "://" in str(folder):  # not a local folder: the temp directory stays as it is
         yield
@@ -170,10 +154,7 @@ def atomic_write_text(final: str | os.PathLike[str], text: str) -> None:
 
 
 def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
-    """Delete the temporary files and scratch folders (``.tmp-*``) a killed process
-    left in ``folder``; return them. Call it only while no writer uses ``folder``."""
-    import shutil
-
+    """Delete and return the ``.tmp-*`` a killed process left (while no writer works)."""
     folder = Path(folder)
     if not folder.is_dir():
         return []

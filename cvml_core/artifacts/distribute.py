@@ -1,13 +1,7 @@
-"""Which process is the chief, the one that writes files, manifests, events and webhook
-posts; every process takes the same decisions and runs the same (collective) model reads.
-
-* ``tf.distribute`` multi-worker: the task of type ``chief``, or worker 0 when the
-  cluster has none, from the model's strategy's cluster resolver, or from ``TF_CONFIG``
-  before a model is known.
-* JAX multi-process (``keras.distribution.initialize(...)``): process 0, as Keras' own
-  ``OrbaxCheckpoint`` does (asked only when Keras runs on JAX and ``jax`` is imported).
-* Otherwise a single process, which is the chief.
-"""
+"""Which process is the chief, the one that writes (files, manifests, events, posts):
+under ``tf.distribute`` the task of type ``chief``, else worker 0 (from the model's
+strategy, or ``TF_CONFIG`` before a model is known); on JAX multi-process, process 0 (as
+Keras' ``OrbaxCheckpoint``); else the single process."""
 
 from __future__ import annotations
 
@@ -16,12 +10,6 @@ import os
 import sys
 from collections.abc import Mapping
 from typing import Any
-
-
-def _task_is_chief(task_type: str | None, task_id: int, jobs: Mapping[str, Any]) -> bool:
-    if not task_type or task_type == "chief":
-        return True
-    return task_type == "worker" and int(task_id) == 0 and "chief" not in jobs
 
 
 def _tf_config(environ: Mapping[str, str]) -> tuple[str | None, int, dict[str, Any]]:
@@ -45,8 +33,7 @@ def _jax_process() -> tuple[int, int]:
 
 
 def _cluster(model: Any, environ: Mapping[str, str] | None) -> tuple[str | None, int, dict]:
-    """``(task_type, task_id, jobs)`` of a TensorFlow cluster: from the model's
-    strategy's resolver, else from ``TF_CONFIG``; task_type None when there is none."""
+    """``(task_type, task_id, jobs)`` from the model's strategy, else ``TF_CONFIG``."""
     strategy = getattr(model, "distribute_strategy", None)
     resolver: Any = getattr(strategy, "cluster_resolver", None)
     if getattr(resolver, "task_type", None):
@@ -57,8 +44,10 @@ def _cluster(model: Any, environ: Mapping[str, str] | None) -> tuple[str | None,
 def is_chief(model: Any = None, environ: Mapping[str, str] | None = None) -> bool:
     """Whether this process writes files (see the module docstring)."""
     task_type, task_id, jobs = _cluster(model, environ)
-    if task_type:
-        return _task_is_chief(task_type, task_id, jobs)
+    if task_type:  # the chief task, or worker 0 of a cluster without one
+        return task_type == "chief" or (
+            task_type == "worker" and int(task_id) == 0 and "chief" not in jobs
+        )
     return _jax_process()[0] == 0
 
 

@@ -1,7 +1,6 @@
-"""A callback folder's record of its files and, per basis key, its *committed* best (the
-best whose file is in place): publishes each ``Staged`` file manifest first
-(docs/manifest.md), deletes files for retention the same way. One lock,
-:attr:`Ledger.lock`, makes every method safe from the worker and the training thread."""
+"""A callback folder's record of its files and per basis key its *committed* best (whose
+file is in place): publishes and deletes files manifest first (docs/manifest.md), under
+one lock, :attr:`Ledger.lock`, so every method is safe from any thread."""
 
 from __future__ import annotations
 
@@ -11,20 +10,18 @@ import os
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from cvml_core.artifacts.artifact import Artifact, Staged
 from cvml_core.artifacts.atomic import write_error
 from cvml_core.artifacts.manifest import Manifest, file_name
-from cvml_core.artifacts.storage import LocalStore, Store
+from cvml_core.artifacts.storage import Store
 from cvml_core.policy.basis import BasisPolicy, KeyBest
 
 
 @dataclass
 class SaveJob:
-    """What :meth:`BasisCallback.write` writes: the files of one snapshot (the fields
-    are in docs/plugin-authors.md)."""
+    """The files of one snapshot that ``write`` writes (fields: docs/plugin-authors.md)."""
 
     epoch: int
     logs: dict[str, Any]
@@ -42,22 +39,15 @@ class SaveJob:
 class Ledger:
     """The manifest and committed bests of one callback folder."""
 
-    def __init__(
-        self, folder: Path, callback: str, policy: BasisPolicy, store: Store | None = None
-    ) -> None:
-        self.folder = folder
-        #: Where the files go: ``folder`` itself, or an object store (``folder`` then
-        #: only stages them).
-        self.store = store if store is not None else LocalStore(folder)
+    def __init__(self, store: Store, callback: str, policy: BasisPolicy) -> None:
+        self.store = store
+        self.folder = store.local  # where files are written: the folder, or a staging one
         self.policy = policy
         self.manifest = Manifest(self.store, callback)
         self.lock = threading.Lock()
-        #: Per key, the best whose file is written (what the manifest records).
-        self.committed: dict[str, KeyBest] = {}
-        #: Recorded, not yet announced to plugins (the training thread does that).
-        self.unannounced: list[Artifact] = []
-        #: Committed bests without a file (e.g. tb's) not yet in the manifest.
-        self.state_dirty = False
+        self.committed: dict[str, KeyBest] = {}  # key -> the best whose file is written
+        self.unannounced: list[Artifact] = []  # recorded; the training thread announces
+        self.state_dirty = False  # bests without a file (e.g. tb's) not in the manifest yet
 
     def start(self) -> None:
         """Load the saved bests into the policy; from then on they count as committed."""
@@ -68,19 +58,10 @@ class Ledger:
                 raise ValueError(f"{exc} (saved in {self.manifest.path})") from exc
         self.committed = copy.deepcopy(self.policy.best)
 
-    def _committed_state(self) -> dict[str, Any]:  # the caller holds the lock
-        state = self.policy.state_dict()
-        state["best"] = {
-            key: {"value": best.value, "epoch": best.epoch}
-            for key, best in self.committed.items()
-        }
-        return state
-
     def commit_now(self, keys: Iterable[str]) -> None:
         """Commit the policy's bests of ``keys`` at once (bests without a file)."""
         with self.lock:
-            for key in keys:
-                self.committed[key] = copy.copy(self.policy.best[key])
+            self.committed.update({key: copy.copy(self.policy.best[key]) for key in keys})
             self.state_dirty = True
 
     def publish(self, item: Any, job: SaveJob) -> set[str]:
@@ -127,10 +108,8 @@ class Ledger:
     def _rename(
         self, staged: list[Staged], job: SaveJob
     ) -> tuple[list[Staged], list[Staged], OSError | None]:
-        """Name the renames in the manifest's ``pending``, then rename (steps 2 and 3 of
-        docs/manifest.md). Returns the files renamed, those not renamed (their temp
-        files stay until a manifest without their pending entry is written) and the
-        error that stopped them; if ``pending`` cannot be written, nothing is renamed."""
+        """Name the renames in ``pending``, then rename (docs/manifest.md): return the
+        files renamed, those not, and the error that stopped them."""
         entries = []
         for item in staged:
             entry: dict[str, Any] = {
@@ -167,10 +146,9 @@ class Ledger:
         return done, [], None
 
     def record(self, artifacts: list[Artifact]) -> None:
-        """Add ``artifacts`` to the manifest with the committed basis state; write it.
-        They are announced later, on the training thread."""
+        """Add ``artifacts`` to the manifest with the committed basis state; write it."""
         with self.lock:  # one lock: a best committed meanwhile is not written over
-            state = self._committed_state()
+            state = self.policy.state_dict(self.committed)
             for artifact in artifacts:
                 self.manifest.add(artifact)
             self.manifest.basis_state = state
@@ -183,8 +161,7 @@ class Ledger:
             self.state_dirty = False
 
     def forget(self, paths: Iterable[str | os.PathLike[str]]) -> list[str]:
-        """Delete recorded files, manifest first (docs/manifest.md); return the
-        locations deleted. A failure is a :class:`~cvml_core.artifacts.atomic.FileWriteError`."""
+        """Delete recorded files, manifest first; return the locations deleted."""
         names = {file_name(p) for p in paths}
         if not names:
             return []
@@ -215,22 +192,9 @@ class Ledger:
             deleted.append(self.store.location(name))
         return deleted
 
-    def artifacts(self) -> list[dict[str, Any]]:
-        """A copy of the manifest's artifact entries."""
-        with self.lock:
-            return [dict(entry) for entry in self.manifest.artifacts]
-
-    def current(self) -> list[dict[str, Any]]:
-        """A copy of the last entry per file name (what the folder holds), oldest
-        first; its cost does not grow with the history."""
-        with self.lock:
-            return [dict(entry) for entry in self.manifest.current]
-
     def recover(self) -> tuple[list[str], list[str]]:
         """Finish the publishing a stopped run left pending (see :meth:`Manifest.recover`)."""
         with self.lock:
-            if not self.manifest.pending:
-                return [], []
             return self.manifest.recover()
 
 

@@ -1,6 +1,5 @@
 """The manifest of a callback folder: ``manifest.json`` (what is live) and its
-append-only history ``manifest.history.jsonl``; docs/manifest.md describes the format,
-its commit and the order of a publish."""
+append-only history ``manifest.history.jsonl`` (the format: docs/manifest.md)."""
 
 from __future__ import annotations
 
@@ -14,31 +13,22 @@ from cvml_core.artifacts.atomic import atomic_write_text, fsync_dir, write_error
 from cvml_core.artifacts.storage import LocalStore, Store
 
 MANIFEST_NAME = "manifest.json"
-#: The append-only history beside ``manifest.json`` (JSON lines, one per change).
 HISTORY_NAME = "manifest.history.jsonl"
 MANIFEST_VERSION = 2
-#: Version 1 is the single-file manifest of earlier releases (the whole history in
-#: ``"artifacts"``): still read, and written as version 2 at the first write.
+#: Version 1 (the whole history inline) is still read, and written as 2 at the next write.
 READABLE_VERSIONS = (1, 2)
 
 
 class Manifest:
-    """The manifest of one folder (a path or a :class:`Store`). :attr:`artifacts` is
-    the history replayed; a writer appends to it or assigns a new list without some
-    entries, then calls :meth:`write`. ``callback`` None takes the name the file holds.
-    """
+    """The manifest of one folder (a path or a :class:`Store`; ``callback`` None: the one
+    it holds). A writer appends to :attr:`artifacts` or assigns it a shorter list, then writes."""
 
     def __init__(
         self, folder: str | os.PathLike[str] | Store, callback: str | None = None
     ) -> None:
-        #: Where the files live: a local folder or an object store's (:mod:`.storage`).
         self.store = folder if isinstance(folder, Store) else LocalStore(Path(folder))
-        self.path: Path | str = (self.store.location(MANIFEST_NAME) if self.store.is_remote
-                                 else self.store.local / MANIFEST_NAME)
-        self.history_path: Path | str = (
-            self.store.location(HISTORY_NAME) if self.store.is_remote
-            else self.store.local / HISTORY_NAME
-        )
+        self.path = self.store.location(MANIFEST_NAME)
+        self.history_path = self.store.location(HISTORY_NAME)
         self._history_data = b""  # on a store without appends: the history's committed bytes
         self.callback = callback or ""
         self.basis_state: dict[str, Any] | None = None
@@ -61,8 +51,6 @@ class Manifest:
             self._read()
             if callback is None:
                 self.callback = self._stored_callback
-
-    # -- reading -------------------------------------------------------------------
 
     def _read(self) -> None:
         try:
@@ -108,8 +96,7 @@ class Manifest:
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
         self.artifacts = list(live.values())
-        for seq, entry in live.items():
-            self._seqs[id(entry)] = (seq, entry)
+        self._seqs = {id(entry): (seq, entry) for seq, entry in live.items()}
         _apply(self._current, self._count, self.artifacts, [], self.artifacts)
         self._history_bytes, self._history_lines = size, len(lines)
         self._mark_synced()
@@ -130,20 +117,16 @@ class Manifest:
 
     @property
     def current(self) -> list[dict[str, Any]]:
-        """Per file name, its last entry (as of the last read or write), oldest first:
-        what ``manifest.json`` lists as ``"current"``."""
+        """Per file name, its last entry written, oldest first (``"current"``)."""
         if self._synced is None:  # a version 1 manifest, not written since it was read
             current: dict[str, dict[str, Any]] = {}
             _apply(current, {}, self.artifacts, [], self.artifacts)
             return list(current.values())
         return list(self._current.values())
 
-    # -- changing ------------------------------------------------------------------
-
     def recover(self) -> tuple[list[str], list[str]]:
-        """Finish the pending renames and deletes of a stopped run (docs/manifest.md);
-        return the file names recorded now and those whose rename never happened.
-        Call it only while no writer uses the folder."""
+        """Finish a stopped run's pending renames and deletes (while no writer works);
+        return the file names recorded now and those whose rename never happened."""
         if not self.pending:
             return [], []
         adopted: list[str] = []
@@ -181,20 +164,18 @@ class Manifest:
 
     def to_dict(self) -> dict[str, Any]:
         """The whole record as one dict, in the single-file layout of version 1."""
-        data = {
-            "version": MANIFEST_VERSION,
-            "callback": self.callback,
-            "basis": self.basis_state,
-            "artifacts": self.artifacts,
-        }
+        return self._record(artifacts=self.artifacts)
+
+    def _record(self, **body: Any) -> dict[str, Any]:
+        data = {"version": MANIFEST_VERSION, "callback": self.callback,
+                "basis": self.basis_state, **body}
         if self.pending:
             data["pending"] = self.pending
         return data
 
     def write(self) -> None:
-        """Append the new history lines (fsynced), then replace ``manifest.json``
-        atomically. On a failure (:class:`~cvml_core.artifacts.atomic.FileWriteError`)
-        the manifest on disk is the previous one; the next write carries the change."""
+        """Append the new history lines, then replace ``manifest.json``; after a failure
+        the previous manifest stands and the next write carries the change."""
         added, forgotten = self._changes()
         current, count = dict(self._current), dict(self._count)
         _apply(current, count, added, [entry for _, entry in forgotten], self.artifacts)
@@ -216,22 +197,15 @@ class Manifest:
             except OSError as exc:
                 raise write_error("writing", self.history_path, exc) from exc
             size += len(data)
-        state: dict[str, Any] = {
-            "version": MANIFEST_VERSION,
-            "callback": self.callback,
-            "basis": self.basis_state,
-            "current": list(current.values()),
-            "history": {"file": HISTORY_NAME, "bytes": size,
-                        "lines": self._history_lines + len(lines)},
-        }
-        if self.pending:
-            state["pending"] = self.pending
+        state = self._record(current=list(current.values()), history={
+            "file": HISTORY_NAME, "bytes": size, "lines": self._history_lines + len(lines),
+        })
         text = json.dumps(state, indent=2, sort_keys=True)
         try:
             if self.store.is_remote:  # one PUT: the object is replaced whole
                 self.store.write_bytes(MANIFEST_NAME, text.encode("utf-8"))
             else:
-                atomic_write_text(self.path, text)
+                atomic_write_text(self.store.local / MANIFEST_NAME, text)
         except OSError as exc:
             raise write_error("writing", self.path, exc) from exc
         # committed: the files now hold all of self.artifacts
@@ -272,10 +246,10 @@ class Manifest:
             self.store.write_bytes(HISTORY_NAME, whole)
             self._history_data = whole
             return
-        assert isinstance(self.history_path, Path)
-        self.history_path.parent.mkdir(parents=True, exist_ok=True)
-        created = not self.history_path.exists()
-        fd = os.open(self.history_path, os.O_RDWR | os.O_CREAT, 0o666)
+        path = self.store.local / HISTORY_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        created = not path.exists()
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             length = os.fstat(fd).st_size
             if length < self._history_bytes:
@@ -292,7 +266,7 @@ class Manifest:
         finally:
             os.close(fd)
         if created:
-            fsync_dir(self.history_path.parent)
+            fsync_dir(path.parent)
 
 
 def file_name(path: Any) -> str:
@@ -342,8 +316,7 @@ def _apply(
 def read_manifest(
     folder: str | os.PathLike[str] | Store, storage_options: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The whole manifest of ``folder`` (a path, a URL or a store) as one dict
-    (:meth:`Manifest.to_dict`); ``FileNotFoundError`` if there is none."""
+    """The whole manifest of ``folder`` (a path, a URL or a store) as one dict."""
     from cvml_core.artifacts.storage import open_store
 
     store = folder if isinstance(folder, Store) else open_store(folder, storage_options)

@@ -1,10 +1,6 @@
-"""A callback folder on an object store (any fsspec filesystem), written without renames.
-
-Files are written to a local staging folder and published by one upload per object (a
-single PUT, or a multipart upload streamed from the file in parts of ``PART_BYTES``): an
-object appears whole when the upload completes, never in part. The manifest is the commit
-point, and a stopped publish is recognised by its content's SHA-256 (docs/storage.md).
-"""
+"""A callback folder on an object store (any fsspec filesystem), written without renames:
+files staged locally are uploaded, streamed in parts, and appear whole or not at all; the
+manifest is the commit point (docs/storage.md)."""
 
 from __future__ import annotations
 
@@ -21,20 +17,16 @@ from urllib.parse import urlsplit
 from cvml_core.artifacts.atomic import TEMP_PREFIX, write_error
 from cvml_core.artifacts.storage import LogDirError, Store, mask
 
-#: The size of one part of an upload; an upload holds about two parts in memory.
-PART_BYTES = 16 * 2**20
-#: What one read of the local file takes (the part buffer fills up to exactly a part).
-READ_BYTES = 2**20
-#: The local staging folders of object-store folders: ``cvml-staging-<pid>-<random>``.
-STAGING_PREFIX = "cvml-staging-"
-#: The package that gives fsspec each scheme, and the extra that installs it.
+PART_BYTES = 16 * 2**20  # one part of an upload; an upload holds about two in memory
+READ_BYTES = 2**20  # one read of the local file
+STAGING_PREFIX = "cvml-staging-"  # local staging folders: cvml-staging-<pid>-<random>
+#: The package that gives fsspec each scheme, and cvml-core's extra that installs it.
 SCHEME_PACKAGES = {"s3": ("s3fs", "s3"), "s3a": ("s3fs", "s3"), "gs": ("gcsfs", "gcs"),
                    "gcs": ("gcsfs", "gcs"), "az": ("adlfs", "azure"), "abfs": ("adlfs", "azure")}
 
 
 def _filesystem(url: str, options: dict[str, Any]) -> tuple[Any, str]:
-    """fsspec's filesystem for ``url`` and the path in it; an unknown scheme names the
-    package (and the extra of cvml-core) that provides it."""
+    """fsspec's filesystem for ``url`` and the path in it; else name what provides it."""
     scheme = urlsplit(url).scheme
     try:
         from fsspec.core import url_to_fs
@@ -64,8 +56,7 @@ class RemoteStore(Store):
 
     @property
     def local(self) -> Path:  # type: ignore[override]
-        """A local staging folder in the system's temp folder, made on first use and
-        removed when the store goes; one a killed process left is removed here."""
+        """A local staging folder, made on first use and removed when the store goes."""
         if self._local is None:
             _remove_orphaned_staging(Path(tempfile.gettempdir()))
             self._local = tempfile.TemporaryDirectory(prefix=f"{STAGING_PREFIX}{os.getpid()}-")
@@ -140,8 +131,8 @@ class RemoteStore(Store):
         return _sha256(lambda: open(temp, "rb"))
 
     def landed(self, name: str, temp: str, digest: str | None) -> bool:
-        """An object is replaced whole or not at all, so the new content is there iff
-        the object's bytes hash to ``digest`` (read only after a stopped publish)."""
+        """An object is replaced whole or not at all: it landed iff its bytes hash to
+        ``digest`` (read only after a stopped publish)."""
         if digest is None or not self.exists(name):
             return False
         return _sha256(lambda: self.fs.open(self._path(name), "rb",
@@ -202,8 +193,7 @@ class RemoteStore(Store):
 
 
 def _remove_orphaned_staging(root: Path) -> None:
-    """Delete the staging folders (``cvml-staging-<pid>-*``) of processes that are gone
-    (a SIGKILL skips every cleanup)."""
+    """Delete the staging folders of processes that are gone (a SIGKILL cleans nothing)."""
     for path in root.glob(f"{STAGING_PREFIX}*"):
         try:
             pid = int(path.name[len(STAGING_PREFIX):].split("-", 1)[0])

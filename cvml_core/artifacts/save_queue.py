@@ -1,6 +1,5 @@
-"""The save queue of a callback: a snapshot on the training thread, its write on the
-worker (one running, one waiting), then commit each key whose file landed or roll back
-each key whose write failed. A manifest never names a best without its file."""
+"""A callback's save queue: snapshot on the training thread, write on the worker (one
+running, one waiting), then commit the keys whose files landed, roll back the others."""
 
 from __future__ import annotations
 
@@ -19,22 +18,17 @@ if TYPE_CHECKING:
 
 
 class SkipSave(Exception):
-    """Raised by :meth:`BasisCallback.snapshot` to skip this save on purpose (e.g. no
-    memory to hold its snapshot while the previous one is written): its keys are
-    rolled back, so a later epoch that beats the committed best saves again, and the
-    epoch is added to :attr:`BasisCallback.skipped`. No warning, no error."""
+    """Raised by :meth:`BasisCallback.snapshot` to skip a save on purpose (e.g. no memory
+    for it): its keys are rolled back and the epoch added to ``skipped``, silently."""
 
 
 class SaveQueue:
-    """The saves of one callback, guarded by its ledger's lock (which also guards the
-    policy's bests). A rollback sets a key's best back to that of a save still being
-    written for it, else to its committed best, unless a newer epoch decided since."""
+    """The saves of one callback, under its ledger's lock (which guards the bests too)."""
 
     def __init__(self, callback: BasisCallback) -> None:
         self.callback = callback
         self.lock = callback.ledger.lock
-        #: Per key, the best of the newest save not written yet (what a rollback keeps).
-        self.writing: dict[str, KeyBest] = {}
+        self.writing: dict[str, KeyBest] = {}  # key -> best of the newest unwritten save
         self.waiting: dict[tuple[str, str], SaveJob] = {}  # target -> newest job to write
         self.failed: list[tuple[str, KeyBest]] = []  # rolled back on the training thread
         self.messages: list[str] = []  # warnings to give on the training thread
@@ -60,12 +54,11 @@ class SaveQueue:
         try:
             with temp_files_in(cb.folder):  # a kill leaves Keras' temp folders here
                 snapshot = cb.snapshot(epoch, dict(logs))
-        except SkipSave:
-            self.roll_back([(key, bests[key]) for key in keys])
-            cb.skipped.append(epoch)
-            return
         except Exception as exc:
             self.roll_back([(key, bests[key]) for key in keys])
+            if isinstance(exc, SkipSave):
+                cb.skipped.append(epoch)
+                return
             if cb.strict:
                 raise
             message = self._failure_message(epoch, keys + extras, exc, "snapshot")
@@ -75,9 +68,8 @@ class SaveQueue:
         replaced = []
         with self.lock:
             for target in [("key", k) for k in keys] + [("extra", e) for e in extras]:
-                old = self.waiting.get(target)
-                if old is not None:
-                    replaced.append(old)
+                if target in self.waiting:
+                    replaced.append(self.waiting[target])
                 self.waiting[target] = job
             self.writing.update(bests)
             waiting = {id(j) for j in self.waiting.values()}
@@ -147,8 +139,9 @@ class SaveQueue:
         return f"{name}: {what} of epoch {epoch} {outcome}: {type(exc).__name__}: {exc}"
 
     def roll_back(self, failed: list[tuple[str, KeyBest]], deferred: bool = False) -> None:
-        """Roll the failed keys back now, or (``deferred``, from the worker) on the
-        training thread at the next :meth:`settle`."""
+        """Set each failed key's best back to that of a save still being written for it,
+        else to its committed best, unless a newer epoch decided since; ``deferred``
+        (from the worker): at the next :meth:`settle`, on the training thread."""
         policy = self.callback.policy
         with self.lock:
             if deferred:
@@ -165,8 +158,7 @@ class SaveQueue:
             self.messages.append(message)
 
     def settle(self) -> list[str]:
-        """On the training thread: roll back what failed on the worker; return the
-        warnings kept for this thread."""
+        """Roll back what failed on the worker; return the warnings kept (training thread)."""
         with self.lock:
             failed, self.failed = self.failed, []
             messages, self.messages = self.messages, []

@@ -1,10 +1,7 @@
-"""Where a callback folder's files live: a local folder, or a URL (``s3://``, ``gs://``,
-any filesystem fsspec knows). Everything that reads or writes ``log_dir`` goes through a
-:class:`Store`; :func:`open_store` picks one: a :class:`LocalStore` (temp file beside the
-final name, fsync, ``os.replace``) or a
-:class:`~cvml_core.artifacts.remote_store.RemoteStore` (docs/storage.md). :func:`mask`
-strips userinfo and query from every URL a message shows.
-"""
+"""Where a callback folder's files live: every read and write of ``log_dir`` goes
+through a :class:`Store` that :func:`open_store` picks, a :class:`LocalStore` or for a
+URL (``s3://``, ``gs://``, any fsspec filesystem) a
+:class:`~cvml_core.artifacts.remote_store.RemoteStore` (docs/storage.md)."""
 
 from __future__ import annotations
 
@@ -15,14 +12,14 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from cvml_core.artifacts.atomic import (
     TEMP_PREFIX,
     atomic_write_bytes,
     fsync_dir,
     remove_stale_temps,
-    write_error,
+    rename_into_place,
 )
 
 
@@ -42,17 +39,24 @@ def mask(location: str | os.PathLike[str]) -> str:
     if "://" not in text:
         return text
     parts = urlsplit(text)
+    return urlunsplit((parts.scheme, netloc(parts), parts.path, "", ""))
+
+
+def netloc(parts: SplitResult) -> str:
+    """A URL's host and port without userinfo (an IPv6 host in brackets)."""
     host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        return f"{host}:{parts.port}" if parts.port else host
+    except ValueError:  # a port that is not a number
+        return host
 
 
 def open_store(
     location: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
 ) -> Store:
-    """The store of ``location``: a :class:`LocalStore` for a path or ``file://`` URL,
-    else a :class:`RemoteStore` through fsspec (``storage_options`` go to its filesystem)."""
+    """The store of ``location`` (``storage_options``: its fsspec filesystem's)."""
     text = str(location)
     if text.startswith("file://"):
         text = urlsplit(text).path
@@ -64,9 +68,8 @@ def open_store(
 
 
 class Store:
-    """One folder of ``log_dir``. ``local`` is the local folder that holds the files
-    being written (the folder itself for a :class:`LocalStore`, a staging folder for a
-    :class:`RemoteStore`)."""
+    """One folder of ``log_dir``; ``local`` holds the files being written (the folder
+    itself, or a remote store's staging folder). Names are files directly in it."""
 
     local: Path
     is_remote = False
@@ -85,7 +88,6 @@ class Store:
         raise NotImplementedError
 
     def names(self) -> set[str]:
-        """The files directly in this folder."""
         raise NotImplementedError
 
     def read_bytes(self, name: str) -> bytes:
@@ -96,8 +98,7 @@ class Store:
         raise NotImplementedError
 
     def publish(self, temp: Path, name: str) -> None:
-        """Put the local file ``temp`` (a :func:`~cvml_core.artifacts.atomic.staging` file of
-        :attr:`local`) in place as ``name``; ``temp`` is gone afterwards."""
+        """Put the local file ``temp`` (staged in :attr:`local`) in place as ``name``."""
         raise NotImplementedError
 
     def landed(self, name: str, temp: str, digest: str | None) -> bool:
@@ -118,27 +119,25 @@ class Store:
 
     @contextlib.contextmanager
     def local_copy(self, name: str) -> Iterator[Path]:
-        """A local file holding ``name`` (a download, deleted afterwards; a local
-        folder's file itself)."""
+        """A local file holding ``name`` (a download, deleted afterwards)."""
         with tempfile.TemporaryDirectory(prefix="cvml-fetch-") as scratch:
             target = Path(scratch) / name
             self.fetch(name, target)
             yield target
 
     def upload(self, source: Path, name: str) -> None:
-        """Copy the local file ``source`` to ``name`` (a new object; no manifest)."""
+        """Copy the local file ``source`` to ``name`` (not recorded in a manifest)."""
         raise NotImplementedError
 
     def sync(self) -> None:
-        """Make the publishes so far durable (a local folder's fsync; nothing on a store)."""
+        """Make the publishes so far durable (a local folder's fsync)."""
 
     def probe(self, what: str) -> None:
-        """Create the folder if needed, write and delete one small file; a failure is a
-        :class:`LogDirError` naming ``what`` (e.g. ``log_dir='s3://b/run'``)."""
+        """Create the folder, write and delete a file; else :class:`LogDirError`."""
         raise NotImplementedError
 
     def remove_stale_temps(self) -> None:
-        """Delete the ``.tmp-`` files a killed process left (no writer may be at work)."""
+        """Delete the ``.tmp-`` files a killed process left (while no writer works)."""
         raise NotImplementedError
 
     def is_empty(self) -> bool:
@@ -146,7 +145,7 @@ class Store:
         raise NotImplementedError
 
     def remove_all(self) -> None:
-        """Delete the folder and everything in it (``cvml demo`` replacing its own run)."""
+        """Delete the folder and everything in it."""
         raise NotImplementedError
 
 
@@ -177,11 +176,7 @@ class LocalStore(Store):
         atomic_write_bytes(self.local / name, data)
 
     def publish(self, temp: Path, name: str) -> None:
-        final = self.local / name
-        try:
-            os.replace(temp, final)
-        except OSError as exc:
-            raise write_error("renaming into place", final, exc) from exc
+        rename_into_place(temp, self.local / name)
 
     def sync(self) -> None:
         fsync_dir(self.local)

@@ -1,15 +1,7 @@
-"""The background worker: one pool of threads per process, one lane per owner.
-
-Slow work (writing checkpoints and event files, converting to tflite, posting a card)
-runs on daemon threads ``cvml-worker-N`` shared by the process, one per lane with work,
-ending after :data:`IDLE_SECONDS` idle. Each owner (a callback, a notifier) submits
-through its own lane, a :class:`BackgroundWorker`, which runs its jobs in order, one at
-a time; lanes run side by side and take turns, so a busy lane never starves another.
-``backlog=1`` (callbacks): ``submit`` waits for room, or with ``supersede`` replaces a
-waiting job also submitted with it; ``backlog=None`` (notifiers): any number waits.
-A job's failure is raised on the submitting thread, never swallowed; a job must not
-wait for another job. Make lanes after forking (a forked child lacks the pool's threads).
-"""
+"""The background worker: slow work (writing checkpoints, converting, posting a card)
+runs on daemon threads ``cvml-worker-N`` shared by the process. Each owner (a callback, a
+notifier) has a lane, a :class:`BackgroundWorker`, running its jobs in order beside the
+other lanes; a job's failure is raised on the submitting thread, never swallowed."""
 
 from __future__ import annotations
 
@@ -21,10 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-#: The most pool threads running jobs at once; None: one per lane with work, so training
-#: is never held by another lane's slow job.
+from cvml_core.policy.checks import check_int
+
+#: The most pool threads at once (None: one per lane with work, so no lane waits on
+#: another's slow job), and the seconds a pool thread waits for work before it ends.
 POOL_SIZE: int | None = None
-#: Seconds a pool thread waits for work before it ends.
 IDLE_SECONDS = 5.0
 
 
@@ -76,8 +69,7 @@ class _Pool:
                 step = self._ready.popleft()
             step()  # a lane's step never raises: it keeps its job's failure
 
-    def _reset(self) -> None:
-        """In a forked child: the parent's threads do not exist here."""
+    def _reset(self) -> None:  # in a forked child: the parent's threads do not exist
         self._cond = threading.Condition()
         self._ready.clear()
         self._numbers.clear()
@@ -97,24 +89,22 @@ class _Job:
 
 
 class BackgroundWorker:
-    """One owner's lane on the shared pool (``name`` names it in messages; ``backlog``:
-    how many jobs may wait, 1 or None for any number); results come from :meth:`drain`."""
+    """One owner's lane on the shared pool: ``backlog`` jobs may wait (1, or None for any
+    number, e.g. notifiers); results come from :meth:`drain`. A job must not wait for
+    another job; make lanes after a fork."""
 
     def __init__(self, name: str = "cvml-worker", backlog: int | None = 1) -> None:
-        if backlog is not None and (isinstance(backlog, bool) or not isinstance(backlog, int)
-                                    or backlog < 1):
-            raise ValueError(
-                f"backlog must be an integer >= 1 or None. Received: backlog={backlog!r}"
-            )
         self.name = name
-        self.backlog = backlog
+        self.backlog = None if backlog is None else check_int(
+            "backlog", backlog, 1, "or None: any number"
+        )
         self._cond = threading.Condition()
         self._waiting: deque[_Job] = deque()
         self._running: _Job | None = None
         self._queued = False  # a step of this lane is queued on the pool or running
         self._results: list[Any] = []
         self._errors: list[tuple[str, BaseException]] = []
-        #: Names of the jobs dropped because a newer one replaced them, oldest first.
+        #: Names of the jobs a newer one replaced, oldest first.
         self.superseded: list[str] = []
 
     def __repr__(self) -> str:
@@ -127,9 +117,8 @@ class BackgroundWorker:
             return self._running is not None or bool(self._waiting)
 
     def submit(self, name: str, fn: Callable[[], Any], supersede: bool = False) -> None:
-        """Queue ``fn`` (its non-None result is kept for :meth:`drain`). With
-        ``supersede``, a waiting job also submitted with it is dropped (its name kept in
-        :attr:`superseded`); else, when ``backlog`` jobs wait, wait until one starts."""
+        """Queue ``fn`` (a non-None result is kept for :meth:`drain`); with ``supersede``
+        replace a waiting job also submitted with it, else wait while ``backlog`` wait."""
         self.raise_if_failed()
         with self._cond:
             while True:
@@ -171,8 +160,7 @@ class BackgroundWorker:
                 self._cond.wait()
 
     def raise_if_failed(self) -> None:
-        """Raise :class:`BackgroundJobError` naming every job that failed since the
-        last call; the first failure is the ``__cause__``."""
+        """Raise :class:`BackgroundJobError` naming every job failed since the last call."""
         with self._cond:
             errors, self._errors = self._errors, []
         if errors:
@@ -189,8 +177,8 @@ class BackgroundWorker:
         return results
 
     def wait(self, raise_error: bool = True, timeout: float | None = None) -> bool:
-        """Block until no job runs or waits (at most ``timeout`` seconds); return
-        whether the lane is idle. With ``raise_error``, then raise a failure."""
+        """Wait (up to ``timeout``) until idle, return whether it is; ``raise_error``:
+        then raise a failure."""
         with self._cond:
             idle = self._cond.wait_for(
                 lambda: self._running is None and not self._waiting, timeout

@@ -1,3 +1,2 @@
-"""The plugin host: the hooks a plugin may implement, the entry point loader and the
-registry that find callbacks and plugins by name, and the :class:`RunInfo` the run hooks
-receive."""
+"""The plugin host: the hooks, loading plugins, finding callbacks by name, and the
+:class:`RunInfo` the run hooks receive."""

@@ -1,17 +1,8 @@
-"""The hooks a cvml plugin may implement.
-
-A plugin is a module named by an entry point in the group ``cvml``. It imports
-``hookimpl`` from ``cvml_core`` (never pluggy itself) and implements any of the
-hooks below with the same argument names; it may leave arguments out. (A package that
-only adds a callback needs no hook: an entry point in ``cvml.callbacks`` is enough, see
-:mod:`cvml_core.plugin_host.loader`.)
-
-Every hook here but ``cvml_validate_notify`` is called through
-:func:`cvml_core.plugin_host.loader.call_hook`, which calls each plugin on its own: a
-plugin that raises is reported as a warning naming its distribution (an error with
-``CVML_STRICT_PLUGINS=1``) and the other plugins are still called; their return values
-are not used. ``cvml_validate_notify`` is a check: its errors stop the run.
-"""
+"""The hooks a cvml plugin (a module named by an entry point in group ``cvml``, importing
+``hookimpl`` from ``cvml_core``, never pluggy) may implement, with the same argument names
+or fewer. Each but ``cvml_validate_notify`` (a check: its errors stop the run) is called
+on each plugin on its own (:func:`~cvml_core.plugin_host.loader.call_hook`): one that
+raises is reported naming its distribution and the others still run."""
 
 from __future__ import annotations
 
@@ -27,84 +18,60 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @hookspec
 def cvml_register_callbacks(register: Any) -> None:
-    """Register the callbacks this plugin provides.
+    """Register this plugin's callbacks. Called once per plugin when plugins are loaded
+    (the first ``available_callbacks()``, ``create_callback()`` or ``cvml plugins``); the
+    return value is ignored.
 
-    Called once per plugin, when plugins are loaded (the first call to
-    ``available_callbacks()``, ``create_callback()`` or ``cvml plugins``).
-
-    :param register: ``register(name, target, summary="")``. ``name`` is what users
-        type (lowercase letters, digits, ``-`` and ``_``). ``target`` is either
-        ``"module:ClassName"``, imported only when the callback is created, or the
-        class itself. ``summary`` is one line shown by ``cvml plugins``. A bad or
-        taken name, or a target whose module does not exist, is reported as a load
-        error of this plugin; a class missing from its module is an error when the
-        callback is created. A class that sets no ``name`` gets the registered one.
-
-    The return value is ignored.
+    :param register: ``register(name, target, summary="")``: ``name`` is what users type
+        (lowercase letters, digits, ``-``, ``_``), ``target`` ``"module:ClassName"``
+        (imported when the callback is created) or the class, ``summary`` one line for
+        ``cvml plugins`` (docs/plugin-authors.md: what is reported when one is bad).
     """
 
 
 @hookspec
 def cvml_artifact_saved(artifact: Any) -> None:
-    """React to a file a callback has written (a checkpoint, a ``.tflite`` file ...).
+    """A callback's file (a checkpoint, a ``.tflite`` file ...) is complete under its
+    final name. Called on the training thread at the next epoch end or at train end; the
+    return value is ignored.
 
-    Called on the training thread after the file is complete under its final name,
-    at the next epoch end or at train end (also for files written on the training
-    thread: announcements are made at those two points only).
-
-    :param artifact: a :class:`cvml_core.artifacts.artifact.Artifact` with ``kind``, ``path``,
-        ``epoch`` (1-based), ``metrics``, ``basis_key`` (or None), ``callback`` (the
-        callback's registered name) and ``details`` (kind-specific figures).
-
-    The return value is ignored. A plugin that raises never removes the artifact.
+    :param artifact: a :class:`cvml_core.artifacts.artifact.Artifact` (``kind``, ``path``,
+        1-based ``epoch``, ``metrics``, ``basis_key`` or None, ``callback``, ``details``).
+        A plugin that raises never removes the artifact.
     """
 
 
 @hookspec
 def cvml_validate_notify(destinations: Any) -> Any:
-    """Check the notify destinations this plugin owns, before a run starts.
-
-    Called by ``TrainInfer.train`` (through
-    :func:`cvml_core.plugin_host.notify.check_notify`) before the first epoch, before
-    any callback is built or other hook called, when the run names a destination that
-    is not turned off (e.g. ``teams_webhook_url=url`` gives ``{"teams": url}``).
+    """Check the notify destinations this plugin owns. Called by ``TrainInfer.train``
+    (:func:`~cvml_core.plugin_host.notify.check_notify`) before any callback is built,
+    when the run names a destination (``teams_webhook_url=url`` gives ``{"teams": url}``).
 
     :param destinations: a dict, destination name -> the value the user passed.
 
-    Return a dict, destination name -> checked value (None turns it off), for each
-    destination this plugin owns, or None when it owns none. The checked values become
-    ``run.notify``. Raise (a ``ValueError`` naming the argument) on a bad value: the
-    error reaches the caller and no epoch runs. A destination that no plugin returns is
-    an error that names ``pip install cvml-<name>``.
+    Return ``{name: checked value}`` (None turns it off) for the destinations this plugin
+    owns, or None; they become ``run.notify``. Raise a ``ValueError`` naming the argument
+    on a bad value: no epoch runs.
     """
 
 
 @hookspec
 def cvml_train_begin(run: Any) -> None:
-    """A ``TrainInfer.train`` run is starting.
+    """A ``TrainInfer.train`` run starts. Called once, before epoch 1, on the training
+    thread; the return value is ignored.
 
-    Called once, before the first epoch, on the training thread.
-
-    :param run: a :class:`cvml_core.plugin_host.run_info.RunInfo` describing the run (``log_dir``,
-        ``epochs``, ``start_epoch``, ``basis_dict``, callback names, start time and ``notify``,
-        where notifiers post, e.g. ``{"teams": url}``).
-
-    The return value is ignored.
+    :param run: its :class:`cvml_core.plugin_host.run_info.RunInfo` (``log_dir``,
+        ``epochs``, ``basis_dict``, callback names, ``notify`` ...).
     """
 
 
 @hookspec
 def cvml_train_end(run: Any, logs: Any, error: Any) -> None:
-    """A ``TrainInfer.train`` run has ended, normally or not.
+    """A ``TrainInfer.train`` run ended, normally or not. Called once, after every
+    callback's background work finished; the return value is ignored.
 
-    Called once, after every callback's background work has finished.
-
-    :param run: the same :class:`~cvml_core.plugin_host.run_info.RunInfo` given to
-        ``cvml_train_begin``,
-        now with ``end_time``, the best value per basis key and the artifacts written.
+    :param run: the ``RunInfo`` of ``cvml_train_begin``, now with ``end_time``, the best
+        value per basis key and the artifacts written.
     :param logs: the last epoch's logs (a dict, possibly empty).
-    :param error: the exception that stopped training, or None when it finished.
-        After the hook, the exception is re-raised to the caller.
-
-    The return value is ignored.
+    :param error: the exception that stopped training (re-raised after the hook), or None.
     """

@@ -1,23 +1,8 @@
-"""Plugin loading: callbacks by name, and plugin modules implementing hooks.
-
-Two entry point groups:
-
-* ``cvml.callbacks``: ``best-epochs = "my_package:BestEpochs"``. The entry point's name
-  is the callback's name, its distribution's summary the one-line summary; nothing is
-  imported until the callback is created.
-* ``cvml``: a module implementing hooks of :mod:`cvml_core.plugin_host.hookspecs` (an
-  uploader, a notifier, or ``cvml_register_callbacks`` to register callbacks from code).
-
-A plugin that fails is reported and skipped, the others still load
-(:class:`~cvml_core.plugin_host.registry.Registry`); an entry point group that looks like
-a misspelling of these two is reported as a load error of its distribution. Environment:
-
-* ``CVML_PLUGINS=a,b``: load only these (entry point or distribution names). A name
-  that matches no installed entry point or distribution is reported (a warning, and in
-  ``cvml plugins``).
-* ``CVML_DISABLE_PLUGIN_AUTOLOAD=1``: load no entry points.
-* ``CVML_STRICT_PLUGINS=1``: a plugin failure raises :class:`PluginError`.
-"""
+"""Plugin loading from entry point groups ``cvml.callbacks`` (a callback by name, imported
+when created) and ``cvml`` (a module implementing hooks); a failure, or a group that looks
+like a misspelling of these, is a load error of its distribution (docs/plugin-authors.md).
+``CVML_PLUGINS=a,b`` loads only these (entry point or distribution names),
+``CVML_DISABLE_PLUGIN_AUTOLOAD=1`` none, ``CVML_STRICT_PLUGINS=1`` raises on a failure."""
 
 from __future__ import annotations
 
@@ -51,16 +36,12 @@ __all__ = [
 ]
 
 
-
 def _env_flag(environ: Mapping[str, str], name: str) -> bool:
     return environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def installed_plugin_sources(entry_points: Any = None) -> list[PluginSource]:
-    """The entry points of both groups, sorted by distribution then name; imports none.
-
-    ``entry_points``: every installed entry point, when the caller read them already.
-    """
+    """The entry points of both groups, by distribution then name; imports none."""
     if entry_points is None:
         entry_points = importlib_metadata.entry_points()
     sources = []
@@ -80,11 +61,9 @@ def installed_plugin_sources(entry_points: Any = None) -> list[PluginSource]:
     return sorted(sources, key=lambda s: (s.distribution.lower(), s.name))
 
 
-def misspelled_groups(entry_points: Any = None) -> list[tuple[str, str, str, list[str]]]:
+def misspelled_groups(entry_points: Any) -> list[tuple[str, str, str, list[str]]]:
     """Entry point groups that look like ``cvml`` or ``cvml.callbacks`` misspelled:
     ``(distribution, group, closest known group, entry point names)``; imports none."""
-    if entry_points is None:
-        entry_points = importlib_metadata.entry_points()
     known = (CALLBACK_GROUP, ENTRY_POINT_GROUP)
     suspects = {
         group for group in {ep.group for ep in entry_points} - set(known)
@@ -110,27 +89,20 @@ def load_registry(
     sources: Iterable[PluginSource] | None = None,
     warn: bool = True,
 ) -> Registry:
-    """Build a new :class:`Registry` from the entry points.
-
-    ``sources`` replaces the installed entry points (tests pass plugin objects), and
-    then no misspelled group is looked for. ``warn=False``: failures are recorded in
-    :attr:`Registry.errors` without warnings (the caller reports them).
-    """
+    """A new :class:`Registry` of the installed entry points, or of ``sources`` (then
+    no misspelled group is looked for); ``warn=False`` records failures without warning."""
     environ = os.environ if environ is None else environ
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
-    registry = Registry(pm=pm, strict=_env_flag(environ, "CVML_STRICT_PLUGINS"), warn=warn)
     wanted = [n.strip() for n in environ.get("CVML_PLUGINS", "").split(",") if n.strip()]
-    registry.selected = wanted
+    registry = Registry(pm, _env_flag(environ, "CVML_STRICT_PLUGINS"), warn=warn, selected=wanted)
     groups: list[tuple[str, str, str, list[str]]] = []
-    if sources is None:
-        autoload = not _env_flag(environ, "CVML_DISABLE_PLUGIN_AUTOLOAD")
-        if autoload:
-            entry_points = importlib_metadata.entry_points()  # read once, for both
-            sources = installed_plugin_sources(entry_points)
-            groups = misspelled_groups(entry_points)
-        else:
-            sources = []
+    if sources is None and _env_flag(environ, "CVML_DISABLE_PLUGIN_AUTOLOAD"):
+        sources = []
+    elif sources is None:
+        entry_points = importlib_metadata.entry_points()  # read once, for both
+        sources = installed_plugin_sources(entry_points)
+        groups = misspelled_groups(entry_points)
     sources = list(sources)
     if wanted:
         known = {s.name for s in sources} | {s.distribution for s in sources}
@@ -190,12 +162,7 @@ def available_callbacks() -> list[CallbackInfo]:
 
 
 def create_callback(name: str, *args: Any, **kwargs: Any) -> Any:
-    """Import the callback registered as ``name`` and build it with the arguments.
-
-    Raises :class:`UnknownCallbackError` (with the load error of a plugin that failed,
-    if one did) or :class:`PluginError` (a conflict, a missing class, or an error
-    raised by the class while it was built, naming the callback and its distribution).
-    """
+    """Build the callback registered as ``name`` (see :meth:`Registry.create`)."""
     return get_registry().create(name, *args, **kwargs)
 
 

@@ -1,11 +1,5 @@
-"""Notify destinations: where a run's notifier plugins post (``RunInfo.notify``),
-checked before epoch 1.
-
-The core knows no notifier. ``TrainInfer.train(..., teams_webhook_url=url)`` becomes the
-destination ``{"teams": url}``; :func:`check_notify` hands the destinations to the
-plugins on ``cvml_validate_notify``, which check the ones they own. A destination that
-no loaded plugin owns is an error naming the package to install, ``cvml-<name>``.
-"""
+"""Notify destinations (where notifier plugins post, ``RunInfo.notify``), checked before
+epoch 1 by the plugins that own them; the core knows no notifier."""
 
 from __future__ import annotations
 
@@ -29,13 +23,8 @@ def check_notify(
     arguments: Mapping[str, str] | None = None,
     registry: Registry | None = None,
 ) -> dict[str, Any]:
-    """The checked destinations (name -> value), without those turned off, or raise.
-
-    A None or blank value turns its destination off and needs no plugin. Each other one
-    must be owned by a plugin on ``cvml_validate_notify``, whose errors (a bad URL)
-    propagate. ``arguments`` maps a destination to the argument the user passed it as
-    (``{"teams": "teams_webhook_url"}``), for the messages.
-    """
+    """The destinations (name -> value) not turned off (None, blank), as their plugins
+    checked them (none did: :class:`MissingNotifierError`, naming ``arguments[name]``)."""
     arguments = arguments or {}
     pending = {name: value for name, value in destinations.items() if not _is_off(value)}
     if not pending:

@@ -1,8 +1,5 @@
-"""The registry of loaded plugins: who registered which callback name, the plugins that
-failed (isolated per distribution), and building a callback by name.
-
-:mod:`cvml_core.plugin_host.loader` fills a :class:`Registry` from entry points.
-"""
+"""The registry of loaded plugins (filled by :mod:`cvml_core.plugin_host.loader`): who
+registered which callback name, the plugins that failed, building a callback by name."""
 
 from __future__ import annotations
 
@@ -11,7 +8,7 @@ import importlib.util
 import pkgutil
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import importlib_metadata
@@ -39,10 +36,7 @@ class UnknownCallbackError(KeyError):
 
 @dataclass(frozen=True)
 class CallbackInfo:
-    """A registered callback: what ``available_callbacks()`` returns.
-
-    ``target`` is ``"module:ClassName"``, or the class when it was registered as one.
-    """
+    """A registered callback (``target``: ``"module:ClassName"`` or the class)."""
 
     name: str
     summary: str
@@ -51,18 +45,12 @@ class CallbackInfo:
     target: Any
 
     def to_dict(self) -> dict[str, str]:
-        return {
-            "name": self.name,
-            "summary": self.summary,
-            "distribution": self.distribution,
-            "version": self.version,
-        }
+        return {k: v for k, v in asdict(self).items() if k != "target"}
 
 
 @dataclass(frozen=True)
 class LoadError:
-    """A plugin failure: which distribution, and what went wrong (``plugin``: the entry
-    point's name, which for a ``cvml.callbacks`` entry point is the callback's name)."""
+    """A plugin failure: its distribution, the error, and the entry point's name."""
 
     distribution: str
     error: str
@@ -74,8 +62,8 @@ class LoadError:
 
 @dataclass(frozen=True)
 class PluginSource:
-    """What to load: a plugin (an entry point, or an object already imported), or with
-    ``target`` a callback named ``name`` (an entry point of ``cvml.callbacks``)."""
+    """What to load: a plugin (an entry point or an object already imported), or with
+    ``target`` a callback named ``name`` (a ``cvml.callbacks`` entry point)."""
 
     name: str
     distribution: str
@@ -86,11 +74,7 @@ class PluginSource:
     summary: str = ""
 
     def load(self) -> Any:
-        if self.entry_point is not None:
-            return self.entry_point.load()
-        if self.module is not None:
-            return self.module
-        return pkgutil.resolve_name(self.name)  # by name: "module" or "module:object"
+        return self.entry_point.load() if self.entry_point is not None else self.module
 
 
 def _callback_info(name: Any, target: Any, summary: Any, source: PluginSource) -> CallbackInfo:
@@ -116,37 +100,26 @@ def _callback_info(name: Any, target: Any, summary: Any, source: PluginSource) -
                 f"callback {name!r}: target module {module!r} does not exist. "
                 f"Received: target={target!r}"
             )
-    lines = str(summary or "").strip().splitlines()
-    return CallbackInfo(
-        name, lines[0] if lines else "", source.distribution, source.version, target
-    )
+    first_line = (str(summary or "").strip().splitlines() or [""])[0]
+    return CallbackInfo(name, first_line, source.distribution, source.version, target)
 
 
 @dataclass
 class Registry:
-    """The loaded plugins: their plugin manager, who registered each name, load errors."""
+    """The loaded plugins: who registered each name (several: a conflict), load errors,
+    and the ``CVML_PLUGINS`` selection with its names that match nothing installed."""
 
     pm: pluggy.PluginManager
     strict: bool = False
-    #: Who registered each callback name; more than one is a conflict.
     owners: dict[str, list[CallbackInfo]] = field(default_factory=dict)
     errors: list[LoadError] = field(default_factory=list)
-    #: Whether a failure is also given as a warning (``cvml plugins`` prints it instead).
     warn: bool = True
-    #: ``CVML_PLUGINS`` as given (empty: every plugin loads).
     selected: list[str] = field(default_factory=list)
-    #: Names in ``CVML_PLUGINS`` that match no installed entry point or distribution,
-    #: and the message that says so ("" when none).
     unmatched: list[str] = field(default_factory=list)
     selection_error: str = ""
 
-    def fail(
-        self,
-        distribution: str,
-        message: str,
-        exc: BaseException | None = None,
-        plugin: str = "",
-    ) -> None:
+    def fail(self, distribution: str, message: str, exc: BaseException | None = None,
+             plugin: str = "") -> None:
         """Record a plugin failure and warn; in strict mode raise it."""
         self.errors.append(LoadError(distribution, message, plugin))
         if self.strict:
@@ -215,8 +188,7 @@ class Registry:
         return [infos[0] for _, infos in sorted(self.owners.items()) if len(infos) == 1]
 
     def callback_class(self, name: str) -> type:
-        """Import and return the class registered as ``name``; a class that sets no
-        ``name`` of its own is named ``name`` from then on (:func:`registered_name`)."""
+        """Import the class registered as ``name`` (:func:`registered_name` gives it)."""
         infos = self.owners.get(name, [])
         if len(infos) > 1:
             raise PluginError(self._conflict_message(name))
@@ -269,9 +241,8 @@ class Registry:
         return message
 
     def create(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        """Build the callback registered as ``name``; an error raised while building it
-        is re-raised as :class:`PluginError` naming the callback and its distribution.
-        A built callback without a ``name`` attribute (a plain Keras callback) gets it."""
+        """Build the callback registered as ``name`` (given that ``name`` if it has none);
+        an error while building it becomes a :class:`PluginError` naming the callback."""
         cls = self.callback_class(name)
         try:
             callback = cls(*args, **kwargs)
@@ -286,11 +257,8 @@ class Registry:
         return callback
 
     def call_hook(self, hook_name: str, **kwargs: Any) -> None:
-        """Call every implementation of ``hook_name``, each on its own.
-
-        pluggy's own call stops at the first implementation that raises; here one that
-        raises is a failure of its distribution (:meth:`fail`) and the others still run.
-        """
+        """Call every implementation of ``hook_name``: unlike pluggy's own call, one that
+        raises is a failure of its distribution (:meth:`fail`) and the others still run."""
         for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
             try:
                 impl.function(**{a: kwargs[a] for a in impl.argnames if a in kwargs})
@@ -299,15 +267,12 @@ class Registry:
                 self.fail(dist, f"{hook_name} raised {type(exc).__name__}: {exc}", exc)
 
 
-#: The name each callback class has: from a registration, or (looked up once) from a
-#: ``cvml.callbacks`` entry point; None when neither names it.
+#: Each callback class's registered name, or None (see :func:`registered_name`).
 _names: dict[type, str | None] = {}
 
 
 def registered_name(cls: type) -> str | None:
-    """The name a callback class has: its own ``name`` attribute when the class sets
-    one, else the name its registration or ``cvml.callbacks`` entry point gives it
-    (reads metadata only), else None. The class itself is never changed."""
+    """A class's own ``name``, else the one its registration or entry point gives it."""
     own = vars(cls).get("name")
     if isinstance(own, str):
         return own

@@ -1,7 +1,5 @@
-"""The basis policy: which epochs are due, and which basis keys improved; its state.
-
-Shared by every callback; the rules are the README's "basis policy". Pure Python.
-"""
+"""The basis policy every callback shares: which epochs are due, which basis keys
+improved, and its saved state (the rules: the README's "basis policy")."""
 
 from __future__ import annotations
 
@@ -20,7 +18,7 @@ MODES = ("min", "max")
 class MissingMetricError(KeyError):
     """A basis key is not in the logs of a due epoch."""
 
-    def __str__(self) -> str:  # KeyError would quote the whole message
+    def __str__(self) -> str:  # not KeyError's quoted repr
         return str(self.args[0])
 
 
@@ -56,16 +54,7 @@ def validate_basis_dict(basis_dict: Any) -> dict[str, str]:
 
 
 class BasisPolicy:
-    """Decides, per epoch, whether it is due and which basis keys improved.
-
-    >>> policy = BasisPolicy({"val_loss": "min"}, skip_from_start=1, frequency=1)
-    >>> policy.update(1, {"val_loss": 0.9})
-    []
-    >>> policy.update(2, {"val_loss": 0.8})
-    ['val_loss']
-    >>> policy.update(3, {"val_loss": 0.85})
-    []
-    """
+    """Decides, per epoch, whether it is due and which basis keys improved."""
 
     def __init__(
         self,
@@ -95,7 +84,7 @@ class BasisPolicy:
         return epoch > self.skip_from_start and epoch % self.frequency == 0
 
     def improves(self, key: str, value: float) -> bool:
-        """Whether ``value`` would improve ``key``'s best (without recording it)."""
+        """Whether ``value`` would improve ``key``'s best (NaN and infinities never do)."""
         try:
             value = float(value)
         except (TypeError, ValueError):
@@ -109,44 +98,37 @@ class BasisPolicy:
             return value < best - self.min_delta
         return value > best + self.min_delta
 
-    def check_logs(self, logs: Mapping[str, Any] | None) -> None:
-        """Raise :class:`MissingMetricError` if a basis key is absent from ``logs``."""
-        present = dict(logs or {})
-        missing = [key for key in self.basis if key not in present]
+    def update(self, epoch: int, logs: Mapping[str, Any] | None) -> list[str]:
+        """Record a finished 1-based ``epoch``; return the keys that improved."""
+        if not self.is_due(epoch):
+            return []
+        logs = dict(logs or {})
+        missing = [key for key in self.basis if key not in logs]
         if missing:
             raise MissingMetricError(
                 f"basis key(s) {missing} not found in the epoch logs. Keys present: "
-                f"{sorted(present)}. Check the spelling (e.g. 'val_acc' vs "
+                f"{sorted(logs)}. Check the spelling (e.g. 'val_acc' vs "
                 "'val_accuracy') and that validation data is given for 'val_' keys."
             )
-
-    def update(self, epoch: int, logs: Mapping[str, Any] | None) -> list[str]:
-        """Record a finished 1-based ``epoch``; return the keys that improved (none
-        for an epoch that is not due)."""
-        if not self.is_due(epoch):
-            return []
-        self.check_logs(logs)
-        assert logs is not None
         improved = [key for key in self.basis if self.improves(key, logs[key])]
-        for key in improved:
-            self.best[key] = KeyBest(float(logs[key]), epoch)
+        self.best.update({key: KeyBest(float(logs[key]), epoch) for key in improved})
         return improved
 
-    def state_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable state: the basis and each key's best."""
+    def state_dict(self, best: Mapping[str, KeyBest] | None = None) -> dict[str, Any]:
+        """A JSON-serialisable state: the basis and each key's best (or ``best``'s)."""
         return {
             "basis": dict(self.basis),
             "skip_from_start": self.skip_from_start,
             "frequency": self.frequency,
             "min_delta": self.min_delta,
             "best": {
-                key: {"value": kb.value, "epoch": kb.epoch} for key, kb in self.best.items()
+                key: {"value": kb.value, "epoch": kb.epoch}
+                for key, kb in (self.best if best is None else best).items()
             },
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore the bests of a :meth:`state_dict` (not the schedule); a key whose
-        mode changed (min vs max) raises ``ValueError``: its old best means nothing."""
+        """Restore the bests of a :meth:`state_dict`; a key whose mode changed raises."""
         saved_basis = state.get("basis", {})
         saved_best = state.get("best", {})
         for key, mode in self.basis.items():

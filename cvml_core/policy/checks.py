@@ -1,8 +1,5 @@
-"""Argument checks shared by the core and the callbacks: one error shape for all.
-
-Each raises ``ValueError("<name> must be <what is allowed>. Received: <name>=<value>")``
-and returns the value in its plain Python type.
-"""
+"""Argument checks shared by the core and the callbacks: each returns the value as a
+plain Python type or raises ``ValueError("<name> must be ... Received: <name>=<value>")``."""
 
 from __future__ import annotations
 

@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from cvml_ckpt import backup, files, state
-from cvml_ckpt.shadow import Shadow, state_variables
+from cvml_ckpt.shadow import Shadow, optimizer_built, state_variables
 from cvml_core.artifacts.artifact import Staged
 from cvml_core.artifacts.atomic import staging, temp_path_for
 from cvml_core.artifacts.callback import BasisCallback, SaveJob, SkipSave
 from cvml_core.artifacts.distribute import process_count
 from cvml_core.artifacts.manifest import Manifest
 from cvml_core.artifacts.storage import LocalStore, Store, is_url, mask, open_store
-from cvml_core.keras_compat import keras, optimizer_built, uses_legacy_keras
+from cvml_core.keras_compat import keras, uses_legacy_keras
 from cvml_core.policy.checks import check_bool
 
 SHADOW_SOURCE = "shadow.keras"

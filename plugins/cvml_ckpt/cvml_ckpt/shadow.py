@@ -20,6 +20,15 @@ from cvml_ckpt.state import copy_into, host_scope, layout
 from cvml_core.keras_compat import keras
 
 
+def optimizer_built(optimizer: Any) -> bool:
+    """Whether ``optimizer`` holds its per-variable state yet: Keras 3 says so (``built``);
+    a tf_keras optimizer has only ``iterations`` (and maybe its learning rate) until then."""
+    built = getattr(optimizer, "built", None)
+    if built is not None:
+        return bool(built)
+    return len(optimizer.variables) > 2
+
+
 def state_variables(model: Any, include_optimizer: bool) -> list[Any]:
     """The variables a checkpoint holds: the model's weights, then the optimizer's
     (once it is built: before the first step it has no state to keep)."""

@@ -19,11 +19,12 @@ import numpy as np
 from cvml_core.artifacts.artifact import Staged, file_stem
 from cvml_core.artifacts.atomic import scratch_dir, temp_path_for
 from cvml_core.artifacts.callback import BasisCallback, SaveJob
-from cvml_core.keras_compat import flatten, keras
+from cvml_core.keras_compat import keras
 from cvml_core.policy.checks import check_bool, check_int, check_number
 from cvml_tflite import QUANTIZATION_MODES
 from cvml_tflite.convert import SNAPSHOT_CONFIG, SNAPSHOT_REFERENCE, SNAPSHOT_WEIGHTS
 from cvml_tflite.process import WorkerCrashedError, run_conversion
+from cvml_tflite.verify import flatten
 
 #: Default ``max_error`` per quantization mode (outputs of the order of probabilities).
 DEFAULT_MAX_ERROR: dict[str | None, float] = {

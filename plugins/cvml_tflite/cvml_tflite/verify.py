@@ -80,9 +80,19 @@ def compare(
     }
 
 
+def flatten(structure: Any) -> list[Any]:
+    """The leaves of a nested structure of outputs (``keras.tree`` has no tf_keras twin)."""
+    from cvml_core.keras_compat import keras
+
+    tree = getattr(keras, "tree", None)
+    if tree is not None:
+        return list(tree.flatten(structure))
+    import tensorflow as tf
+
+    return list(tf.nest.flatten(structure))
+
+
 def keras_outputs(model: Any, x: np.ndarray) -> list[np.ndarray]:
     """The Keras model's outputs in inference mode, flattened in output order."""
-    from cvml_core.keras_compat import flatten
-
     out = model.predict(x, batch_size=32, verbose=0)
     return [np.asarray(o) for o in flatten(out)]
