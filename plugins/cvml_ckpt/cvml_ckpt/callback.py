@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -24,7 +25,6 @@ from cvml_core.artifacts.storage import LocalStore, Store, is_url, mask, open_st
 from cvml_core.keras_compat import keras, uses_legacy_keras
 from cvml_core.policy.checks import check_bool
 
-SHADOW_SOURCE = "shadow.keras"
 _POSITION = "cvml_backup_position"  # the backup job's position, carried in its logs
 
 
@@ -244,6 +244,7 @@ class CkptCallback(BasisCallback):
         self._sources: list[Path] = []  # the model.save files of this run; the last
         # is the shadow's source
         self._in_flight = 0  # snapshots taken and not yet written (they use the shadow)
+        self._shadow_pending = False  # the worker is building the shadow (train begin)
         self._one_process = True
         self._flight_lock = threading.Lock()
 
@@ -265,9 +266,19 @@ class CkptCallback(BasisCallback):
             self._state_bytes = state.nbytes(variables)
             self._live = variables
             path = self._source_path(epoch)
-            self.model.save(path)
             with self._flight_lock:
                 self._in_flight += 1
+            if self._worker_reads_live():
+                # The worker saves the source and builds the shadow; the values wait here.
+                self.snapshot_counts["host"] += 1
+                values = state.host_copies([v.value for v in variables])
+                return _Snapshot(path, self._layout, "host", values)
+            try:
+                self._save_source(path)
+            except BaseException:
+                with self._flight_lock:
+                    self._in_flight -= 1
+                raise
             self.snapshot_counts["source"] += 1
             return _Snapshot(path, self._layout)
         source = self._sources[-1]
@@ -326,16 +337,24 @@ class CkptCallback(BasisCallback):
         shadow = self._shadow
         if idle and shadow is not None and self._sources and shadow.source == self._sources[-1]:
             return "shadow"
+        if idle and self._shadow_pending:
+            return "host"  # the first save while the worker builds the shadow
         budget = self.waiting_host_bytes
         if budget is None:
             budget = max(self._state_bytes // 10, MIN_WAITING_BYTES)
         return "host" if self._state_bytes <= budget else "skip"
 
+    def _save_source(self, path: Path) -> None:
+        """``model.save`` of the live model as an unzipped folder (``zipped=False``): its
+        weights file is written and read back a variable at a time, where a ``.keras``
+        archive holds the whole of it in memory on both ways."""
+        self.model.save(path, zipped=False)
+
     def _source_path(self, epoch: int) -> Path:
-        """Where the shadow's source goes: a temporary name in the folder (removed at
-        train end, or by the next run after a kill); a scratch folder off ``log_dir``
+        """Where the shadow's source folder goes: a temporary name in the folder (removed
+        at train end, or by the next run after a kill); a scratch folder off ``log_dir``
         on a process that is not the chief."""
-        name = f"shadow-epoch{epoch}.keras"
+        name = f"shadow-epoch{epoch}"
         if self.chief:
             path = temp_path_for(self.folder / name)
         else:
@@ -377,11 +396,7 @@ class CkptCallback(BasisCallback):
             return self._save_live(tmp, weights_only)
         if self._shadow is None or self._shadow.source != snapshot.source:
             # Built once per source, also when the job of the source's epoch was replaced.
-            shadow = Shadow(snapshot.source, self.include_optimizer, snapshot.layout)
-            live = self._live
-            if self._sources[-1:] == [snapshot.source] and len(live) == len(snapshot.layout):
-                shadow.prepare(live)
-            self._shadow = shadow
+            self._shadow = self._build_shadow(snapshot.source, snapshot.layout)
         if snapshot.values is not None:
             self._shadow.copy_from(snapshot.values)
             self._free(snapshot)
@@ -391,6 +406,53 @@ class CkptCallback(BasisCallback):
             self._shadow.model.save(tmp)
         self._shadow.warm_up()  # written: its values are free to change
         return self._shadow.includes_optimizer
+
+    def _worker_reads_live(self) -> bool:
+        """Whether the worker may save the live model while training runs: one process
+        (the chief), TensorFlow or torch (JAX's ``fit`` keeps the state apart from the
+        variables during an epoch). The values it reads are overwritten by a snapshot's."""
+        return (
+            self.background and self.chief and self._one_process
+            and keras.backend.backend() in ("tensorflow", "torch")
+        )
+
+    def _build_shadow(self, source: Path, layout: list[tuple[Any, ...]]) -> Shadow:
+        if not source.exists():  # a first snapshot taken in host memory (see snapshot)
+            self._save_source(source)
+        shadow = Shadow(source, self.include_optimizer, layout)
+        live = self._live
+        if self._sources[-1:] == [source] and len(live) == len(layout):
+            shadow.prepare(live)
+        return shadow
+
+    def _prebuild_shadow(self) -> None:
+        """At train begin, where the worker may read the live model and the model and
+        optimizer are built, have the worker save the source and build the shadow, so
+        that the first save needs no copy of its own (TensorFlow builds the optimizer
+        at the first step of a first ``fit``: there the first save does this)."""
+        model = self.model
+        optimizer = getattr(model, "optimizer", None)
+        if not (
+            self._worker_reads_live() and model.built
+            and (optimizer is None or not self.include_optimizer or optimizer_built(optimizer))
+        ):
+            return
+        variables = state_variables(model, self.include_optimizer)
+        self._layout = layout = state.layout(variables)
+        self._state_bytes = state.nbytes(variables)
+        self._live = variables
+        path = self._source_path(0)
+        self._shadow_pending = True
+
+        def build() -> None:
+            try:
+                shadow = self._build_shadow(path, layout)
+                shadow.warm_up()
+                self._shadow = shadow
+            finally:
+                self._shadow_pending = False
+
+        self.worker.submit("ckpt shadow", build)
 
     def write(self, job: SaveJob) -> Iterator[Staged | list[Staged]]:
         """Write the first file, then link the others to it, each to a temporary name;
@@ -522,6 +584,7 @@ class CkptCallback(BasisCallback):
         self._resume_from_backup()
         if self.backups is not None:
             self.backups.reset()
+        self._prebuild_shadow()
 
     def _resume_from_backup(self) -> None:
         """Load the folder's backup, if any, and start this fit at its epoch and step."""
@@ -636,8 +699,7 @@ class CkptCallback(BasisCallback):
         self._shadow = self._layout = None
         self._live = []
         for path in self._sources:
-            with contextlib.suppress(OSError):
-                path.unlink()
+            shutil.rmtree(path, ignore_errors=True)
         for scratch in self._scratch.values():  # a non-chief's scratch folders
             with contextlib.suppress(OSError):
                 scratch.cleanup()
