@@ -35,11 +35,11 @@ MIN_WAITING_BYTES = 16 * 2**20
 
 @dataclass
 class _Snapshot:
-    """The model at a save, in one of four places: the ``model.save`` file the shadow
-    is built from (the first save of a run, ``where="source"``), the host shadow itself
-    (copied on the training thread while no write used it, ``"shadow"``), device copies
-    (``"device"``) or numpy copies (``"host"``) of the variables, which the worker
-    copies into the shadow before writing it."""
+    """The model at a save, in one of four places: the ``model.save`` folder the shadow
+    is built from (a first save on the training thread, ``where="source"``), the host
+    shadow itself (copied on the training thread while no write used it, ``"shadow"``),
+    device copies (``"device"``) or numpy copies (``"host"``) of the variables, which
+    the worker copies into the shadow before writing it."""
 
     source: Path
     layout: list[tuple[Any, ...]]
@@ -59,8 +59,9 @@ class CkptCallback(BasisCallback):
     a shadow copy of the model and writes it with Keras' own ``save`` (or
     ``save_weights``), atomically, to ``log_dir/ckpt/best_<key>.keras`` for each
     improved key; the files of one epoch are hard links to one write. The shadow is
-    built once per run from a ``model.save`` of the live model (the first save of a
-    run holds training about as long as ``keras.callbacks.ModelCheckpoint``).
+    built once per run from a ``model.save`` of the live model: by the worker on
+    TensorFlow and torch in one process; else the first save of a run holds training
+    about as long as ``keras.callbacks.ModelCheckpoint``.
     ``manifest.json`` beside the files records every file, its epoch and the basis
     state, so a new callback on the same ``log_dir`` keeps the bests of the previous run.
 
@@ -695,7 +696,8 @@ class CkptCallback(BasisCallback):
 
     def _drop_shadow(self) -> None:
         """Free the shadow (as big as the model) and delete its source files; the
-        next save builds them again."""
+        next save builds them again; give the freed memory back to the system."""
+        built = self._shadow is not None
         self._shadow = self._layout = None
         self._live = []
         for path in self._sources:
@@ -704,6 +706,8 @@ class CkptCallback(BasisCallback):
             with contextlib.suppress(OSError):
                 scratch.cleanup()
         self._sources, self._scratch = [], {}
+        if built:
+            state.give_back_freed_memory()
 
     # -- resuming ------------------------------------------------------------------
 

@@ -4,11 +4,13 @@ The shadow lives in host memory (:func:`cvml_ckpt.state.host_scope`), so it take
 of the accelerator memory training needs. The training thread copies the live variables
 into it, or into a snapshot that waits for it (:mod:`cvml_ckpt.state`); the worker
 writes it with the shadow's own ``save`` / ``save_weights``. The shadow is built once per
-run, from a ``model.save`` of the live model reloaded with ``keras.models.load_model``:
+run, from a ``model.save(folder, zipped=False)`` of the live model reloaded with
+``keras.models.load_model``:
 whatever Keras restores from a ``.keras`` file (custom registered layers, assets such as
 a ``StringLookup`` vocabulary, subclassed models with ``get_config``, mixed precision,
 the compiled loss and optimizer) the shadow has, and what it cannot restore a
-checkpoint could not restore either.
+checkpoint could not restore either. The unzipped folder is written and read a variable
+at a time; a ``.keras`` archive would be held whole in memory both ways.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ class Shadow:
     """The reloaded copy of a model, and the order of its variables."""
 
     def __init__(self, source: Path, include_optimizer: bool, live: list[tuple[Any, ...]]) -> None:
-        """Load ``source`` (a ``model.save`` file); check its variables line up, in
+        """Load ``source`` (a ``model.save`` folder); check its variables line up, in
         order, with ``live`` (the :func:`layout` of the live model's variables).
 
         Variables are matched by position and shape, not by path: paths differ, e.g.

@@ -18,6 +18,7 @@ pay no tracing. Public API only: ``keras.ops``, ``keras.device``, ``Variable.val
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -198,6 +199,19 @@ def copy_into(targets: list[Any], values: list[Any]) -> None:
             for i, array in zip(group, arrays, strict=True):
                 targets[i].assign(array)
             del arrays
+
+
+def give_back_freed_memory() -> None:
+    """Collect garbage (a Keras model holds reference cycles) and return the heap memory
+    freed so far to the operating system (glibc's ``malloc_trim``): the shadow's many
+    buffers, allocated on the worker thread, are otherwise kept by glibc for the
+    process. Elsewhere only the collection."""
+    gc.collect()
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return
+    trim(0)
 
 
 def _host_device() -> str | None:
