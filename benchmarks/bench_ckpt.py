@@ -45,11 +45,10 @@ process on MobileNetV2: ``--user-saves`` saves (every epoch improves), with
 ``--idle-steps`` training steps between saves (about a second here: the previous write
 is done) and, separately, one step between saves (back to back: a write still runs);
 nothing waits for a background write before a timed save, and the first saves count.
-Contenders: CkptCallback on a model whose optimizer is built (the worker builds the
-shadow at train begin), ``CkptCallback, 1st fit`` (a new optimizer, built by the first
-step after train begin as in a first ``fit`` on TensorFlow: the worker builds the shadow
-from the first save), ``CkptCallback .weights.h5`` (``save_weights_only``: Keras writes
-the file a variable at a time), ModelCheckpoint and ``get_weights()``.
+Contenders: CkptCallback on a model whose optimizer is built, ``CkptCallback, 1st fit``
+(a new optimizer, built by the first step after train begin, as in a first ``fit`` on
+TensorFlow), ``CkptCallback .weights.h5`` (``save_weights_only``: Keras writes the file
+a variable at a time), ModelCheckpoint and ``get_weights()``.
 Printed per contender: blocking of ``on_train_begin``, of the first three saves, the
 median of the later ones, the total of train begin and all saves, the end of training
 (``on_train_end``: CkptCallback waits for its last write there), and RSS growth at peak
@@ -565,7 +564,7 @@ def user_child(contender: str, steps: int, args) -> None:
     first_fit = contender == "CkptCallback, 1st fit"
     if first_fit:
         # A new optimizer, built by the first step after train begin, as in a first fit
-        # on TensorFlow: the worker builds the shadow at the first save, not before.
+        # on TensorFlow.
         model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(True))
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="bench-ckpt-user-") as tmp:
         if contender.startswith("CkptCallback"):

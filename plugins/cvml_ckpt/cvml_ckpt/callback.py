@@ -245,7 +245,6 @@ class CkptCallback(BasisCallback):
         self._sources: list[Path] = []  # the model.save files of this run; the last
         # is the shadow's source
         self._in_flight = 0  # snapshots taken and not yet written (they use the shadow)
-        self._shadow_pending = False  # the worker is building the shadow (train begin)
         self._one_process = True
         self._flight_lock = threading.Lock()
 
@@ -338,8 +337,6 @@ class CkptCallback(BasisCallback):
         shadow = self._shadow
         if idle and shadow is not None and self._sources and shadow.source == self._sources[-1]:
             return "shadow"
-        if idle and self._shadow_pending:
-            return "host"  # the first save while the worker builds the shadow
         budget = self.waiting_host_bytes
         if budget is None:
             budget = max(self._state_bytes // 10, MIN_WAITING_BYTES)
@@ -425,35 +422,6 @@ class CkptCallback(BasisCallback):
         if self._sources[-1:] == [source] and len(live) == len(layout):
             shadow.prepare(live)
         return shadow
-
-    def _prebuild_shadow(self) -> None:
-        """At train begin, where the worker may read the live model and the model and
-        optimizer are built, have the worker save the source and build the shadow, so
-        that the first save needs no copy of its own (TensorFlow builds the optimizer
-        at the first step of a first ``fit``: there the first save does this)."""
-        model = self.model
-        optimizer = getattr(model, "optimizer", None)
-        if not (
-            self._worker_reads_live() and model.built
-            and (optimizer is None or not self.include_optimizer or optimizer_built(optimizer))
-        ):
-            return
-        variables = state_variables(model, self.include_optimizer)
-        self._layout = layout = state.layout(variables)
-        self._state_bytes = state.nbytes(variables)
-        self._live = variables
-        path = self._source_path(0)
-        self._shadow_pending = True
-
-        def build() -> None:
-            try:
-                shadow = self._build_shadow(path, layout)
-                shadow.warm_up()
-                self._shadow = shadow
-            finally:
-                self._shadow_pending = False
-
-        self.worker.submit("ckpt shadow", build)
 
     def write(self, job: SaveJob) -> Iterator[Staged | list[Staged]]:
         """Write the first file, then link the others to it, each to a temporary name;
@@ -585,7 +553,6 @@ class CkptCallback(BasisCallback):
         self._resume_from_backup()
         if self.backups is not None:
             self.backups.reset()
-        self._prebuild_shadow()
 
     def _resume_from_backup(self) -> None:
         """Load the folder's backup, if any, and start this fit at its epoch and step."""
