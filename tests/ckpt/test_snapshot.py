@@ -46,6 +46,18 @@ class Query:
         return self.answer
 
 
+def assert_files_hold_their_epochs(tmp_path, states):
+    """Each best file holds its epoch's state (``KeepStates``), bitwise; the manifest."""
+    manifest = read_manifest(tmp_path / "ckpt")
+    for path in sorted((tmp_path / "ckpt").glob("best_*.keras")):
+        entry = [a for a in manifest["artifacts"] if Path(a["path"]).name == path.name][-1]
+        loaded = keras.models.load_model(path)
+        got = list(loaded.weights) + list(loaded.optimizer.variables)
+        for a, b in zip(got, states.states[entry["epoch"]], strict=True):
+            np.testing.assert_array_equal(np.array(a), b)
+    return manifest
+
+
 def train(tmp_path, tiny_model, tiny_data, epochs=6, **options):
     """Fit with every epoch improving ``loss``; check each file holds its epoch's state."""
     states = KeepStates()
@@ -54,13 +66,7 @@ def train(tmp_path, tiny_model, tiny_data, epochs=6, **options):
     model = tiny_model()
     model.fit(x, y, epochs=epochs, batch_size=16, verbose=0, shuffle=False,
               callbacks=[states, cb])
-    manifest = read_manifest(tmp_path / "ckpt")
-    for path in sorted((tmp_path / "ckpt").glob("best_*.keras")):
-        entry = [a for a in manifest["artifacts"] if Path(a["path"]).name == path.name][-1]
-        loaded = keras.models.load_model(path)
-        got = list(loaded.weights) + list(loaded.optimizer.variables)
-        for a, b in zip(got, states.states[entry["epoch"]], strict=True):
-            np.testing.assert_array_equal(np.array(a), b)
+    assert_files_hold_their_epochs(tmp_path, states)
     return cb
 
 
@@ -145,13 +151,7 @@ def test_the_worker_builds_the_shadow_and_the_first_file_holds_its_epoch(
               callbacks=[states, BuiltBeforeSecondSave(), cb])
     if on_worker:
         assert cb.snapshot_counts["shadow"] > before["shadow"], cb.snapshot_counts
-    manifest = read_manifest(tmp_path / "ckpt")
-    for path in sorted((tmp_path / "ckpt").glob("best_*.keras")):
-        entry = [a for a in manifest["artifacts"] if Path(a["path"]).name == path.name][-1]
-        loaded = keras.models.load_model(path)
-        got = list(loaded.weights) + list(loaded.optimizer.variables)
-        for a, b in zip(got, states.states[entry["epoch"]], strict=True):
-            np.testing.assert_array_equal(np.array(a), b)
+    manifest = assert_files_hold_their_epochs(tmp_path, states)
     assert {a["epoch"] for a in manifest["artifacts"]} >= {1, 5}
 
 
