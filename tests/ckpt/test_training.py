@@ -29,6 +29,19 @@ class KeepStates(keras.callbacks.Callback):
         self.optimizer[epoch + 1] = [v.numpy() for v in self.model.optimizer.variables]
 
 
+class WaitForWrites(keras.callbacks.Callback):
+    """Ends each epoch's background write before the next epoch: a newer checkpoint
+    supersedes one still waiting, so the files written would otherwise depend on timing.
+    A failure stays for the checkpoint callback to raise (at its next epoch end)."""
+
+    def __init__(self, ckpt):
+        super().__init__()
+        self.ckpt = ckpt
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.ckpt.worker.wait(raise_error=False)
+
+
 def epoch_of(log_dir, name):
     """The epoch the manifest records for the file ``name`` (its last entry)."""
     manifest = read_manifest(log_dir / "ckpt")
@@ -117,7 +130,7 @@ def test_restore_latest_respects_max_epoch_and_an_empty_dir_gives_zero(
     model = tiny_model()
     states = KeepStates()
     cb = CkptCallback(tmp_path, {"loss": "min"}, keep_top_k=None)
-    fit(model, tiny_data, [states, cb], epochs=4)
+    fit(model, tiny_data, [states, cb, WaitForWrites(cb)], epochs=4)
     fresh = tiny_model(seed=3)
     assert cb.restore_latest(fresh, max_epoch=2) == 2
     assert_same(fresh.get_weights(), states.weights[2])
@@ -137,7 +150,7 @@ def test_a_failed_background_write_raises_on_the_training_thread_and_keeps_the_b
     states = KeepStates()
     cb = CkptCallback(tmp_path, {"loss": "min"}, keep_top_k=2)
     with pytest.raises(cvml_core.BackgroundJobError, match="checkpoint of epoch 2"):
-        fit(tiny_model(), tiny_data, [states, cb], epochs=4)
+        fit(tiny_model(), tiny_data, [states, cb, WaitForWrites(cb)], epochs=4)
     loaded = keras.models.load_model(folder / "best_loss.keras")
     assert epoch_of(tmp_path, "best_loss.keras") == 1
     assert_same(loaded.get_weights(), states.weights[1])

@@ -105,7 +105,9 @@ def test_ckpt_fault_at_each_step(step, tmpfs, monkeypatch, capsys):
     cb.on_train_begin({})
     for epoch, logs in enumerate(LOGS[:2]):
         cb.on_epoch_end(epoch, dict(logs))
-    cb.wait_for_background()
+        # Each save written before the next: a save still waiting would be replaced
+        # (supersede), leaving no epoch-1 file for the retention step to delete.
+        cb.wait_for_background()
     _arm(step, monkeypatch, tmpfs, folder)
     with pytest.raises(BackgroundJobError) as info:  # ckpt is strict: training stops
         cb.on_epoch_end(2, dict(LOGS[2]))
