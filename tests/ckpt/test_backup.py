@@ -40,7 +40,10 @@ class StopAt(keras.callbacks.Callback):
 
 
 def fit(model, callbacks, epochs=EPOCHS):
-    return workload.fit(model, workload.data(), epochs, callbacks)
+    # Keras' array shuffle gives a resumed epoch the same order on TensorFlow only (the
+    # README's "same batches"): elsewhere the order is fixed instead.
+    shuffle = keras.backend.backend() == "tensorflow"
+    return workload.fit(model, workload.data(), epochs, callbacks, shuffle=shuffle)
 
 
 def crash(log_dir, at, **options):
