@@ -113,13 +113,12 @@ class Shadow:
         if self._copy_live is not None:
             self._copy_live()
         else:
-            self.copy_from([v.value for v in live])
+            copy_into(self.variables, [v.value for v in live])
 
     def copy_from(self, values: list[Any]) -> None:
-        """Give the shadow's variables ``values`` (the live variables' values, device
-        copies or numpy arrays, in :func:`state_variables` order), on whichever thread
-        no write uses the shadow."""
-        copy_into(self.variables, values)
+        """Give the shadow's variables ``values`` (a snapshot's device or host copies, in
+        :func:`state_variables` order), on whichever thread no write uses the shadow."""
+        copy_into(self.variables, values, owned=True)
 
     @property
     def includes_optimizer(self) -> bool:

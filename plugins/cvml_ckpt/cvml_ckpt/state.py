@@ -6,9 +6,10 @@ updates the variables. Two places hold it:
 * a **device copy** (``keras.ops.copy`` of each variable, on the variable's device): the
   quickest to take on an accelerator, but it takes accelerator memory, so it is used
   only where the device has room (:func:`has_room`) and at most one exists at a time;
-* **host memory**: the variables are copied to numpy, a bounded group at a time
+* **host memory**: the variables are copied to the host, a bounded group at a time
   (:func:`copy_into`), straight into the shadow model's host variables when no write
-  uses it, else into numpy arrays that wait for it.
+  uses it, else into host arrays that wait for it (numpy; on JAX, JAX arrays on the
+  host device, which a shadow variable keeps without a second copy).
 
 No function here is compiled (``tf.function``, ``jax.jit``): the first saves of a run
 pay no tracing. Public API only: ``keras.ops``, ``keras.device``, ``Variable.value`` /
@@ -144,20 +145,36 @@ def device_copies(variables: list[Any]) -> list[Any]:
     return copies
 
 
-def host_copies(values: list[Any], own: bool = True) -> list[np.ndarray]:
-    """A host (numpy) copy of each value, never a view of memory that changes (with
+def host_copies(values: list[Any], own: bool = True) -> list[Any]:
+    """A host copy of each value, never a view of memory that changes: JAX arrays on the
+    host device (one batched copy, :func:`_jax_to_host`), else numpy arrays (with
     ``own=False`` a view may be returned, for a caller that copies it at once)."""
     if keras.backend.backend() == "jax":
-        import jax
-
-        values = jax.device_get(list(values))  # the transfers run side by side
+        return _jax_to_host(values, copy=True)
     arrays = []
     for value in values:
         array = keras.ops.convert_to_numpy(value)
         if own and (array.base is not None or not array.flags.owndata):
-            array = array.copy()  # a view of backend memory (a torch or JAX buffer)
+            array = array.copy()  # a view of backend memory (a torch buffer)
         arrays.append(array)
     return arrays
+
+
+def _jax_to_host(values: list[Any], copy: bool) -> list[Any]:
+    """JAX arrays on the host device (:func:`_host_device`), one batched ``device_put``:
+    new buffers with ``copy`` (a live variable's buffer is donated to the next step),
+    else ``values`` themselves where they are there already (copies the caller owns).
+    A JAX array is immutable: a shadow variable assigned one keeps it, no second copy."""
+    import jax
+
+    if not all(getattr(v, "is_fully_addressable", True) for v in values):
+        # across processes: this process' replica, as numpy (the caller owns it)
+        return [np.array(a) for a in jax.device_get(list(values))]
+    try:
+        host = jax.devices("cpu")[0]
+    except RuntimeError:  # JAX_PLATFORMS leaves the CPU out: the default device
+        host = None
+    return list(jax.device_put(list(values), host, may_alias=False if copy else None))
 
 
 def _groups(values: list[Any], limit: int = GROUP_BYTES) -> Iterator[list[int]]:
@@ -182,23 +199,43 @@ def _itemsize(value: Any) -> int:
         return 4
 
 
-def copy_into(targets: list[Any], values: list[Any]) -> None:
+def copy_into(targets: list[Any], values: list[Any], owned: bool = False) -> None:
     """Give each of ``targets`` (host variables) the value in ``values`` (device copies,
-    live variables' values or numpy arrays), a group of at most :data:`GROUP_BYTES`
+    live variables' values or host copies), a group of at most :data:`GROUP_BYTES`
     and :data:`GROUP_SHARE` of the state at a time (one variable at least), so that
-    host memory grows by one group beyond the targets."""
+    host memory grows by one group beyond the targets. ``owned``: the values are
+    copies nobody else changes; on JAX the targets then keep them (no copy)."""
     if len(targets) != len(values):
         raise ValueError(f"{len(values)} values for {len(targets)} variables")
-    # assign copies at once on TensorFlow and torch; a JAX array may alias numpy memory
-    own = keras.backend.backend() == "jax"
+    if keras.backend.backend() == "torch":
+        _torch_copy_into(targets, values)
+        return
+    jax_backend = keras.backend.backend() == "jax"
     total = sum(int(np.prod(v.shape, dtype=np.int64)) * _itemsize(v) for v in values)
     limit = min(GROUP_BYTES, int(total * GROUP_SHARE))
     with host_scope():
         for group in _groups(values, limit):
-            arrays = host_copies([values[i] for i in group], own=own)
+            picked = [values[i] for i in group]
+            if jax_backend:  # the targets keep these immutable arrays
+                arrays = _jax_to_host(picked, copy=not owned)
+            else:  # assign copies at once on TensorFlow
+                arrays = host_copies(picked, own=False)
             for i, array in zip(group, arrays, strict=True):
                 targets[i].assign(array)
-            del arrays
+            del arrays, picked
+
+
+def _torch_copy_into(targets: list[Any], values: list[Any]) -> None:
+    """torch: each tensor straight into its target's tensor (``Tensor.copy_``, across
+    devices too): one copy, nothing in between; numpy values through ``assign``."""
+    import torch
+
+    with torch.no_grad():
+        for target, value in zip(targets, values, strict=True):
+            if isinstance(value, torch.Tensor):
+                target.value.copy_(value)
+            else:
+                target.assign(value)
 
 
 def give_back_freed_memory() -> None:
