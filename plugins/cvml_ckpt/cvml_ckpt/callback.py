@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cvml_ckpt import backup, files, state
-from cvml_ckpt.shadow import Shadow, optimizer_built, state_variables
+from cvml_ckpt.shadow import Shadow, has_assets, optimizer_built, state_variables
 from cvml_core.artifacts.artifact import Staged
 from cvml_core.artifacts.atomic import staging, temp_path_for
 from cvml_core.artifacts.callback import BasisCallback, SaveJob, SkipSave
@@ -31,6 +31,10 @@ _POSITION = "cvml_backup_position"  # the backup job's position, carried in its 
 SNAPSHOT_TO = ("auto", "device", "host")
 #: The host memory a snapshot waiting for the shadow may take by default, at least.
 MIN_WAITING_BYTES = 16 * 2**20
+
+
+class _NeedsSource(Exception):
+    """A shadow built from the config wrote assets: drop the file, write the source."""
 
 
 @dataclass
@@ -59,9 +63,11 @@ class CkptCallback(BasisCallback):
     a shadow copy of the model and writes it with Keras' own ``save`` (or
     ``save_weights``), atomically, to ``log_dir/ckpt/best_<key>.keras`` for each
     improved key; the files of one epoch are hard links to one write. The shadow is
-    built once per run from a ``model.save`` of the live model: by the worker on
-    TensorFlow and torch in one process; else the first save of a run holds training
-    about as long as ``keras.callbacks.ModelCheckpoint``.
+    built once per run by the worker, from a ``model.save`` of the live model on
+    TensorFlow and torch in one process, from the live model's config on JAX in one
+    process (a model whose ``.keras`` file holds assets falls back to the next); else
+    the first save of a run holds training about as long as
+    ``keras.callbacks.ModelCheckpoint`` (``model.save`` on the training thread).
     ``manifest.json`` beside the files records every file, its epoch and the basis
     state, so a new callback on the same ``log_dir`` keeps the bests of the previous run.
 
@@ -220,10 +226,13 @@ class CkptCallback(BasisCallback):
             )
         self._device_memory = device_memory
         #: Where the snapshots of this callback went: ``source``, ``shadow``,
-        #: ``device``, ``host``, ``skipped``, ``device_fallback`` (out of device memory).
+        #: ``device``, ``host``, ``skipped``, ``device_fallback`` (out of device memory),
+        #: ``rebuilt`` (a shadow built from the config wrote assets: file dropped).
         self.snapshot_counts: dict[str, int] = dict.fromkeys(
-            ("source", "shadow", "device", "host", "skipped", "device_fallback"), 0
+            ("source", "shadow", "device", "host", "skipped", "device_fallback", "rebuilt"), 0
         )
+        self._config_route = True  # see _builds_from_config
+        self._configs: dict[Path, dict[str, Any]] = {}  # source path -> live model's config
         self.ext = files.EXT_WEIGHTS if save_weights_only else files.EXT_FULL
         names: dict[str, str] = {}
         for key in self.policy.basis:
@@ -268,12 +277,15 @@ class CkptCallback(BasisCallback):
             path = self._source_path(epoch)
             with self._flight_lock:
                 self._in_flight += 1
-            if self._worker_reads_live():
-                # The worker saves the source and builds the shadow; the values wait here.
-                self.snapshot_counts["host"] += 1
-                values = state.host_copies([v.value for v in variables])
-                return _Snapshot(path, self._layout, "host", values)
             try:
+                if self._worker_reads_live() or self._builds_from_config():
+                    # The worker builds the shadow (saving the source, or from the
+                    # config); the values wait here.
+                    values = state.host_copies([v.value for v in variables])
+                    if not self._worker_reads_live():
+                        self._configs[path] = keras.saving.serialize_keras_object(self.model)
+                    self.snapshot_counts["host"] += 1
+                    return _Snapshot(path, self._layout, "host", values)
                 self._save_source(path)
             except BaseException:
                 with self._flight_lock:
@@ -402,6 +414,12 @@ class CkptCallback(BasisCallback):
             self._shadow.model.save_weights(tmp)
         else:
             self._shadow.model.save(tmp)
+            if self._shadow.from_config and has_assets(tmp):
+                # The assets are the config's, not the live model's: never publish
+                # them; from now on the first save of a run writes the source.
+                self._config_route = False
+                self._shadow = self._layout = None
+                raise _NeedsSource()
         self._shadow.warm_up()  # written: its values are free to change
         return self._shadow.includes_optimizer
 
@@ -414,10 +432,21 @@ class CkptCallback(BasisCallback):
             and keras.backend.backend() in ("tensorflow", "torch")
         )
 
+    def _builds_from_config(self) -> bool:
+        """Whether the worker builds the shadow from the live model's config (JAX, one
+        process, the chief), so that the first save takes only host copies and the
+        config, not a ``model.save`` on the training thread. Off for good once a
+        ``.keras`` file of such a shadow held assets (:meth:`_write_to`)."""
+        return (
+            self.background and self.chief and self._one_process and self._config_route
+            and keras.backend.backend() == "jax"
+        )
+
     def _build_shadow(self, source: Path, layout: list[tuple[Any, ...]]) -> Shadow:
-        if not source.exists():  # a first snapshot taken in host memory (see snapshot)
+        config = self._configs.get(source)
+        if config is None and not source.exists():  # a first host snapshot (see snapshot)
             self._save_source(source)
-        shadow = Shadow(source, self.include_optimizer, layout)
+        shadow = Shadow(source, self.include_optimizer, layout, config)
         live = self._live
         if self._sources[-1:] == [source] and len(live) == len(layout):
             shadow.prepare(live)
@@ -436,6 +465,16 @@ class CkptCallback(BasisCallback):
         ]
         if files.ROLE_LAST in job.extras:
             targets.append((None, self.folder / files.last_name(self.ext)))
+        try:
+            yield from self._write_files(job, targets, started)
+        except _NeedsSource:
+            # Nothing published: the core rolls the job's keys back (a later
+            # improvement saves); the next save writes the shadow's source.
+            self.snapshot_counts["rebuilt"] += 1
+
+    def _write_files(
+        self, job: SaveJob, targets: list[tuple[str | None, Path]], started: float
+    ) -> Iterator[list[Staged]]:
         written: Path | None = None  # the first file, while still local
         includes_optimizer = False
         for key, final in targets:
@@ -672,7 +711,7 @@ class CkptCallback(BasisCallback):
         for scratch in self._scratch.values():  # a non-chief's scratch folders
             with contextlib.suppress(OSError):
                 scratch.cleanup()
-        self._sources, self._scratch = [], {}
+        self._sources, self._scratch, self._configs = [], {}, {}
         if built:
             state.give_back_freed_memory()
 

@@ -15,6 +15,7 @@ at a time; a ``.keras`` archive would be held whole in memory both ways.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,13 @@ def state_variables(model: Any, include_optimizer: bool) -> list[Any]:
     return variables
 
 
+def has_assets(keras_file: Path) -> bool:
+    """Whether a ``.keras`` archive holds assets (its ``assets/`` folder, e.g. the
+    vocabulary of an adapted lookup layer)."""
+    with zipfile.ZipFile(keras_file) as archive:
+        return any(name.startswith("assets/") for name in archive.namelist())
+
+
 class ShadowMismatchError(RuntimeError):
     """The reloaded model's variables do not line up with the live model's."""
 
@@ -48,15 +56,32 @@ class ShadowMismatchError(RuntimeError):
 class Shadow:
     """The reloaded copy of a model, and the order of its variables."""
 
-    def __init__(self, source: Path, include_optimizer: bool, live: list[tuple[Any, ...]]) -> None:
-        """Load ``source`` (a ``model.save`` folder); check its variables line up, in
-        order, with ``live`` (the :func:`layout` of the live model's variables).
+    def __init__(
+        self,
+        source: Path,
+        include_optimizer: bool,
+        live: list[tuple[Any, ...]],
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        """Load ``source`` (a ``model.save`` folder), or build the model from ``config``
+        (``keras.saving.serialize_keras_object`` of the live model: no weights, no
+        assets; ``source`` then only names it); check its variables line up, in order,
+        with ``live`` (the :func:`layout` of the live model's variables).
 
         Variables are matched by position and shape, not by path: paths differ, e.g.
         under a ``tf.distribute`` strategy."""
         self.source = source
+        #: Built from a config: a ``.keras`` file it writes holds assets (e.g. a lookup
+        #: layer's vocabulary) of the config, not of the live model (:func:`has_assets`).
+        self.from_config = config is not None
         with host_scope():
-            self.model = keras.models.load_model(source, compile=include_optimizer)
+            if config is None:
+                self.model = keras.models.load_model(source, compile=include_optimizer)
+            else:
+                if not include_optimizer:
+                    config = {k: v for k, v in config.items() if k != "compile_config"}
+                # compile_from_config builds the optimizer of a built model
+                self.model = keras.saving.deserialize_keras_object(config)
         variables = list(self.model.weights)
         optimizer = getattr(self.model, "optimizer", None)
         if len(live) > len(variables) and optimizer is not None:
