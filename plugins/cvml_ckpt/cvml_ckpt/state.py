@@ -177,11 +177,12 @@ def _jax_to_host(values: list[Any], copy: bool) -> list[Any]:
     return list(jax.device_put(list(values), host, may_alias=False if copy else None))
 
 
-def _groups(values: list[Any], limit: int = GROUP_BYTES) -> Iterator[list[int]]:
+def _groups(sizes: list[int], limit: int = GROUP_BYTES) -> Iterator[list[int]]:
+    """Consecutive indices of ``sizes`` (bytes), at most ``limit`` bytes a group (one
+    index at least)."""
     group: list[int] = []
     size = 0
-    for index, value in enumerate(values):
-        n = int(np.prod(value.shape, dtype=np.int64)) * _itemsize(value)
+    for index, n in enumerate(sizes):
         if group and size + n > limit:
             yield group
             group, size = [], 0
@@ -189,6 +190,15 @@ def _groups(values: list[Any], limit: int = GROUP_BYTES) -> Iterator[list[int]]:
         size += n
     if group:
         yield group
+
+
+def _nbytes(value: Any) -> int:
+    """The bytes of one value: its own ``nbytes`` (numpy, JAX, torch), else from its
+    shape and dtype (a TensorFlow tensor)."""
+    n = getattr(value, "nbytes", None)
+    if isinstance(n, (int, np.integer)):
+        return int(n)
+    return int(np.prod(value.shape, dtype=np.int64)) * _itemsize(value)
 
 
 def _itemsize(value: Any) -> int:
@@ -211,10 +221,10 @@ def copy_into(targets: list[Any], values: list[Any], owned: bool = False) -> Non
         _torch_copy_into(targets, values)
         return
     jax_backend = keras.backend.backend() == "jax"
-    total = sum(int(np.prod(v.shape, dtype=np.int64)) * _itemsize(v) for v in values)
-    limit = min(GROUP_BYTES, int(total * GROUP_SHARE))
+    sizes = [_nbytes(v) for v in values]
+    limit = min(GROUP_BYTES, int(sum(sizes) * GROUP_SHARE))
     with host_scope():
-        for group in _groups(values, limit):
+        for group in _groups(sizes, limit):
             picked = [values[i] for i in group]
             if jax_backend:  # the targets keep these immutable arrays
                 arrays = _jax_to_host(picked, copy=not owned)
