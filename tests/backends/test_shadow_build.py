@@ -40,27 +40,6 @@ class Tagged(keras.layers.Layer):
         self.tag = Path(dir_path, "tag.txt").read_text()
 
 
-class KeepWeights(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.weights = {}
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.weights[epoch + 1] = [np.array(w) for w in self.model.get_weights()]
-
-
-class WaitForWrites(keras.callbacks.Callback):
-    """After each epoch, wait for the checkpoint's write: which files exist is then
-    independent of the worker's timing (a newer best replaces a waiting one)."""
-
-    def __init__(self, ckpt):
-        super().__init__()
-        self.ckpt = ckpt
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.ckpt.worker.wait(raise_error=False)
-
-
 def _fit(tmp_path, *layers, epochs=4):
     from cvml_ckpt import CkptCallback
 
@@ -71,9 +50,14 @@ def _fit(tmp_path, *layers, epochs=4):
     model = keras.Sequential([keras.Input((4,)), *layers, keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
     cb = CkptCallback(tmp_path, {"loss": "min"})
-    kept = KeepWeights()
-    model.fit(x, y, epochs=epochs, batch_size=8, verbose=0,
-              callbacks=[cb, WaitForWrites(cb), kept])
+    kept: dict[int, list[np.ndarray]] = {}  # the weights at each (1-based) epoch's end
+    keep = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: kept.update(
+        {epoch + 1: [np.array(w) for w in model.get_weights()]}))
+    # after each epoch the checkpoint's write is awaited: which files exist is then
+    # independent of the worker's timing (a newer best replaces a waiting one)
+    wait = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: cb.worker.wait(raise_error=False))
+    model.fit(x, y, epochs=epochs, batch_size=8, verbose=0, callbacks=[cb, wait, keep])
     return model, cb, kept
 
 
@@ -83,7 +67,7 @@ def test_no_first_save_runs_model_save_on_the_training_thread(tmp_path):
     assert cb.snapshot_counts["host"] >= 1 and cb.snapshot_counts["rebuilt"] == 0
     loaded = keras.models.load_model(tmp_path / "ckpt" / "best_loss.keras")
     epoch = cb.committed["loss"].epoch
-    for got, want in zip(loaded.get_weights(), kept.weights[epoch], strict=True):
+    for got, want in zip(loaded.get_weights(), kept[epoch], strict=True):
         np.testing.assert_array_equal(got, want)
 
 
@@ -98,5 +82,5 @@ def test_a_best_file_holds_the_live_models_assets(tmp_path):
     assert cb.snapshot_counts["rebuilt"] == (1 if backend == "jax" else 0), cb.snapshot_counts
     epoch = cb.committed["loss"].epoch
     assert epoch >= 2 if backend == "jax" else epoch >= 1
-    for got, want in zip(loaded.get_weights(), kept.weights[epoch], strict=True):
+    for got, want in zip(loaded.get_weights(), kept[epoch], strict=True):
         np.testing.assert_array_equal(got, want)
