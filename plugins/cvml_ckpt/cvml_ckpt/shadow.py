@@ -10,7 +10,9 @@ whatever Keras restores from a ``.keras`` file (custom registered layers, assets
 a ``StringLookup`` vocabulary, subclassed models with ``get_config``, mixed precision,
 the compiled loss and optimizer) the shadow has, and what it cannot restore a
 checkpoint could not restore either. The unzipped folder is written and read a variable
-at a time; a ``.keras`` archive would be held whole in memory both ways.
+at a time; a ``.keras`` archive would be held whole in memory both ways. On JAX in one
+process the shadow is built instead from the live model's config (the worker cannot
+read the live model there): the same, less the assets (:func:`has_assets`).
 """
 
 from __future__ import annotations
@@ -93,7 +95,8 @@ class Shadow:
                 min(len(mine), len(live)),
             )
             raise ShadowMismatchError(
-                "the model reloaded from model.save does not have the live model's "
+                "the shadow model (reloaded from model.save, or built from the config) "
+                "does not have the live model's "
                 f"variables: {len(mine)} vs {len(live)}, first difference at "
                 f"#{diff}: {mine[diff:diff + 1]} vs {live[diff:diff + 1]}"
             )
