@@ -80,6 +80,8 @@ def test_a_best_file_holds_the_live_models_assets(tmp_path):
     backend = keras.backend.backend()
     # JAX: the first file, from the config, held the config's assets: dropped, rebuilt
     assert cb.snapshot_counts["rebuilt"] == (1 if backend == "jax" else 0), cb.snapshot_counts
+    # ... and the next save wrote the live model's source, on the training thread
+    assert cb.snapshot_counts["source"] == (1 if backend == "jax" else 0), cb.snapshot_counts
     epoch = cb.committed["loss"].epoch
     assert epoch >= 2 if backend == "jax" else epoch >= 1
     for got, want in zip(loaded.get_weights(), kept[epoch], strict=True):

@@ -269,7 +269,10 @@ class CkptCallback(BasisCallback):
                     self._save_live(Path(scratch) / files.best_name("scratch", self.ext))
             return None  # the chief writes from the live model, on this thread
         variables = state_variables(self.model, self.include_optimizer)
-        if self._layout is None or len(variables) != len(self._layout):
+        # a shadow built from the config wrote assets (see _write_to): a new source
+        from_config = bool(self._sources) and self._sources[-1] in self._configs
+        if (self._layout is None or len(variables) != len(self._layout)
+                or (from_config and not self._config_route)):
             # First save of this run, or the optimizer was built since: a new source.
             self._layout = state.layout(variables)
             self._state_bytes = state.nbytes(variables)
@@ -418,7 +421,7 @@ class CkptCallback(BasisCallback):
                 # The assets are the config's, not the live model's: never publish
                 # them; from now on the first save of a run writes the source.
                 self._config_route = False
-                self._shadow = self._layout = None
+                self._shadow = None
                 raise _NeedsSource()
         self._shadow.warm_up()  # written: its values are free to change
         return self._shadow.includes_optimizer
