@@ -83,6 +83,6 @@ def test_a_best_file_holds_the_live_models_assets(tmp_path):
     # ... and the next save wrote the live model's source, on the training thread
     assert cb.snapshot_counts["source"] == (1 if backend == "jax" else 0), cb.snapshot_counts
     epoch = cb.committed["loss"].epoch
-    assert epoch >= 2 if backend == "jax" else epoch >= 1
+    assert epoch >= (2 if backend == "jax" else 1), epoch  # JAX: epoch 1 was dropped
     for got, want in zip(loaded.get_weights(), kept[epoch], strict=True):
         np.testing.assert_array_equal(got, want)

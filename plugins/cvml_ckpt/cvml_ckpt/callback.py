@@ -280,12 +280,13 @@ class CkptCallback(BasisCallback):
             path = self._source_path(epoch)
             with self._flight_lock:
                 self._in_flight += 1
+            reads_live = self._worker_reads_live()
             try:
-                if self._worker_reads_live() or self._builds_from_config():
+                if reads_live or self._builds_from_config():
                     # The worker builds the shadow (saving the source, or from the
                     # config); the values wait here.
                     values = state.host_copies([v.value for v in variables])
-                    if not self._worker_reads_live():
+                    if not reads_live:
                         self._configs[path] = keras.saving.serialize_keras_object(self.model)
                     self.snapshot_counts["host"] += 1
                     return _Snapshot(path, self._layout, "host", values)

@@ -192,7 +192,7 @@ def _groups(sizes: list[int], limit: int = GROUP_BYTES) -> Iterator[list[int]]:
         yield group
 
 
-def _nbytes(value: Any) -> int:
+def _value_bytes(value: Any) -> int:
     """The bytes of one value: its own ``nbytes`` (numpy, JAX, torch), else from its
     shape and dtype (a TensorFlow tensor)."""
     n = getattr(value, "nbytes", None)
@@ -221,7 +221,7 @@ def copy_into(targets: list[Any], values: list[Any], owned: bool = False) -> Non
         _torch_copy_into(targets, values)
         return
     jax_backend = keras.backend.backend() == "jax"
-    sizes = [_nbytes(v) for v in values]
+    sizes = [_value_bytes(v) for v in values]
     limit = min(GROUP_BYTES, int(sum(sizes) * GROUP_SHARE))
     with host_scope():
         for group in _groups(sizes, limit):
