@@ -1,10 +1,13 @@
 """The background worker: slow work (writing checkpoints, converting, posting a card)
 runs on daemon threads ``cvml-worker-N`` shared by the process. Each owner (a callback, a
 notifier) has a lane, a :class:`BackgroundWorker`, running its jobs in order beside the
-other lanes; a job's failure is raised on the submitting thread, never swallowed."""
+other lanes; a job's failure is raised on the submitting thread, never swallowed. After
+each job the heap memory it freed goes back to the operating system."""
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import itertools
 import os
 import threading
@@ -19,6 +22,24 @@ from cvml_core.policy.checks import check_int
 #: another's slow job), and the seconds a pool thread waits for work before it ends.
 POOL_SIZE: int | None = None
 IDLE_SECONDS = 5.0
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def release_free_heap() -> None:
+    """Return the heap memory freed so far to the operating system (glibc's
+    ``malloc_trim``; elsewhere nothing). glibc keeps what a thread frees in that
+    thread's arena: a write's buffers (a Keras archive holds the whole model while it
+    is written) would otherwise stay in the process after the write."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 class BackgroundJobError(RuntimeError):
@@ -146,6 +167,7 @@ class BackgroundWorker:
             if result is not None:
                 with self._cond:
                     self._results.append(result)
+        release_free_heap()  # before the lane reads idle: a job's memory is given back
         with self._cond:
             self._running = None
             more = self._queued = bool(self._waiting)

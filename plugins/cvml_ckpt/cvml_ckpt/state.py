@@ -19,13 +19,13 @@ pay no tracing. Public API only: ``keras.ops``, ``keras.device``, ``Variable.val
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
+from cvml_core.artifacts.worker import release_free_heap
 from cvml_core.keras_compat import keras
 
 #: ``() -> (free_bytes, total_bytes)`` of the device the variables live on, or None
@@ -249,16 +249,10 @@ def _torch_copy_into(targets: list[Any], values: list[Any]) -> None:
 
 
 def give_back_freed_memory() -> None:
-    """Collect garbage (a Keras model holds reference cycles) and return the heap memory
-    freed so far to the operating system (glibc's ``malloc_trim``): the shadow's many
-    buffers, allocated on the worker thread, are otherwise kept by glibc for the
-    process. Elsewhere only the collection."""
+    """Collect garbage (a Keras model holds reference cycles), then return the freed
+    heap memory to the operating system (:func:`release_free_heap`)."""
     gc.collect()
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return
-    trim(0)
+    release_free_heap()
 
 
 def _host_device() -> str | None:
