@@ -21,7 +21,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from cvml_ckpt.state import copy_into, host_scope, layout
+from cvml_ckpt.state import copy_into, host_scope, layout, sizes
 from cvml_core.keras_compat import keras
 
 
@@ -101,6 +101,7 @@ class Shadow:
                 f"#{diff}: {mine[diff:diff + 1]} vs {live[diff:diff + 1]}"
             )
         self.variables = variables
+        self._sizes = sizes(mine)  # bytes of each variable, for copy_into's groups
         self._copy_live: Any = None
         self._warm = True
 
@@ -141,12 +142,12 @@ class Shadow:
         if self._copy_live is not None:
             self._copy_live()
         else:
-            copy_into(self.variables, [v.value for v in live])
+            copy_into(self.variables, [v.value for v in live], value_sizes=self._sizes)
 
     def copy_from(self, values: list[Any]) -> None:
         """Give the shadow's variables ``values`` (a snapshot's device or host copies, in
         :func:`state_variables` order), on whichever thread no write uses the shadow."""
-        copy_into(self.variables, values, owned=True)
+        copy_into(self.variables, values, owned=True, value_sizes=self._sizes)
 
     @property
     def includes_optimizer(self) -> bool:

@@ -48,10 +48,15 @@ def layout(variables: list[Any]) -> list[tuple[str, tuple[int, ...], str]]:
 
 def nbytes(variables: list[Any]) -> int:
     """The bytes of the variables' values (one copy of the state)."""
-    return sum(
+    return sum(sizes(layout(variables)))
+
+
+def sizes(entries: list[tuple[str, tuple[int, ...], str]]) -> list[int]:
+    """The bytes of each variable of a :func:`layout`."""
+    return [
         int(np.prod(shape, dtype=np.int64)) * np.dtype(_np_dtype(dtype)).itemsize
-        for _, shape, dtype in layout(variables)
-    )
+        for _, shape, dtype in entries
+    ]
 
 
 def _np_dtype(dtype: str) -> Any:
@@ -209,22 +214,27 @@ def _itemsize(value: Any) -> int:
         return 4
 
 
-def copy_into(targets: list[Any], values: list[Any], owned: bool = False) -> None:
+def copy_into(
+    targets: list[Any], values: list[Any], owned: bool = False,
+    value_sizes: list[int] | None = None,
+) -> None:
     """Give each of ``targets`` (host variables) the value in ``values`` (device copies,
     live variables' values or host copies), a group of at most :data:`GROUP_BYTES`
     and :data:`GROUP_SHARE` of the state at a time (one variable at least), so that
     host memory grows by one group beyond the targets. ``owned``: the values are
-    copies nobody else changes; on JAX the targets then keep them (no copy)."""
+    copies nobody else changes; on JAX the targets then keep them (no copy).
+    ``value_sizes``: the values' bytes, if known (:func:`sizes`)."""
     if len(targets) != len(values):
         raise ValueError(f"{len(values)} values for {len(targets)} variables")
     if keras.backend.backend() == "torch":
         _torch_copy_into(targets, values)
         return
     jax_backend = keras.backend.backend() == "jax"
-    sizes = [_value_bytes(v) for v in values]
-    limit = min(GROUP_BYTES, int(sum(sizes) * GROUP_SHARE))
+    if value_sizes is None:
+        value_sizes = [_value_bytes(v) for v in values]
+    limit = min(GROUP_BYTES, int(sum(value_sizes) * GROUP_SHARE))
     with host_scope():
-        for group in _groups(sizes, limit):
+        for group in _groups(value_sizes, limit):
             picked = [values[i] for i in group]
             if jax_backend:  # the targets keep these immutable arrays
                 arrays = _jax_to_host(picked, copy=not owned)
