@@ -2,8 +2,8 @@
 
 Every part is optional: ``TrainInfer`` checks each with ``isinstance`` and skips a
 callback that lacks it. :class:`~cvml_core.artifacts.callback.BasisCallback` has all of them
-but :class:`Restores`, which ``ckpt`` adds; a plain ``keras.callbacks.Callback`` has
-none and is only given to ``model.fit``.
+but :class:`Restores` and :class:`ResumesBackup`, which ``ckpt`` adds; a plain
+``keras.callbacks.Callback`` has none and is only given to ``model.fit``.
 """
 
 from __future__ import annotations
@@ -62,6 +62,14 @@ class Restores(Protocol):
     resume; returns that epoch, 0 when it has none."""
 
     def restore_latest(self, model: Any, max_epoch: int) -> int: ...
+
+
+@runtime_checkable
+class ResumesBackup(Protocol):
+    """Resumes a ``fit`` from a backup in its folder, when there is one: at the 0-based
+    epoch and the step that :meth:`backup_start` returns (None: no backup)."""
+
+    def backup_start(self) -> tuple[int, int] | None: ...
 
 
 @runtime_checkable

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import keras
@@ -129,9 +130,13 @@ def test_train_infer_resumes_a_backup_by_itself(tmp_path):
     assert backups(tmp_path)[-1]["details"]["iterations"] == 12
     model = build()
     again = CkptCallback(tmp_path, BASIS, backup_every_steps=4)
-    history = TrainInfer(model, log_dir=tmp_path, basis_dict=BASIS).train(
-        (x, y), (x, y), 8, EPOCHS, callbacks=[again], show_results=0)
+    assert again.backup_start() == (1, 4)
+    with warnings.catch_warnings():  # a resume: no "holds the bests of an earlier run"
+        warnings.simplefilter("error", RuntimeWarning)
+        history = TrainInfer(model, log_dir=tmp_path, basis_dict=BASIS).train(
+            (x, y), (x, y), 8, EPOCHS, callbacks=[again], show_results=0)
     assert again.resumed_from == (1, 4)
+    assert again.backup_start() is None  # the finished run deleted its backup
     assert len(history.history["loss"]) == EPOCHS - 1
     assert int(model.optimizer.iterations.numpy()) == EPOCHS * STEPS_PER_EPOCH
 

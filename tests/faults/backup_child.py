@@ -1,12 +1,13 @@
 """The training processes the backup kill trials stop: ckpt with a backup every few steps.
 
 ``python backup_child.py`` imports Keras once and then, for each line ``LOG_DIR
-KILL_AT`` read from stdin, forks a child that trains the model of
-``backup_workload.build`` and SIGKILLs itself at the end of training step ``KILL_AT``
-(the optimizer's iteration count); it prints ``killed <status>`` when the child is
-gone. (Forking saves the 5 s TensorFlow import per trial: nothing of TensorFlow runs
-before the fork.) Each batch end of a child prints ``step <iterations> busy <0|1>``:
-whether a backup write was still in flight (a backup due then is deferred).
+KILL_AT RUNNER`` read from stdin, forks a child that trains the model of
+``backup_workload.build`` (as ``backup_workload.fit`` with that runner does) and
+SIGKILLs itself at the end of training step ``KILL_AT`` (the optimizer's iteration
+count); it prints ``killed <status>`` when the child is gone. (Forking saves the 5 s
+TensorFlow import per trial: nothing of TensorFlow runs before the fork.) Each batch end
+of a child prints ``step <iterations> busy <0|1>``: whether a backup write was still in
+flight (a backup due then is deferred).
 """
 
 import os
@@ -22,7 +23,7 @@ from cvml_ckpt import CkptCallback  # noqa: E402
 from cvml_core.keras_compat import keras  # noqa: E402
 
 
-def train(log_dir: str, kill_at: int) -> None:
+def train(log_dir: str, kill_at: int, runner: str) -> None:
     model = build()
     cb = CkptCallback(log_dir, BASIS, backup_every_steps=INTERVAL)
 
@@ -33,17 +34,18 @@ def train(log_dir: str, kill_at: int) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(0.01)  # a training step longer than this tiny model's
 
-    fit(model, data(), EPOCHS, [cb, keras.callbacks.LambdaCallback(on_train_batch_end=batch_end)])
+    fit(model, data(), EPOCHS,
+        [cb, keras.callbacks.LambdaCallback(on_train_batch_end=batch_end)], runner=runner)
 
 
 print("ready", flush=True)
 for line in sys.stdin:
-    log_dir, kill_at = line.split()
+    log_dir, kill_at, runner = line.split()
     sys.stdout.flush()
     pid = os.fork()
     if pid == 0:
         try:
-            train(log_dir, int(kill_at))
+            train(log_dir, int(kill_at), runner)
         finally:
             os._exit(3)  # the kill never came
     _, status = os.waitpid(pid, 0)

@@ -35,13 +35,31 @@ def data() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+#: How the trials train: a plain ``model.fit`` on arrays; ``TrainInfer`` on arrays;
+#: ``TrainInfer`` on a ``tf.data`` pipeline whose shuffle has a seed and the same order
+#: each epoch (reshuffled each iteration, a resumed epoch's order would depend on how
+#: many iterators Keras made before it: 2 an epoch with Keras 3.15 on TensorFlow).
+RUNNERS = ("fit", "train_infer", "train_infer_tfdata")
+
+
 def fit(
     model: Any, xy: tuple[np.ndarray, np.ndarray], epochs: int, callbacks: list[Any],
-    shuffle: bool = True,
+    shuffle: bool = True, runner: str = "fit",
 ) -> Any:
-    """``model.fit`` on ``xy`` (also the validation data). Keras shuffles arrays each
-    epoch; on TensorFlow the order of an epoch does not depend on where the fit
-    started, on JAX and torch it does (numpy's generator): ``shuffle=False`` there."""
+    """Train on ``xy`` (also the validation data), as ``runner`` says. Keras shuffles
+    arrays each epoch; on TensorFlow the order of an epoch does not depend on where the
+    fit started, on JAX and torch it does (numpy's generator): ``shuffle=False`` there."""
     x, y = xy
+    if runner.startswith("train_infer"):
+        from cvml_core import TrainInfer
+
+        train: Any = xy
+        if runner.endswith("tfdata"):
+            import tensorflow as tf
+
+            train = tf.data.Dataset.from_tensor_slices(xy).shuffle(
+                SAMPLES, seed=0, reshuffle_each_iteration=False)
+        return TrainInfer(model).train(train, xy, BATCH, epochs, callbacks=callbacks,
+                                       show_results=0)
     return model.fit(x, y, validation_data=(x, y), epochs=epochs, batch_size=BATCH,
                      shuffle=shuffle, verbose=0, callbacks=callbacks)

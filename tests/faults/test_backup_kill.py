@@ -35,9 +35,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from backup_workload import BASIS, EPOCHS, INTERVAL, STEPS, build, data, fit
+from backup_workload import BASIS, EPOCHS, INTERVAL, RUNNERS, STEPS, build, data, fit
 from faultlib import manifest_problems
 
 HERE = Path(__file__).parent
@@ -61,10 +62,10 @@ class _Children:
         assert self.proc.stdout is not None
         return self.proc.stdout.readline().strip()
 
-    def run(self, log_dir: Path, kill_at: int) -> list[tuple[int, int]]:
+    def run(self, log_dir: Path, kill_at: int, runner: str) -> list[tuple[int, int]]:
         """Train in a child until it kills itself; its ``(step, busy)`` lines."""
         assert self.proc.stdin is not None
-        self.proc.stdin.write(f"{log_dir} {kill_at}\n")
+        self.proc.stdin.write(f"{log_dir} {kill_at} {runner}\n")
         self.proc.stdin.flush()
         lines = []
         while True:
@@ -83,12 +84,13 @@ class _Children:
 
 
 def _trial(
-    children: _Children, log_dir: Path, kill_at: int, reference: list[np.ndarray], tally: dict
+    children: _Children, log_dir: Path, kill_at: int, runner: str,
+    reference: list[np.ndarray], tally: dict,
 ) -> None:
     import keras
     from cvml_ckpt import CkptCallback
 
-    lines = children.run(log_dir, kill_at)
+    lines = children.run(log_dir, kill_at, runner)
     folder = log_dir / "ckpt"
     manifest = folder / "manifest.json"  # none yet when killed before any write
     state = json.loads(manifest.read_text()) if manifest.exists() else {"basis": None,
@@ -128,7 +130,7 @@ def _trial(
         tally["busy_trials"] += 1
 
     model = build()
-    fit(model, data(), EPOCHS, [cb])
+    fit(model, data(), EPOCHS, [cb], runner=runner)
     if cb.resumed_from != expected:
         tally["wrong_start"] += 1
         tally["notes"].append(f"resumed from {cb.resumed_from}, backup {expected}")
@@ -145,9 +147,10 @@ def _trial(
         tally["bitwise_equal"] += 1
 
 
-def test_random_sigkills_then_resume_at_the_step(tmp_path):
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_random_sigkills_then_resume_at_the_step(tmp_path, runner):
     model = build()
-    fit(model, data(), EPOCHS, [])
+    fit(model, data(), EPOCHS, [], runner=runner)
     reference = model.get_weights()
     assert int(model.optimizer.iterations.numpy()) == STEPS
 
@@ -159,12 +162,13 @@ def test_random_sigkills_then_resume_at_the_step(tmp_path):
     children = _Children()
     try:
         for trial in range(TRIALS):
-            _trial(children, tmp_path / f"t{trial}", rng.randint(1, STEPS - 1), reference, tally)
+            _trial(children, tmp_path / f"t{trial}", rng.randint(1, STEPS - 1), runner,
+                   reference, tally)
     finally:
         children.close()
     failures = ("unloadable", "regressions", "lost_over", "wrong_start", "iterations",
                 "backup_left", "mismatch")
-    summary = (f"backup kill trials={TRIALS} seed={SEED} interval={INTERVAL}: "
+    summary = (f"backup kill {runner} trials={TRIALS} seed={SEED} interval={INTERVAL}: "
                + " ".join(f"{k}={tally[k]}" for k in failures)
                + f" (max steps lost {tally['max_lost']}, trials with a write in flight "
                f"{tally['busy_trials']}, final weights bitwise equal "

@@ -533,6 +533,16 @@ class CkptCallback(BasisCallback):
         logs = {k: v for k, v in job.logs.items() if k != _POSITION}
         return Staged(tmp, self.artifact(backup.KIND, final, job.epoch, logs, None, **details))
 
+    def backup_start(self) -> tuple[int, int] | None:
+        """``(epoch_index, step)`` where the next ``fit`` with this callback starts, from
+        the backup in the folder (0-based epoch, as Keras' ``initial_epoch``; batches
+        done in it); None without a backup (and with tf_keras, whose backup is its own)."""
+        entry = self._backup_entry() if self.legacy_backup is None else None
+        if entry is None:
+            return None
+        details = entry.get("details") or {}
+        return int(details["epoch_index"]), int(details["step"])
+
     def _backup_entry(self) -> dict[str, Any] | None:
         """The manifest entry of the backup in the folder, if its file is there."""
         entries = [e for e in self.current_artifacts() if e.get("kind") == backup.KIND]
