@@ -5,10 +5,12 @@ Trials: ``CVML_BACKUP_TRIALS`` (default 20, the CI run), seed ``CVML_KILL_SEED``
 
     CVML_BACKUP_TRIALS=100 pytest tests/faults/test_backup_kill.py -s
 
-Each trial starts ``backup_child.py`` (ckpt with ``backup_every_steps=3``, a tiny model
-with dropout, 4 epochs of 8 steps) on a fresh ``log_dir``; the child SIGKILLs itself at
-the end of a seeded random training step. This process then checks the folder and
-resumes the run with a new model and callback in a plain ``model.fit``:
+Each runner (``backup_workload.RUNNERS``: a plain ``model.fit`` on arrays, ``TrainInfer``
+on arrays, ``TrainInfer`` on a seeded ``tf.data`` shuffle) has its trials. Each trial
+starts ``backup_child.py`` (ckpt with ``backup_every_steps=3``, a tiny model with
+dropout, 4 epochs of 8 steps) on a fresh ``log_dir``; the child SIGKILLs itself at the
+end of a seeded random training step. This process then checks the folder and resumes
+the run with a new model and callback, trained the same way:
 
 * 0 unloadable files: every ``.keras`` loads, ``backup.weights.h5`` loads into the model;
 * 0 best regressions: the resumed callback's best is the one the manifest held at the kill;
