@@ -53,12 +53,7 @@ from cvml_core.plugin_host.notify import check_notify
 from cvml_core.plugin_host.run_info import RunInfo
 from cvml_core.policy.basis import validate_basis_dict
 from cvml_core.policy.checks import check_folder, is_integer
-from cvml_core.train.data import (
-    Data,
-    dataset_batching,
-    inference_data,
-    prepare,
-)
+from cvml_core.train.data import Data, dataset_batching, inference_data, prepare
 from cvml_core.train.data_checks import check_first_batch
 from cvml_core.train.protocol import (
     Restores,
@@ -202,11 +197,10 @@ class TrainInfer:
             if data is not None:
                 check_first_batch(data_name, self.model, data.x, data.y, data.batch_size)
         cbs = resolve_callbacks(callbacks, run_log_dir, run_basis, self.storage_options)
-        backups = [
-            start for cb in cbs if isinstance(cb, ResumesBackup)
-            and (start := cb.backup_start()) is not None
-        ]
-        if not start_epoch and not backups:  # else a resume
+        resumes_backup = any(
+            isinstance(cb, ResumesBackup) and cb.backup_start() is not None for cb in cbs
+        )
+        if not start_epoch and not resumes_backup:  # else a resume
             warn_earlier_bests(cbs)
         tracked = tracked_basis(cbs)
         basis = {**tracked, **(run_basis or {})}
