@@ -3,7 +3,7 @@ where the model's state goes on the training thread (the shadow model, a device 
 host copies, or nowhere: skipped), and how the worker turns it into a file (the shadow,
 built once per run, saved with Keras' own ``save`` / ``save_weights``). A mixin: the
 callback holds the state and gives ``model``, ``background``, ``chief``,
-``include_optimizer``, ``save_weights_only`` and ``folder``."""
+``include_optimizer``, ``save_weights_only``, ``ext`` and ``folder``."""
 
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ class ShadowSnapshots:
     chief: bool
     include_optimizer: bool
     save_weights_only: bool
+    ext: str
     folder: Path
 
     def _init_snapshots(
