@@ -290,7 +290,10 @@ def test_back_to_back_saves_grow_host_memory_less_than_one_more_copy(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["peak"] <= 1.1, result
+    # The worker returns freed heap after each job (glibc's malloc_trim), so the base
+    # no longer holds the last write's freed buffers for the next write to reuse: each
+    # write's own transient (Keras' save_weights, the reference) counts again.
+    assert result["peak"] <= 1.1 + result["reference"], result
     # The first save: its host copy (one copy of the state) and the shadow built from
     # it (another), with Keras' own save_weights (the reference) and a fifth of a copy to
     # spare. From a zipped .keras source, Keras would also hold the whole weights file
